@@ -1,0 +1,25 @@
+"""MRI <-> intra-operative ultrasound synthesis with multi-modal hierarchical VAEs, end to end.
+
+With no data and no internet, `snakemake --cores all` runs every stage on a generated demo
+cohort. Real datasets are switched on in the config (see README).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/qc.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        cohort_manifests(),
+        subject_qc_figures(),

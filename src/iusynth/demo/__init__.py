@@ -1,0 +1,1 @@
+"""The offline demo cohort: simulated subjects built on real MNI152 anatomy."""

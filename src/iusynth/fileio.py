@@ -1,0 +1,124 @@
+"""Atomic file writing and NIfTI reading with errors that name the file.
+
+Every output of the workflow is first written under a temporary name in its final folder
+and renamed into place only when complete, so an interrupted run never leaves a file that
+looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    """Split a file name into stem and (possibly double) suffix, e.g. ``.nii.gz``."""
+    for double in (".nii.gz", ".tar.gz"):
+        if name.endswith(double):
+            return name[: -len(double)], double
+    stem, dot, ext = name.rpartition(".")
+    return (stem, dot + ext) if dot and stem else (name, "")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary name keeps the suffix, so writers that infer the format from it work.
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem, suffix = _split_suffix(target.name)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=target.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_umask())
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move it onto ``path`` if the block succeeds.
+
+    An existing ``path`` is replaced only after the new content is complete.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_nifti(path: str | os.PathLike[str], array: Any, affine: Any) -> None:
+    """Save an array with a RAS affine as NIfTI (sform and qform set), atomically.
+
+    The on-disk data type is the array's; use uint8/int16 arrays for compact files.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=float))
+    image.set_sform(image.affine, code=1)
+    image.set_qform(image.affine, code=1)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+
+
+def load_nifti(path: str | os.PathLike[str]) -> Any:
+    """Load a NIfTI image fully into memory, with an error naming the file when it is bad.
+
+    Returns a ``nibabel.Nifti1Image`` whose data has been read (so truncated files fail
+    here, not later in some computation).
+    """
+    import nibabel as nib
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"image {path} is empty (0 bytes): re-generate or re-download it")
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:  # nibabel raises many types for corrupt files
+        raise ValueError(
+            f"image {path} is not a readable NIfTI file ({type(error).__name__}: {error}); "
+            "re-generate or re-download it"
+        ) from error
+    if data.ndim != 3:
+        raise ValueError(f"image {path} has {data.ndim} dimensions; a 3D volume is expected")
+    return nib.Nifti1Image(data, image.affine, image.header)

@@ -1,0 +1,82 @@
+"""Quality-control figures of a subject: orthogonal slices of every modality with label contours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from iusynth import layout  # noqa: E402
+from iusynth.fileio import atomic_path, load_nifti  # noqa: E402
+
+_VIEWS = ("axial", "coronal", "sagittal")
+_LABEL_COLOURS = {1: "red", 2: "yellow", 4: "cyan"}
+
+
+def _canonical(path: Path) -> np.ndarray:
+    """Load a volume reoriented to RAS voxel axes (for display only)."""
+    import nibabel as nib
+
+    return np.asarray(nib.as_closest_canonical(load_nifti(path)).dataobj)
+
+
+def _slices(volume: np.ndarray, centre: np.ndarray) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through ``centre``, oriented for display."""
+    i, j, k = (int(round(c)) for c in centre)
+    return [volume[:, :, k].T, volume[:, j, :].T, volume[i, :, :].T]
+
+
+def _centre(labels: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Centroid of the labels when there are any, else the middle of the grid."""
+    if labels is not None and labels.any():
+        return np.argwhere(labels > 0).mean(axis=0)
+    return (np.array(shape) - 1) / 2.0
+
+
+def _draw_row(axes: np.ndarray, volume: np.ndarray, labels: np.ndarray | None, centre: np.ndarray, name: str) -> None:
+    """One row of three views with optional label contours."""
+    finite = volume[volume > 0]
+    vmax = np.percentile(finite, 99.5) if finite.size else 1.0
+    label_views = _slices(labels, centre) if labels is not None else [None] * 3
+    for axis, image, label, view in zip(axes, _slices(volume, centre), label_views, _VIEWS, strict=True):
+        axis.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, interpolation="nearest")
+        if label is not None:
+            for value, colour in _LABEL_COLOURS.items():
+                if (label == value).any():
+                    axis.contour(label == value, levels=[0.5], colors=colour, linewidths=0.8)
+        axis.set_title(f"{name} {view}", fontsize=8)
+        axis.axis("off")
+
+
+def plot_subject(subject_dir: Path, subject: str, output: Path) -> None:
+    """Write a PNG with one row per modality (three orthogonal views) and tumour contours.
+
+    MR rows are centred on the MR tumour labels and show them; the ultrasound row is in
+    the ultrasound's own grid and shows the ultrasound tumour mask.
+    """
+    subject_dir = Path(subject_dir)
+    entry = layout.scan_subject(subject_dir, subject)
+    if not any(entry.has(m) for m in layout.MODALITIES):
+        raise FileNotFoundError(f"{subject_dir} holds no image of subject {subject}")
+    rows: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    mr_labels = _canonical(layout.subject_file(subject_dir, subject, "tumor-MR")) if entry.has("tumor-MR") else None
+    for sequence in entry.mr_sequences:
+        rows.append((sequence, _canonical(layout.subject_file(subject_dir, subject, sequence)), mr_labels))
+    if entry.has("US"):
+        us_labels = _canonical(layout.subject_file(subject_dir, subject, "tumor-US")) if entry.has("tumor-US") else None
+        rows.append(("US", _canonical(layout.subject_file(subject_dir, subject, "US")), us_labels))
+
+    figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    for row_axes, (name, volume, labels) in zip(axes, rows, strict=True):
+        if labels is not None and labels.shape != volume.shape:
+            raise ValueError(f"{subject}: {name} and its labels differ in shape ({volume.shape} vs {labels.shape})")
+        _draw_row(row_axes, volume, labels, _centre(labels, volume.shape), name)
+    figure.suptitle(f"{subject}: red core/necrosis, cyan enhancing, yellow oedema", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=90)
+    plt.close(figure)

@@ -1,0 +1,47 @@
+# The offline demo cohort: simulated subjects on MNI152 anatomy, in the canonical layout.
+
+
+rule generate_demo_subject:
+    output:
+        directory(f"{RESULTS}/cohorts/{{cohort}}/{{subject}}"),
+    log:
+        f"{RESULTS}/logs/generate_demo_subject/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate_demo_subject/{{cohort}}/{{subject}}.tsv"
+    wildcard_constraints:
+        cohort="|".join(DEMO_COHORTS) or "no-demo-cohort",
+    conda:
+        "../../envs/demo.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["demo"], sort_keys=True),
+    shell:
+        "{params.iusynth} demo-subject --cohort {wildcards.cohort} --subject {wildcards.subject}"
+        " --settings {params.settings:q} --output {output} > {log} 2>&1"
+
+
+rule generate_demo_cohort:
+    input:
+        cohort_subject_dirs,
+    output:
+        f"{RESULTS}/cohorts/{{cohort}}/{MANIFEST_NAME}",
+    log:
+        f"{RESULTS}/logs/generate_demo_cohort/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate_demo_cohort/{{cohort}}.tsv"
+    wildcard_constraints:
+        cohort="|".join(DEMO_COHORTS) or "no-demo-cohort",
+    conda:
+        "../../envs/demo.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        iusynth=IUSYNTH,
+    shell:
+        "{params.iusynth} cohort-manifest --output {output} {input:q} > {log} 2>&1"

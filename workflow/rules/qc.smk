@@ -1,0 +1,23 @@
+# Quality control figures of the input data.
+
+
+rule plot_subject_qc:
+    input:
+        subject_dir,
+    output:
+        f"{RESULTS}/qc/cohorts/{{cohort}}/{{subject}}.png",
+    log:
+        f"{RESULTS}/logs/plot_subject_qc/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_subject_qc/{{cohort}}/{{subject}}.tsv"
+    conda:
+        "../../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        iusynth=IUSYNTH,
+    shell:
+        "{params.iusynth} qc-subject --subject-dir {input:q} --subject {wildcards.subject}"
+        " --output {output:q} > {log} 2>&1"
