@@ -29,13 +29,14 @@ def _demo_subject(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     subject = generate_subject(plans[args.subject], DemoSettings.from_config(demo), args.output)
     log.info(
-        "generated %s (%s, %s) in %.1f s; initial landmark error %s mm",
+        "generated %s (%s, %s) in %.1f s",
         args.subject,
         subject.plan.grade,
         "+".join(subject.plan.modalities),
         time.perf_counter() - start,
-        subject.truth.get("initial_landmark_error_mm", "n/a"),
     )
+    if "initial_landmark_error_mm" in subject.truth:
+        log.info("median landmark misalignment %.2f mm", subject.truth["initial_landmark_error_mm"])
 
 
 def _cohort_manifest(args: argparse.Namespace) -> None:
@@ -58,7 +59,10 @@ def _qc_subject(args: argparse.Namespace) -> None:
 STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {
     "demo-subject": ("generate one subject of the offline demo cohort", _demo_subject),
     "cohort-manifest": ("write a cohort's subjects.tsv from its subject folders", _cohort_manifest),
-    "qc-subject": ("plot a subject's QC figure (slices of every modality, label contours)", _qc_subject),
+    "qc-subject": (
+        "plot a subject's QC figure (slices of every modality, label contours)",
+        _qc_subject,
+    ),
 }
 
 
@@ -72,15 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in STAGES.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
         if name == "demo-subject":
-            command.add_argument("--cohort", required=True, help="demo cohort (remind, upenn, resect)")
+            command.add_argument(
+                "--cohort", required=True, help="demo cohort (remind, upenn, resect)"
+            )
             command.add_argument("--subject", required=True, help="subject id from the cohort plan")
-            command.add_argument("--settings", required=True, help="the 'demo' config section as JSON")
-            command.add_argument("--output", required=True, type=Path, help="subject folder to write")
+            command.add_argument(
+                "--settings", required=True, help="the 'demo' config section as JSON"
+            )
+            command.add_argument(
+                "--output", required=True, type=Path, help="subject folder to write"
+            )
         elif name == "cohort-manifest":
             command.add_argument("--output", required=True, type=Path, help="subjects.tsv to write")
-            command.add_argument("subject_dirs", nargs="+", help="subject folders (named by subject id)")
+            command.add_argument(
+                "subject_dirs", nargs="+", help="subject folders (named by subject id)"
+            )
         elif name == "qc-subject":
-            command.add_argument("--subject-dir", required=True, type=Path, help="the subject's folder")
+            command.add_argument(
+                "--subject-dir", required=True, type=Path, help="the subject's folder"
+            )
             command.add_argument("--subject", required=True, help="subject id")
             command.add_argument("--output", required=True, type=Path, help="PNG to write")
     return parser

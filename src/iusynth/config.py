@@ -31,8 +31,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - allowed)
+        allowed_list = ", ".join(sorted(allowed))
         return "; ".join(
-            f"unknown config key '{_key([*where, name])}' (allowed here: {', '.join(sorted(allowed))})"
+            f"unknown config key '{_key([*where, name])}' (allowed here: {allowed_list})"
             for name in unknown
         )
     if error.validator == "required":
@@ -48,7 +49,9 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         lines = "\n".join(f"  - {_describe(error)}" for error in errors)
-        raise ConfigError(f"invalid configuration:\n{lines}\n(fix the config file or --config values)")
+        raise ConfigError(
+            f"invalid configuration:\n{lines}\n(fix the config file or --config values)"
+        )
     low, high = config["demo"]["misalignment"]["translation_mm"]
     if low > high:
         raise ConfigError(

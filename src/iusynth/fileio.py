@@ -43,7 +43,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     stem, suffix = _split_suffix(target.name)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=target.parent)
+    handle, tmp_name = tempfile.mkstemp(
+        prefix=f".{stem}.", suffix=f".part{suffix}", dir=target.parent
+    )
     os.close(handle)
     tmp = Path(tmp_name)
     tmp.chmod(0o666 & ~_umask())

@@ -13,7 +13,9 @@ def rotation_matrix(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle_rad) * skew + (1 - np.cos(angle_rad)) * skew @ skew
 
 
-def rigid_transform(rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray) -> np.ndarray:
+def rigid_transform(
+    rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray
+) -> np.ndarray:
     """Return the 4x4 map x -> R (x - c) + c + t: rotation about ``centre``, then translation."""
     matrix = np.eye(4)
     matrix[:3, :3] = rotation

@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from iusynth import layout  # noqa: E402
-from iusynth.fileio import atomic_path, load_nifti  # noqa: E402
+from iusynth import layout
+from iusynth.fileio import atomic_path, load_nifti
 
 _VIEWS = ("axial", "coronal", "sagittal")
 _LABEL_COLOURS = {1: "red", 2: "yellow", 4: "cyan"}
@@ -26,7 +26,7 @@ def _canonical(path: Path) -> np.ndarray:
 
 def _slices(volume: np.ndarray, centre: np.ndarray) -> list[np.ndarray]:
     """Axial, coronal and sagittal slices through ``centre``, oriented for display."""
-    i, j, k = (int(round(c)) for c in centre)
+    i, j, k = (round(float(c)) for c in centre)
     return [volume[:, :, k].T, volume[:, j, :].T, volume[i, :, :].T]
 
 
@@ -37,12 +37,16 @@ def _centre(labels: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return (np.array(shape) - 1) / 2.0
 
 
-def _draw_row(axes: np.ndarray, volume: np.ndarray, labels: np.ndarray | None, centre: np.ndarray, name: str) -> None:
+def _draw_row(
+    axes: np.ndarray, volume: np.ndarray, labels: np.ndarray | None, centre: np.ndarray, name: str
+) -> None:
     """One row of three views with optional label contours."""
     finite = volume[volume > 0]
     vmax = np.percentile(finite, 99.5) if finite.size else 1.0
     label_views = _slices(labels, centre) if labels is not None else [None] * 3
-    for axis, image, label, view in zip(axes, _slices(volume, centre), label_views, _VIEWS, strict=True):
+    for axis, image, label, view in zip(
+        axes, _slices(volume, centre), label_views, _VIEWS, strict=True
+    ):
         axis.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, interpolation="nearest")
         if label is not None:
             for value, colour in _LABEL_COLOURS.items():
@@ -63,17 +67,29 @@ def plot_subject(subject_dir: Path, subject: str, output: Path) -> None:
     if not any(entry.has(m) for m in layout.MODALITIES):
         raise FileNotFoundError(f"{subject_dir} holds no image of subject {subject}")
     rows: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    mr_labels = _canonical(layout.subject_file(subject_dir, subject, "tumor-MR")) if entry.has("tumor-MR") else None
+    mr_labels = (
+        _canonical(layout.subject_file(subject_dir, subject, "tumor-MR"))
+        if entry.has("tumor-MR")
+        else None
+    )
     for sequence in entry.mr_sequences:
-        rows.append((sequence, _canonical(layout.subject_file(subject_dir, subject, sequence)), mr_labels))
+        rows.append(
+            (sequence, _canonical(layout.subject_file(subject_dir, subject, sequence)), mr_labels)
+        )
     if entry.has("US"):
-        us_labels = _canonical(layout.subject_file(subject_dir, subject, "tumor-US")) if entry.has("tumor-US") else None
+        us_labels = (
+            _canonical(layout.subject_file(subject_dir, subject, "tumor-US"))
+            if entry.has("tumor-US")
+            else None
+        )
         rows.append(("US", _canonical(layout.subject_file(subject_dir, subject, "US")), us_labels))
 
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row_axes, (name, volume, labels) in zip(axes, rows, strict=True):
         if labels is not None and labels.shape != volume.shape:
-            raise ValueError(f"{subject}: {name} and its labels differ in shape ({volume.shape} vs {labels.shape})")
+            raise ValueError(
+                f"{subject}: {name} {volume.shape} and its labels {labels.shape} differ in shape"
+            )
         _draw_row(row_axes, volume, labels, _centre(labels, volume.shape), name)
     figure.suptitle(f"{subject}: red core/necrosis, cyan enhancing, yellow oedema", fontsize=9)
     figure.tight_layout()

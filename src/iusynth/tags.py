@@ -44,7 +44,9 @@ def write_tag_file(path: str | os.PathLike[str], pairs: LandmarkPairs, comment: 
     lines = [_HEADER, "Volumes = 2;"]
     lines += [f"% {text}" for text in comment.splitlines() if text]
     lines += ["", "Points ="]
-    for index, (a, b, label) in enumerate(zip(pairs.first, pairs.second, pairs.labels, strict=True)):
+    for index, (a, b, label) in enumerate(
+        zip(pairs.first, pairs.second, pairs.labels, strict=True)
+    ):
         end = ";" if index == len(pairs.labels) - 1 else ""
         coords = " ".join(f"{value:.4f}" for value in (*a, *b))
         lines.append(f' {coords} "{label}"{end}')

@@ -88,7 +88,9 @@ def load_mni_anatomy(spacing_mm: float = 1.0) -> Anatomy:
     tissues = {
         "gm": np.where(brain, gm, 0.0),
         "wm": np.where(brain, wm, 0.0),
-        "skull": ((outside > _CSF_RIM_MM) & (outside <= _CSF_RIM_MM + _SKULL_MM)).astype(np.float32),
+        "skull": ((outside > _CSF_RIM_MM) & (outside <= _CSF_RIM_MM + _SKULL_MM)).astype(
+            np.float32
+        ),
         "scalp": (
             (outside > _CSF_RIM_MM + _SKULL_MM) & (outside <= _CSF_RIM_MM + _SKULL_MM + _SCALP_MM)
         ).astype(np.float32),
@@ -104,7 +106,9 @@ def load_mni_anatomy(spacing_mm: float = 1.0) -> Anatomy:
     affine = affine_1mm.copy()
     affine[:3, :3] *= spacing_mm
     resampled = {
-        name: _resample_isotropic(np.ascontiguousarray(tissues[name][crop], np.float32), spacing_mm, 1)
+        name: _resample_isotropic(
+            np.ascontiguousarray(tissues[name][crop], np.float32), spacing_mm, 1
+        )
         for name in HEALTHY_TISSUES
     }
     brain_mask = _resample_isotropic(brain[crop].astype(np.float32), spacing_mm, 1) > 0.5
@@ -124,8 +128,12 @@ def smooth_random_field(
     fields = []
     for _ in range(components):
         coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), sigma=1.0, mode="wrap")
-        coords = np.meshgrid(*(np.arange(n) / step + 1.0 for n in shape), indexing="ij", sparse=True)
-        dense = ndimage.map_coordinates(coarse, np.broadcast_arrays(*coords), order=1, mode="nearest")
+        coords = np.meshgrid(
+            *(np.arange(n) / step + 1.0 for n in shape), indexing="ij", sparse=True
+        )
+        dense = ndimage.map_coordinates(
+            coarse, np.broadcast_arrays(*coords), order=1, mode="nearest"
+        )
         fields.append((dense - dense.mean()) / (dense.std() + 1e-12))
     return np.stack(fields).astype(np.float32)
 
@@ -155,7 +163,9 @@ def mass_effect_displacement(
     Gaussian over one more radius. The map x -> x + u(x) stays monotonic along each ray
     (push_mm < radius_mm), so the warp never folds.
     """
-    grids = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij", sparse=True)
+    grids = np.meshgrid(
+        *(np.arange(n, dtype=np.float32) for n in shape), indexing="ij", sparse=True
+    )
     offset = [g - c for g, c in zip(grids, centre_voxel, strict=True)]
     distance = np.sqrt(sum(o * o for o in offset)) * spacing_mm
     inner = push_mm * distance / radius_mm

@@ -108,10 +108,15 @@ def _template(spacing_mm: float) -> Anatomy:
 
 
 def random_misalignment(
-    rng: np.random.Generator, centre: np.ndarray, max_rotation_deg: float, translation_mm: tuple[float, float]
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    max_rotation_deg: float,
+    translation_mm: tuple[float, float],
 ) -> np.ndarray:
-    """A random rigid transform: rotation up to ``max_rotation_deg`` about ``centre``, then a shift."""
-    rotation = rotation_matrix(unit(rng.standard_normal(3)), np.radians(rng.uniform(0, max_rotation_deg)))
+    """A random rigid map: rotation up to ``max_rotation_deg`` about ``centre``, then a shift."""
+    rotation = rotation_matrix(
+        unit(rng.standard_normal(3)), np.radians(rng.uniform(0, max_rotation_deg))
+    )
     shift = unit(rng.standard_normal(3)) * rng.uniform(*translation_mm)
     return rigid_transform(rotation, shift, centre)
 
@@ -126,7 +131,9 @@ def choose_landmarks(
 ) -> np.ndarray:
     """Pick up to ``count`` salient voxel centres inside the sector, spread apart (N x 3 world)."""
     sector_affine, sector_shape = sector_grid(geometry, float(np.linalg.norm(affine[:3, 0])))
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * (np.array(sector_shape) - 1)
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * (
+        np.array(sector_shape) - 1
+    )
     box = apply_transform(np.linalg.inv(affine) @ sector_affine, corners)
     lo = np.clip(np.floor(box.min(axis=0)).astype(int), 0, saliency.shape)
     hi = np.clip(np.ceil(box.max(axis=0)).astype(int) + 1, 0, saliency.shape)
@@ -157,11 +164,15 @@ def simulate_subject(plan: DemoSubjectPlan, settings: DemoSettings) -> Simulated
     spec = choose_tumour(
         brain_depth(template.brain_mask, spacing), template.tissues["wm"], affine, rng, plan.grade
     )
-    displacement = random_displacement(shape, spacing, rng, settings.deformation_mm, correlation_mm=40.0)
+    displacement = random_displacement(
+        shape, spacing, rng, settings.deformation_mm, correlation_mm=40.0
+    )
     displacement += mass_effect_displacement(
         shape, spacing, np.array(spec.centre_voxel), spec.radius_mm, push_mm=0.35 * spec.radius_mm
     )
-    warped = warp({**template.tissues, "brain": template.brain_mask.astype(np.float32)}, displacement)
+    warped = warp(
+        {**template.tissues, "brain": template.brain_mask.astype(np.float32)}, displacement
+    )
     brain = warped.pop("brain") > 0.5
     tumour = tumour_maps(spec, shape, spacing, brain, warped["wm"], rng)
     remaining = 1.0 - sum(tumour.values())
@@ -169,7 +180,9 @@ def simulate_subject(plan: DemoSubjectPlan, settings: DemoSettings) -> Simulated
     brats = brats_labels(tumour)
 
     mr = {
-        sequence: synthesize_mr(tissues, sequence, spacing, rng, settings.bias_strength, settings.noise_fraction)
+        sequence: synthesize_mr(
+            tissues, sequence, spacing, rng, settings.bias_strength, settings.noise_fraction
+        )
         for sequence in plan.modalities
         if sequence != "US"
     }
@@ -204,7 +217,9 @@ def _add_ultrasound(
     us = simulate_ultrasound(echo, attenuation, affine, geometry, settings.ultrasound, rng)
 
     fov_centre = voxel_to_world(us.affine, (np.array(us.bmode.shape) - 1) / 2.0)[0]
-    misalignment = random_misalignment(rng, fov_centre, settings.max_rotation_deg, settings.translation_mm)
+    misalignment = random_misalignment(
+        rng, fov_centre, settings.max_rotation_deg, settings.translation_mm
+    )
     header_affine = misalignment @ us.affine
 
     us_world = voxel_to_world(us.affine, np.indices(us.bmode.shape).reshape(3, -1).T)
@@ -225,7 +240,9 @@ def _add_ultrasound(
         "us_true_affine": us.affine.tolist(),
         "us_header_affine": header_affine.tolist(),
         "us_to_mr_world": np.linalg.inv(misalignment).tolist(),
-        "initial_landmark_error_mm": float(np.median(np.linalg.norm(us_points - mr_points, axis=1))),
+        "initial_landmark_error_mm": float(
+            np.median(np.linalg.norm(us_points - mr_points, axis=1))
+        ),
     }
 
 
@@ -245,7 +262,11 @@ def write_subject(subject: SimulatedSubject, subject_dir: Path) -> None:
         if subject.ultrasound is not None:
             save_nifti(path(folder, "US"), subject.ultrasound.bmode, subject.us_header_affine)
             if role.has_ultrasound_labels:
-                save_nifti(path(folder, "tumor-US"), subject.us_tumour.astype(np.uint8), subject.us_header_affine)
+                save_nifti(
+                    path(folder, "tumor-US"),
+                    subject.us_tumour.astype(np.uint8),
+                    subject.us_header_affine,
+                )
             if role.has_landmarks:
                 write_tag_file(
                     path(folder, "landmarks"),
@@ -255,9 +276,10 @@ def write_subject(subject: SimulatedSubject, subject_dir: Path) -> None:
         write_json(path(folder, "truth"), subject.truth)
 
 
-def generate_subject(plan: DemoSubjectPlan, settings: DemoSettings, subject_dir: Path) -> SimulatedSubject:
+def generate_subject(
+    plan: DemoSubjectPlan, settings: DemoSettings, subject_dir: Path
+) -> SimulatedSubject:
     """Simulate one subject and write it to ``subject_dir``; returns the in-memory subject."""
     subject = simulate_subject(plan, settings)
     write_subject(subject, Path(subject_dir))
     return subject
-

@@ -49,7 +49,9 @@ def synthesize_mr(
     ``noise_fraction`` the Rician noise level relative to a signal of 1.
     """
     if sequence not in MR_TISSUE_SIGNAL:
-        raise ValueError(f"unknown MR sequence {sequence!r}; expected one of {list(MR_TISSUE_SIGNAL)}")
+        raise ValueError(
+            f"unknown MR sequence {sequence!r}; expected one of {list(MR_TISSUE_SIGNAL)}"
+        )
     signal = tissue_mixture(tissues, MR_TISSUE_SIGNAL[sequence])
     shape = signal.shape
     bias = np.exp(bias_strength * smooth_random_field(shape, rng, 60.0 / spacing_mm)[0])

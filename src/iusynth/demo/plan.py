@@ -97,7 +97,9 @@ def plan_cohort(cohort: str, demo_config: dict[str, Any]) -> list[DemoSubjectPla
     count = settings["subjects"]
     chooser = random.Random(f"{demo_config['seed']}:{cohort}")
     low_grade = _chosen(chooser, count, settings["low_grade_fraction"])
-    missing_fraction = settings.get("missing_sequence_fraction", 0.0) if role.may_miss_a_sequence else 0.0
+    missing_fraction = (
+        settings.get("missing_sequence_fraction", 0.0) if role.may_miss_a_sequence else 0.0
+    )
     incomplete = _chosen(chooser, count, missing_fraction)
     plans = []
     for index in range(1, count + 1):

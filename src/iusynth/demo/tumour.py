@@ -50,7 +50,10 @@ def choose_tumour(
     z_world = affine[2, 2] * np.arange(wm.shape[2]) + affine[2, 3]
     supratentorial = (z_world > -5.0)[None, None, :]
     candidates = np.argwhere(
-        (brain_depth_mm > max(10.0, 0.6 * radius)) & (brain_depth_mm < 35.0) & (wm > 0.5) & supratentorial
+        (brain_depth_mm > max(10.0, 0.6 * radius))
+        & (brain_depth_mm < 35.0)
+        & (wm > 0.5)
+        & supratentorial
     )
     if len(candidates) == 0:
         raise ValueError("no white-matter voxel is deep enough to host a tumour on this grid")
@@ -98,8 +101,12 @@ def tumour_maps(
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     box_shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
 
-    grids = np.meshgrid(*(np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)), indexing="ij")
-    offset_mm = np.stack([(g - c) * spacing_mm for g, c in zip(grids, centre, strict=True)], axis=-1)
+    grids = np.meshgrid(
+        *(np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)), indexing="ij"
+    )
+    offset_mm = np.stack(
+        [(g - c) * spacing_mm for g, c in zip(grids, centre, strict=True)], axis=-1
+    )
     local = offset_mm @ np.array(spec.rotation) / np.array(spec.axes)
     roughness = smooth_random_field(box_shape, rng, 0.5 * spec.radius_mm / spacing_mm)[0]
     rho = np.linalg.norm(local, axis=-1) / spec.radius_mm * (1.0 + 0.15 * roughness)

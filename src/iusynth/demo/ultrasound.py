@@ -64,8 +64,10 @@ class ProbeGeometry:
         phi = np.arcsin(np.clip(e / np.maximum(r, 1e-9), -1.0, 1.0))
         return r, np.arctan2(lat, a), phi
 
-    def contains(self, points: np.ndarray, margin_mm: float = 0.0, angle_fraction: float = 1.0) -> np.ndarray:
-        """Whether world points lie inside the sector (shrunk by a depth margin and angle fraction)."""
+    def contains(
+        self, points: np.ndarray, margin_mm: float = 0.0, angle_fraction: float = 1.0
+    ) -> np.ndarray:
+        """Whether world points lie in the sector (shrunk by a depth margin and angle fraction)."""
         r, theta, phi = self.to_polar(points)
         return (
             (r >= margin_mm)
@@ -140,20 +142,26 @@ def place_probe(
     )
 
 
-def acoustic_maps(tissues: dict[str, np.ndarray], spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def acoustic_maps(
+    tissues: dict[str, np.ndarray], spacing_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Echogenicity and attenuation (dB/mm) maps on the tissue grid, interfaces included."""
     echo = np.zeros(next(iter(tissues.values())).shape, np.float32)
     attenuation = np.zeros_like(echo)
     for name, membership in tissues.items():
         echo += US_ECHOGENICITY[name] * membership
         attenuation += US_ATTENUATION_DB_PER_MM[name] * membership
-    boundaries = tissues["csf"] + tissues["necrosis"] + 0.5 * (tissues["solid"] + tissues["enhancing"])
+    boundaries = (
+        tissues["csf"] + tissues["necrosis"] + 0.5 * (tissues["solid"] + tissues["enhancing"])
+    )
     gradient = ndimage.gaussian_gradient_magnitude(boundaries, sigma=max(0.5 / spacing_mm, 0.5))
     echo += INTERFACE_ECHO * gradient / spacing_mm
     return echo, attenuation
 
 
-def speckle_envelope(amplitude: np.ndarray, rng: np.random.Generator, psf_sigma: tuple[float, ...]) -> np.ndarray:
+def speckle_envelope(
+    amplitude: np.ndarray, rng: np.random.Generator, psf_sigma: tuple[float, ...]
+) -> np.ndarray:
     """Envelope of complex Gaussian scattering weighted by ``amplitude`` and blurred by a PSF.
 
     The PSF (Gaussian, sigma in samples per axis) is normalised to unit energy, so in a
@@ -166,11 +174,13 @@ def speckle_envelope(amplitude: np.ndarray, rng: np.random.Generator, psf_sigma:
     channels = []
     for _ in range(2):
         scatter = amplitude * rng.standard_normal(amplitude.shape, dtype=np.float32)
-        channels.append(ndimage.gaussian_filter(scatter, psf_sigma, mode="reflect") / energy)
+        channels.append(ndimage.gaussian_filter(scatter, psf_sigma, mode="wrap") / energy)
     return np.sqrt(0.5 * (channels[0] ** 2 + channels[1] ** 2)).astype(np.float32)
 
 
-def _polar_grid(geometry: ProbeGeometry, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _polar_grid(
+    geometry: ProbeGeometry, spacing_mm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample depths and angles of the polar grid: arcs at full depth are ~one spacing apart."""
     depths = (np.arange(int(np.ceil(geometry.depth_mm / spacing_mm))) + 0.5) * spacing_mm
     n_theta = int(np.ceil(2 * geometry.lateral_half_angle * geometry.depth_mm / spacing_mm)) + 1
@@ -180,15 +190,16 @@ def _polar_grid(geometry: ProbeGeometry, spacing_mm: float) -> tuple[np.ndarray,
     return depths, thetas, phis
 
 
-def sector_grid(geometry: ProbeGeometry, spacing_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+def sector_grid(
+    geometry: ProbeGeometry, spacing_mm: float
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Axis-aligned Cartesian grid (affine, shape) just enclosing the sector."""
     thetas = np.linspace(-geometry.lateral_half_angle, geometry.lateral_half_angle, 15)
     phis = np.linspace(-geometry.elevation_half_angle, geometry.elevation_half_angle, 15)
     directions = geometry.direction(*np.meshgrid(thetas, phis, indexing="ij")).reshape(-1, 3)
     corners = np.vstack([geometry.apex[None], geometry.apex + geometry.depth_mm * directions])
-    lo = np.floor(corners.min(axis=0) / spacing_mm) * spacing_mm
-    hi = np.ceil(corners.max(axis=0) / spacing_mm) * spacing_mm
-    shape = tuple(int(n) for n in np.round((hi - lo) / spacing_mm).astype(int) + 1)
+    lo = corners.min(axis=0) - 0.5 * spacing_mm
+    shape = tuple(int(n) for n in np.ceil((corners.max(axis=0) - lo) / spacing_mm).astype(int) + 1)
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     affine[:3, 3] = lo
     return affine, shape
@@ -202,7 +213,7 @@ def simulate_ultrasound(
     settings: UltrasoundSettings,
     rng: np.random.Generator,
 ) -> UltrasoundVolume:
-    """Simulate one 3D B-mode acquisition from echogenicity and attenuation maps (see module doc)."""
+    """Simulate one 3D B-mode acquisition from echogenicity and attenuation maps."""
     spacing = settings.spacing_mm
     depths, thetas, phis = _polar_grid(geometry, spacing)
     directions = geometry.direction(*np.meshgrid(thetas, phis, indexing="ij"))
@@ -210,7 +221,9 @@ def simulate_ultrasound(
     voxels = world_to_voxel(map_affine, points.reshape(-1, 3)).T
     shape = points.shape[:3]
     echo = ndimage.map_coordinates(echo_map, voxels, order=1, mode="nearest").reshape(shape)
-    attenuation = ndimage.map_coordinates(attenuation_map, voxels, order=1, mode="nearest").reshape(shape)
+    attenuation = ndimage.map_coordinates(attenuation_map, voxels, order=1, mode="nearest").reshape(
+        shape
+    )
 
     # Attenuation accumulated before each sample (half of the sample's own): a strong
     # reflector stays bright at its front and shadows what lies behind it.
@@ -223,7 +236,9 @@ def simulate_ultrasound(
         settings.psf_sigma_mm[1] / (lateral_step * geometry.depth_mm * 0.5),
         settings.psf_sigma_mm[2] / (elevation_step * geometry.depth_mm * 0.5),
     )
-    envelope = speckle_envelope(np.sqrt(np.maximum(echo, 0.0)).astype(np.float32), rng, psf) * transmission
+    envelope = (
+        speckle_envelope(np.sqrt(np.maximum(echo, 0.0)).astype(np.float32), rng, psf) * transmission
+    )
 
     compounded = ndimage.gaussian_filter(envelope, settings.compounding_sigma)
     reference = np.percentile(compounded, 99.5) + 1e-12
@@ -238,7 +253,9 @@ def simulate_ultrasound(
     polar_index = np.stack(
         [r / spacing - 0.5, (theta - thetas[0]) / lateral_step, (phi - phis[0]) / elevation_step]
     )
-    values = ndimage.map_coordinates(bmode_polar.astype(np.float32), polar_index, order=1, mode="nearest")
+    values = ndimage.map_coordinates(
+        bmode_polar.astype(np.float32), polar_index, order=1, mode="nearest"
+    )
     bmode = np.where(fov, np.rint(values), 0.0).astype(np.uint8).reshape(grid_shape)
     return UltrasoundVolume(
         bmode=bmode,

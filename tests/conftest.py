@@ -1,0 +1,63 @@
+"""Shared fixtures: small demo settings and simulated subjects (coarse grids, for speed)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from iusynth.demo.generate import DemoSettings, SimulatedSubject, generate_subject
+from iusynth.demo.plan import plan_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merged_config(*overrides: dict) -> dict:
+    """The default config with overrides merged in recursively (as snakemake does)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+    def merge(base: dict, extra: dict) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+
+    for override in overrides:
+        merge(config, override)
+    return config
+
+
+@pytest.fixture(scope="session")
+def micro_config() -> dict:
+    """Default config with config/micro.yaml merged in."""
+    return merged_config(yaml.safe_load((REPO / "config" / "micro.yaml").read_text()))
+
+
+@pytest.fixture(scope="session")
+def demo_settings(micro_config: dict) -> DemoSettings:
+    """Simulation settings of the micro config."""
+    return DemoSettings.from_config(micro_config["demo"])
+
+
+@pytest.fixture(scope="session")
+def generated(
+    micro_config: dict, demo_settings: DemoSettings, tmp_path_factory
+) -> dict[str, tuple[SimulatedSubject, Path]]:
+    """One generated subject per cohort of the micro config: {cohort: (subject, folder)}."""
+    root = tmp_path_factory.mktemp("demo")
+    subjects = {}
+    for cohort in ("remind", "upenn", "resect"):
+        plan = plan_cohort(cohort, micro_config["demo"])[0]
+        folder = root / cohort / plan.subject
+        subjects[cohort] = (generate_subject(plan, demo_settings, folder), folder)
+    return subjects
+
+
+def mean_where(volume: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of a volume over a mask, failing loudly when the mask is empty."""
+    assert mask.sum() > 20, "too few voxels of this tissue to compare"
+    return float(volume[mask].mean())

@@ -1,0 +1,81 @@
+"""Configuration validation: every mistake is reported with the key it concerns."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iusynth.config import ConfigError, resolve_cohorts, validate_config
+from iusynth.layout import SubjectEntry, write_manifest
+
+from .conftest import REPO, merged_config
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def test_shipped_configs_are_valid(micro_config):
+    validate_config(merged_config(), SCHEMA)
+    validate_config(micro_config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"demo": {"sede": 1}}, "unknown config key 'demo.sede'"),
+        ({"demo": {"cohorts": {"remind": {"subjects": "six"}}}}, "'demo.cohorts.remind.subjects'"),
+        ({"demo": {"ultrasound": {"spacing_mm": -1}}}, "'demo.ultrasound.spacing_mm'"),
+        ({"cohorts": {"upenn": {"source": "internet"}}}, "'cohorts.upenn.source'"),
+        ({"cohorts": {"resect": {"source": "local"}}}, "missing config key 'cohorts.resect.path'"),
+        (
+            {"demo": {"misalignment": {"translation_mm": [8.0, 3.0]}}},
+            "'demo.misalignment.translation_mm'",
+        ),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError) as error:
+        validate_config(merged_config(override), SCHEMA)
+    assert key in str(error.value)
+
+
+def test_local_cohort_must_exist(tmp_path):
+    config = merged_config(
+        {"cohorts": {"resect": {"source": "local", "path": str(tmp_path / "nope")}}}
+    )
+    validate_config(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"cohorts\.resect\.path.*does not exist"):
+        resolve_cohorts(config)
+    (tmp_path / "empty").mkdir()
+    config["cohorts"]["resect"]["path"] = str(tmp_path / "empty")
+    with pytest.raises(ConfigError, match=r"cohorts\.resect\.path.*subjects.tsv not found"):
+        resolve_cohorts(config)
+
+
+def test_local_cohort_lists_its_manifest(tmp_path):
+    write_manifest(tmp_path / "subjects.tsv", [SubjectEntry("Case1", frozenset({"US", "FLAIR"}))])
+    config = merged_config({"cohorts": {"resect": {"source": "local", "path": str(tmp_path)}}})
+    cohorts = resolve_cohorts(config)
+    assert cohorts["resect"].subjects == ("Case1",)
+    assert cohorts["resect"].root == tmp_path
+    assert cohorts["remind"].root == Path("results") / "cohorts" / "remind"
+
+
+def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump({"demo": {"cohorts": {"upenn": {"subjects": 2.5}}}, "colour": "red"})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"),
+         "-d", str(tmp_path / "run"), "--configfile", str(bad)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "unknown config key 'colour'" in output
+    assert "'demo.cohorts.upenn.subjects'" in output
+    assert "Job stats" not in output

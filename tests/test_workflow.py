@@ -1,0 +1,81 @@
+"""The workflow itself: lint, formatting, and a real end-to-end run on the micro config."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+
+def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run snakemake on this repository's Snakefile."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
+    )  # fmt: skip
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_and_ruff_are_clean():
+    snakefmt = shutil.which("snakefmt") or pytest.fail("snakefmt is not installed")
+    files = ["Snakefile", "workflow"]
+    result = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "src", "tests"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.workflow
+def test_micro_workflow_runs_end_to_end(tmp_path):
+    workdir = tmp_path / "run"
+    result = snakemake(
+        "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    results = workdir / "results"
+
+    expected = {"remind": 2, "upenn": 2, "resect": 1}
+    for cohort, count in expected.items():
+        with open(results / "cohorts" / cohort / "subjects.tsv") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        assert len(rows) == count
+        for row in rows:
+            figure = results / "qc" / "cohorts" / cohort / f"{row['subject']}.png"
+            assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (
+                results / "logs" / "generate_demo_subject" / cohort / f"{row['subject']}.log"
+            ).is_file()
+            assert (
+                results / "benchmarks" / "plot_subject_qc" / cohort / f"{row['subject']}.tsv"
+            ).is_file()
+    remind = {
+        row["subject"]: row
+        for row in csv.DictReader(open(results / "cohorts/remind/subjects.tsv"), delimiter="\t")
+    }
+    assert sorted(int(r["T2"]) + int(r["ceT1"]) + int(r["FLAIR"]) for r in remind.values()) == [
+        2,
+        3,
+    ]
+    assert not list(results.rglob("*.part*")), "no temporary file may be left behind"
+
+    again = snakemake(
+        "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)
+    )
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
