@@ -16,10 +16,12 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/preprocessing.smk"
+include: "workflow/rules/benchmarks.smk"
 
 
 rule all:
     default_target: True
     input:
-        cohort_manifests(),
-        subject_qc_figures(),
+        final_targets(),
+        rules.summarise_benchmarks.output,

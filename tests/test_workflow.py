@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from .conftest import REPO
@@ -73,6 +75,29 @@ def test_micro_workflow_runs_end_to_end(tmp_path):
         3,
     ]
     assert not list(results.rglob("*.part*")), "no temporary file may be left behind"
+
+    # preprocessing: registration recovers the simulated misalignment
+    errors = pd.concat(
+        [
+            pd.read_csv(results / "registration" / f"{cohort}_landmark_errors.csv")
+            for cohort in ("remind", "resect")
+        ]
+    )
+    assert len(errors) == 3
+    assert (errors["after_median_mm"] < errors["before_median_mm"]).all()
+    assert errors["after_median_mm"].median() <= 1.5
+    assert errors["before_median_mm"].median() > 3.0
+    for cohort, subjects in (("remind", remind), ("resect", ["Case-demo001"])):
+        for subject in subjects:
+            meta = json.loads((results / "slices" / cohort / subject / "meta.json").read_text())
+            assert meta["present"][0] and len(meta["slice_indices"]) > 10
+            assert (results / "qc" / "registration" / cohort / f"{subject}.png").is_file()
+    splits = json.loads((results / "splits" / "splits.json").read_text())
+    assert len(splits["folds"]) == 2 and splits["test"] == ["Case-demo001"]
+    timing = pd.read_csv(results / "benchmarks" / "summary.tsv", sep="\t")
+    assert {"generate_demo_subject", "register_us_to_mr", "resample_and_normalise"} <= set(
+        timing["rule"]
+    )
 
     again = snakemake(
         "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)

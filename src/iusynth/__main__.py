@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("iusynth")
 
@@ -56,12 +57,271 @@ def _qc_subject(args: argparse.Namespace) -> None:
     log.info("wrote %s", args.output)
 
 
-STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {
-    "demo-subject": ("generate one subject of the offline demo cohort", _demo_subject),
-    "cohort-manifest": ("write a cohort's subjects.tsv from its subject folders", _cohort_manifest),
+def _registration_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """The preprocessing config section and reg_aladin options from the command line."""
+    from iusynth.registration import RegistrationOptions
+
+    settings = json.loads(args.settings)
+    return settings, RegistrationOptions.from_config(settings["registration"], threads=args.threads)
+
+
+def _align_mr(args: argparse.Namespace) -> None:
+    """Align a subject's MR sequences to its reference sequence."""
+    from iusynth.fileio import write_json
+    from iusynth.registration import align_subject_sequences
+
+    settings, options = _registration_options(args)
+    if settings["align_mr_sequences"]:
+        record = align_subject_sequences(
+            args.subject_dir, args.subject, settings["reference_order"], options
+        )
+    else:
+        record = align_subject_sequences(
+            args.subject_dir, args.subject, settings["reference_order"], None
+        )
+        log.info("MR -> MR alignment is switched off: identity transforms")
+    write_json(args.output, record)
+    log.info(
+        "aligned %s to %s (seconds %s)",
+        list(record["transforms"]),
+        record["reference_sequence"],
+        record["seconds"],
+    )
+
+
+def _register_us(args: argparse.Namespace) -> None:
+    """Register a subject's iUS to its reference MR (NiftyReg reg_aladin)."""
+    from iusynth.fileio import write_json
+    from iusynth.registration import register_subject
+
+    settings, options = _registration_options(args)
+    record = register_subject(args.subject_dir, args.subject, settings["reference_order"], options)
+    write_json(args.output, record)
+    log.info(
+        "registered %s to %s in %.1f s",
+        args.subject,
+        record["reference_sequence"],
+        record["seconds"],
+    )
+    if "after_median_mm" in record:
+        log.info(
+            "landmarks: median %.2f -> %.2f mm",
+            record["before_median_mm"],
+            record["after_median_mm"],
+        )
+
+
+def _preprocess(args: argparse.Namespace) -> None:
+    """Resample and normalise a paired subject into its iUS grid."""
+    import numpy as np
+
+    from iusynth import layout
+    from iusynth.fileio import atomic_directory, save_nifti, write_json
+    from iusynth.preprocessing import PreprocessingSettings, preprocess_subject
+
+    settings = PreprocessingSettings.from_config(json.loads(args.settings))
+    registration = json.loads(Path(args.registration).read_text())
+    alignment = json.loads(Path(args.alignment).read_text())
+    if registration["reference_sequence"] != alignment["reference_sequence"]:
+        raise ValueError(
+            f"{args.registration} and {args.alignment} disagree on the reference sequence"
+        )
+    grid, volumes, summary = preprocess_subject(
+        args.subject_dir,
+        args.subject,
+        np.array(registration["us_to_mr"]),
+        {sequence: np.array(matrix) for sequence, matrix in alignment["transforms"].items()},
+        settings,
+    )
+    with atomic_directory(args.output) as folder:
+        for name, volume in volumes.items():
+            save_nifti(layout.subject_file(folder, args.subject, name), volume, grid.affine)
+        write_json(layout.subject_file(folder, args.subject, "preprocessing"), summary)
+    log.info(
+        "preprocessed %s: grid %s, %s", args.subject, grid.shape, "+".join(summary["modalities"])
+    )
+
+
+def _export_slices(args: argparse.Namespace) -> None:
+    """Write a preprocessed subject's 2D slice stack."""
+    from iusynth.slices import export_slices
+
+    meta = export_slices(args.preprocessed_dir, args.subject, args.output)
+    log.info(
+        "exported %d slices of %s (present: %s)",
+        len(meta["slice_indices"]),
+        args.subject,
+        meta["present"],
+    )
+
+
+def _registration_table(args: argparse.Namespace) -> None:
+    """Gather per-subject registration records into a CSV."""
+    from iusynth.fileio import atomic_path
+    from iusynth.registration import registration_table
+
+    table = registration_table([json.loads(Path(path).read_text()) for path in args.records])
+    with atomic_path(args.output) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.3f")
+    measured = table["after_median_mm"].notna()
+    if measured.any():
+        log.info(
+            "median landmark error over subjects: %.2f mm before, %.2f mm after (%d subjects)",
+            table.loc[measured, "before_median_mm"].median(),
+            table.loc[measured, "after_median_mm"].median(),
+            measured.sum(),
+        )
+
+
+def _splits(args: argparse.Namespace) -> None:
+    """Write the seeded train/validation folds and the test list."""
+    from iusynth import layout
+    from iusynth.fileio import write_json
+    from iusynth.splits import make_splits
+
+    settings = json.loads(args.settings)
+    trainval = [entry.subject for entry in layout.read_manifest(args.trainval_manifest)]
+    test = [entry.subject for entry in layout.read_manifest(args.test_manifest)]
+    splits = make_splits(
+        args.trainval_cohort, trainval, args.test_cohort, test, settings["folds"], settings["seed"]
+    )
+    write_json(args.output, splits)
+    log.info(
+        "wrote %d folds over %d subjects, %d test subjects",
+        len(splits["folds"]),
+        len(trainval),
+        len(test),
+    )
+
+
+def _qc_registration(args: argparse.Namespace) -> None:
+    """Plot a subject's registration QC figure."""
+    from iusynth.qc import plot_subject_registration
+
+    plot_subject_registration(args.subject_dir, args.subject, args.preprocessed_dir, args.output)
+    log.info("wrote %s", args.output)
+
+
+def _benchmark_summary(args: argparse.Namespace) -> None:
+    """Summarise Snakemake's benchmark files per rule."""
+    from iusynth.benchmarking import summarise_benchmarks
+    from iusynth.fileio import atomic_path
+
+    table = summarise_benchmarks(args.folder, exclude=tuple(args.exclude))
+    with atomic_path(args.output) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    log.info("summarised %d rules", len(table))
+
+
+# Arguments shared by several stages: name -> (flags, options).
+_ARGUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "subject-dir": (
+        "--subject-dir",
+        {"required": True, "type": Path, "help": "the subject's folder"},
+    ),
+    "subject": ("--subject", {"required": True, "help": "subject id"}),
+    "preprocessed-dir": (
+        "--preprocessed-dir",
+        {"required": True, "type": Path, "help": "preprocessed subject"},
+    ),
+    "preprocessing": (
+        "--settings",
+        {"required": True, "help": "the 'preprocessing' config section as JSON"},
+    ),
+    "threads": ("--threads", {"type": int, "default": 1, "help": "OpenMP threads for reg_aladin"}),
+    "png": ("--output", {"required": True, "type": Path, "help": "PNG to write"}),
+    "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),
+    "folder": ("--output", {"required": True, "type": Path, "help": "folder to write"}),
+}
+
+# stage -> (help, function, argument names; a (flags, options) pair for stage-specific ones)
+STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] = {
+    "demo-subject": (
+        "generate one subject of the offline demo cohort",
+        _demo_subject,
+        [
+            ("--cohort", {"required": True, "help": "demo cohort (remind, upenn, resect)"}),
+            "subject",
+            ("--settings", {"required": True, "help": "the 'demo' config section as JSON"}),
+            "folder",
+        ],
+    ),
+    "cohort-manifest": (
+        "write a cohort's subjects.tsv from its subject folders",
+        _cohort_manifest,
+        [
+            ("--output", {"required": True, "type": Path, "help": "subjects.tsv to write"}),
+            ("subject_dirs", {"nargs": "+", "help": "subject folders (named by subject id)"}),
+        ],
+    ),
     "qc-subject": (
         "plot a subject's QC figure (slices of every modality, label contours)",
         _qc_subject,
+        ["subject-dir", "subject", "png"],
+    ),
+    "align-mr": (
+        "rigidly align a subject's MR sequences to its reference (reg_aladin)",
+        _align_mr,
+        ["subject-dir", "subject", "preprocessing", "threads", "json"],
+    ),
+    "register-us": (
+        "register a subject's iUS to its reference MR (reg_aladin)",
+        _register_us,
+        ["subject-dir", "subject", "preprocessing", "threads", "json"],
+    ),
+    "preprocess": (
+        "resample and normalise a paired subject into its iUS grid",
+        _preprocess,
+        [
+            "subject-dir",
+            "subject",
+            ("--registration", {"required": True, "type": Path, "help": "register-us record"}),
+            ("--alignment", {"required": True, "type": Path, "help": "align-mr record"}),
+            "preprocessing",
+            "folder",
+        ],
+    ),
+    "export-slices": (
+        "write a preprocessed subject's 2D slice stack",
+        _export_slices,
+        ["preprocessed-dir", "subject", "folder"],
+    ),
+    "registration-table": (
+        "gather per-subject registration records into a CSV",
+        _registration_table,
+        [
+            ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
+            ("records", {"nargs": "+", "help": "register-us JSON records"}),
+        ],
+    ),
+    "splits": (
+        "write seeded train/validation folds and the test list",
+        _splits,
+        [
+            (
+                "--settings",
+                {"required": True, "help": "the 'preprocessing.splits' section as JSON"},
+            ),
+            ("--trainval-cohort", {"required": True, "help": "cohort of the folds"}),
+            ("--trainval-manifest", {"required": True, "type": Path, "help": "its subjects.tsv"}),
+            ("--test-cohort", {"required": True, "help": "test cohort"}),
+            ("--test-manifest", {"required": True, "type": Path, "help": "its subjects.tsv"}),
+            "json",
+        ],
+    ),
+    "qc-registration": (
+        "plot a subject's iUS/MR checkerboards before and after registration",
+        _qc_registration,
+        ["subject-dir", "subject", "preprocessed-dir", "png"],
+    ),
+    "benchmark-summary": (
+        "summarise Snakemake's per-job benchmark files per rule",
+        _benchmark_summary,
+        [
+            ("--folder", {"required": True, "type": Path, "help": "Snakemake benchmark folder"}),
+            ("--exclude", {"nargs": "*", "default": [], "help": "rules to leave out"}),
+            ("--output", {"required": True, "type": Path, "help": "TSV to write"}),
+        ],
     ),
 }
 
@@ -73,30 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="MRI <-> intra-operative ultrasound synthesis workflow: stages",
     )
     commands = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name, (help_text, _) in STAGES.items():
+    for name, (help_text, _, arguments) in STAGES.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
-        if name == "demo-subject":
-            command.add_argument(
-                "--cohort", required=True, help="demo cohort (remind, upenn, resect)"
-            )
-            command.add_argument("--subject", required=True, help="subject id from the cohort plan")
-            command.add_argument(
-                "--settings", required=True, help="the 'demo' config section as JSON"
-            )
-            command.add_argument(
-                "--output", required=True, type=Path, help="subject folder to write"
-            )
-        elif name == "cohort-manifest":
-            command.add_argument("--output", required=True, type=Path, help="subjects.tsv to write")
-            command.add_argument(
-                "subject_dirs", nargs="+", help="subject folders (named by subject id)"
-            )
-        elif name == "qc-subject":
-            command.add_argument(
-                "--subject-dir", required=True, type=Path, help="the subject's folder"
-            )
-            command.add_argument("--subject", required=True, help="subject id")
-            command.add_argument("--output", required=True, type=Path, help="PNG to write")
+        for argument in arguments:
+            flags, options = _ARGUMENTS[argument] if isinstance(argument, str) else argument
+            command.add_argument(flags, **options)
     return parser
 
 
@@ -106,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         STAGES[args.stage][1](args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         log.error("%s", error)
         sys.exit(1)
 

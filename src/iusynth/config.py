@@ -68,6 +68,7 @@ class Cohort:
     source: str
     root: Path
     subjects: tuple[str, ...]
+    ultrasound_subjects: tuple[str, ...]  # the subjects that have an iUS volume
 
 
 def resolve_cohorts(config: dict[str, Any]) -> dict[str, Cohort]:
@@ -80,7 +81,9 @@ def resolve_cohorts(config: dict[str, Any]) -> dict[str, Cohort]:
     for name, settings in config["cohorts"].items():
         if settings["source"] == "demo":
             root = Path(config["results"]) / "cohorts" / name
-            subjects = tuple(plan.subject for plan in plan_cohort(name, config["demo"]))
+            plans = plan_cohort(name, config["demo"])
+            subjects = tuple(plan.subject for plan in plans)
+            with_us = tuple(plan.subject for plan in plans if "US" in plan.modalities)
         else:
             root = Path(settings["path"]).expanduser()
             manifest = root / layout.MANIFEST_NAME
@@ -90,10 +93,35 @@ def resolve_cohorts(config: dict[str, Any]) -> dict[str, Cohort]:
                     f"the converted {COHORT_ROLES[name].dataset} cohort, or use source: demo"
                 )
             try:
-                subjects = tuple(entry.subject for entry in layout.read_manifest(manifest))
+                entries = layout.read_manifest(manifest)
             except (OSError, ValueError) as error:
                 raise ConfigError(f"config key 'cohorts.{name}.path': {error}") from error
+            subjects = tuple(entry.subject for entry in entries)
+            with_us = tuple(entry.subject for entry in entries if entry.has("US"))
             if not subjects:
                 raise ConfigError(f"config key 'cohorts.{name}.path': {manifest} lists no subject")
-        cohorts[name] = Cohort(name, settings["source"], root, subjects)
+        cohorts[name] = Cohort(name, settings["source"], root, subjects, with_us)
+    _check_preprocessing(config["preprocessing"], cohorts)
     return cohorts
+
+
+def _check_preprocessing(section: dict[str, Any], cohorts: dict[str, Cohort]) -> None:
+    """Checks of the preprocessing section that need the cohorts' subjects."""
+    trainval, test = section["trainval_cohort"], section["test_cohort"]
+    if trainval == test:
+        raise ConfigError(
+            f"config keys 'preprocessing.trainval_cohort' and 'preprocessing.test_cohort' "
+            f"must differ (both are '{trainval}')"
+        )
+    for key, name in (("trainval_cohort", trainval), ("test_cohort", test)):
+        if not cohorts[name].ultrasound_subjects:
+            raise ConfigError(
+                f"config key 'preprocessing.{key}': cohort '{name}' has no subject with iUS"
+            )
+    folds = section["splits"]["folds"]
+    available = len(cohorts[trainval].ultrasound_subjects)
+    if folds > available:
+        raise ConfigError(
+            f"config key 'preprocessing.splits.folds': {folds} folds need at least {folds} "
+            f"subjects with iUS in cohort '{trainval}', which has {available}"
+        )

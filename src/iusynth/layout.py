@@ -39,9 +39,11 @@ BRATS_NECROSIS = 1
 BRATS_OEDEMA = 2
 BRATS_ENHANCING = 4
 
-_SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *LABEL_KINDS)} | {
+# Derived outputs (preprocessed subjects) use the same naming, with two more kinds.
+_SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *LABEL_KINDS, "fov")} | {
     "landmarks": ".tag",
     "truth": ".json",
+    "preprocessing": ".json",
 }
 
 

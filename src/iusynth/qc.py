@@ -96,3 +96,64 @@ def plot_subject(subject_dir: Path, subject: str, output: Path) -> None:
     with atomic_path(output) as tmp:
         figure.savefig(tmp, dpi=90)
     plt.close(figure)
+
+
+def _checkerboard(first: np.ndarray, second: np.ndarray, squares: int = 8) -> np.ndarray:
+    """Interleave two same-shape 2D images in a checkerboard."""
+    rows, cols = np.indices(first.shape)
+    size = max(1, min(first.shape) // squares)
+    return np.where(((rows // size) + (cols // size)) % 2 == 0, first, second)
+
+
+def plot_registration(
+    us: np.ndarray,
+    mr_before: np.ndarray,
+    mr_after: np.ndarray,
+    fov: np.ndarray,
+    title: str,
+    output: Path,
+) -> None:
+    """Checkerboards of iUS and MR (all in [-1, 1], same grid) before and after registration."""
+    centre = np.argwhere(fov).mean(axis=0) if fov.any() else (np.array(fov.shape) - 1) / 2.0
+    figure, axes = plt.subplots(2, 3, figsize=(9, 6.4), squeeze=False)
+    for row, (name, mr) in enumerate((("header only", mr_before), ("registered", mr_after))):
+        views = zip(
+            _slices(us, centre), _slices(mr, centre), _slices(fov, centre), _VIEWS, strict=True
+        )
+        for axis, (us_view, mr_view, fov_view, view) in zip(axes[row], views, strict=True):
+            board = np.where(fov_view > 0, _checkerboard(us_view, mr_view), -1.0)
+            axis.imshow(
+                board, cmap="gray", origin="lower", vmin=-1, vmax=1, interpolation="nearest"
+            )
+            axis.set_title(f"{name}, {view}", fontsize=8)
+            axis.axis("off")
+    figure.suptitle(f"{title}: iUS / MR checkerboard", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=90)
+    plt.close(figure)
+
+
+def plot_subject_registration(
+    subject_dir: Path, subject: str, preprocessed_dir: Path, output: Path
+) -> None:
+    """QC of one subject's registration: reference MR through the header only vs registered."""
+    import json
+
+    from iusynth.preprocessing import Grid, normalise, resample
+
+    summary = json.loads(
+        layout.subject_file(preprocessed_dir, subject, "preprocessing").read_text()
+    )
+    reference = summary["reference_sequence"]
+    grid = Grid(np.array(summary["grid_affine"]), tuple(summary["grid_shape"]))
+    fov = np.asarray(load_nifti(layout.subject_file(preprocessed_dir, subject, "fov")).dataobj) > 0
+    us = np.asarray(load_nifti(layout.subject_file(preprocessed_dir, subject, "US")).dataobj)
+    after = np.asarray(
+        load_nifti(layout.subject_file(preprocessed_dir, subject, reference)).dataobj
+    )
+    mr_image = load_nifti(layout.subject_file(subject_dir, subject, reference))
+    before, _ = normalise(
+        resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1), fov, 99.95
+    )
+    plot_registration(us, before, after, fov, f"{subject} ({reference})", output)

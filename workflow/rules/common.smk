@@ -16,6 +16,10 @@ SRC = Path(workflow.basedir) / "src"
 # Every rule runs a stage of the package's command line, from this checkout's sources.
 IUSYNTH = f'PYTHONPATH="{SRC}${{PYTHONPATH:+:$PYTHONPATH}}" python -m iusynth'
 DEMO_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source == "demo"]
+PAIRED_COHORTS = [
+    config["preprocessing"]["trainval_cohort"],
+    config["preprocessing"]["test_cohort"],
+]
 
 
 wildcard_constraints:
@@ -34,15 +38,33 @@ def cohort_subject_dirs(wildcards):
     return [str(cohort.root / subject) for subject in cohort.subjects]
 
 
-def cohort_manifests():
-    """The subjects.tsv of every cohort."""
-    return [str(cohort.root / MANIFEST_NAME) for cohort in COHORTS.values()]
+def cohort_manifest(name):
+    """The subjects.tsv of one cohort."""
+    return str(COHORTS[name].root / MANIFEST_NAME)
 
 
-def subject_qc_figures():
-    """The QC figure of every subject of every cohort."""
+def registration_records(wildcards):
+    """The iUS -> MR registration records of every iUS subject of a cohort."""
     return [
+        f"{RESULTS}/registration/{wildcards.cohort}/{subject}/us_to_mr.json"
+        for subject in COHORTS[wildcards.cohort].ultrasound_subjects
+    ]
+
+
+def final_targets():
+    """Everything the workflow produces (but the benchmark summary, which comes last)."""
+    targets = [cohort_manifest(name) for name in COHORTS]
+    targets += [
         f"{RESULTS}/qc/cohorts/{cohort.name}/{subject}.png"
         for cohort in COHORTS.values()
         for subject in cohort.subjects
     ]
+    for name in PAIRED_COHORTS:
+        subjects = COHORTS[name].ultrasound_subjects
+        targets += [f"{RESULTS}/slices/{name}/{subject}" for subject in subjects]
+        targets += [
+            f"{RESULTS}/qc/registration/{name}/{subject}.png" for subject in subjects
+        ]
+        targets.append(f"{RESULTS}/registration/{name}_landmark_errors.csv")
+    targets.append(f"{RESULTS}/splits/splits.json")
+    return targets

@@ -1,0 +1,169 @@
+# Paired subjects (iUS + MR) to model-ready form: NiftyReg registration, resampling into
+# the iUS grid, normalisation, 2D slice stacks; landmark errors, splits and QC.
+
+
+rule align_mr_sequences:
+    input:
+        subject_dir,
+    output:
+        f"{RESULTS}/registration/{{cohort}}/{{subject}}/mr_alignment.json",
+    log:
+        f"{RESULTS}/logs/align_mr_sequences/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/align_mr_sequences/{{cohort}}/{{subject}}.tsv"
+    conda:
+        "../../envs/registration.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["preprocessing"], sort_keys=True),
+    shell:
+        "{params.iusynth} align-mr --subject-dir {input:q} --subject {wildcards.subject}"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+
+
+rule register_us_to_mr:
+    input:
+        subject_dir,
+    output:
+        f"{RESULTS}/registration/{{cohort}}/{{subject}}/us_to_mr.json",
+    log:
+        f"{RESULTS}/logs/register_us_to_mr/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/register_us_to_mr/{{cohort}}/{{subject}}.tsv"
+    conda:
+        "../../envs/registration.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["preprocessing"], sort_keys=True),
+    shell:
+        "{params.iusynth} register-us --subject-dir {input:q} --subject {wildcards.subject}"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+
+
+rule resample_and_normalise:
+    input:
+        subject=subject_dir,
+        registration=rules.register_us_to_mr.output[0],
+        alignment=rules.align_mr_sequences.output[0],
+    output:
+        directory(f"{RESULTS}/preprocessed/{{cohort}}/{{subject}}"),
+    log:
+        f"{RESULTS}/logs/resample_and_normalise/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/resample_and_normalise/{{cohort}}/{{subject}}.tsv"
+    conda:
+        "../../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["preprocessing"], sort_keys=True),
+    shell:
+        "{params.iusynth} preprocess --subject-dir {input.subject:q} --subject {wildcards.subject}"
+        " --registration {input.registration:q} --alignment {input.alignment:q}"
+        " --settings {params.settings:q} --output {output:q} > {log} 2>&1"
+
+
+rule export_slices:
+    input:
+        rules.resample_and_normalise.output[0],
+    output:
+        directory(f"{RESULTS}/slices/{{cohort}}/{{subject}}"),
+    log:
+        f"{RESULTS}/logs/export_slices/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/export_slices/{{cohort}}/{{subject}}.tsv"
+    conda:
+        "../../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        iusynth=IUSYNTH,
+    shell:
+        "{params.iusynth} export-slices --preprocessed-dir {input:q} --subject {wildcards.subject}"
+        " --output {output:q} > {log} 2>&1"
+
+
+rule landmark_error_table:
+    input:
+        registration_records,
+    output:
+        f"{RESULTS}/registration/{{cohort}}_landmark_errors.csv",
+    log:
+        f"{RESULTS}/logs/landmark_error_table/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/landmark_error_table/{{cohort}}.tsv"
+    conda:
+        "../../envs/registration.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        iusynth=IUSYNTH,
+    shell:
+        "{params.iusynth} registration-table --output {output:q} {input:q} > {log} 2>&1"
+
+
+rule make_splits:
+    input:
+        trainval=cohort_manifest(config["preprocessing"]["trainval_cohort"]),
+        test=cohort_manifest(config["preprocessing"]["test_cohort"]),
+    output:
+        f"{RESULTS}/splits/splits.json",
+    log:
+        f"{RESULTS}/logs/make_splits.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_splits.tsv"
+    conda:
+        "../../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["preprocessing"]["splits"], sort_keys=True),
+        trainval=config["preprocessing"]["trainval_cohort"],
+        test=config["preprocessing"]["test_cohort"],
+    shell:
+        "{params.iusynth} splits --settings {params.settings:q}"
+        " --trainval-cohort {params.trainval} --trainval-manifest {input.trainval:q}"
+        " --test-cohort {params.test} --test-manifest {input.test:q}"
+        " --output {output:q} > {log} 2>&1"
+
+
+rule plot_registration_qc:
+    input:
+        subject=subject_dir,
+        preprocessed=rules.resample_and_normalise.output[0],
+    output:
+        f"{RESULTS}/qc/registration/{{cohort}}/{{subject}}.png",
+    log:
+        f"{RESULTS}/logs/plot_registration_qc/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_registration_qc/{{cohort}}/{{subject}}.tsv"
+    conda:
+        "../../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        iusynth=IUSYNTH,
+    shell:
+        "{params.iusynth} qc-registration --subject-dir {input.subject:q}"
+        " --subject {wildcards.subject} --preprocessed-dir {input.preprocessed:q}"
+        " --output {output:q} > {log} 2>&1"
