@@ -121,7 +121,11 @@ def plot_registration(
             _slices(us, centre), _slices(mr, centre), _slices(fov, centre), _VIEWS, strict=True
         )
         for axis, (us_view, mr_view, fov_view, view) in zip(axes[row], views, strict=True):
-            board = np.where(fov_view > 0, _checkerboard(us_view, mr_view), -1.0)
+            rows, cols = np.nonzero(fov_view)
+            if rows.size:  # crop each view to the field of view
+                crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+                us_view, mr_view, fov_view = us_view[crop], mr_view[crop], fov_view[crop]
+            board = np.where(fov_view > 0, _checkerboard(us_view, mr_view, squares=6), -1.0)
             axis.imshow(
                 board, cmap="gray", origin="lower", vmin=-1, vmax=1, interpolation="nearest"
             )
