@@ -71,15 +71,14 @@ def _align_mr(args: argparse.Namespace) -> None:
     from iusynth.registration import align_subject_sequences
 
     settings, options = _registration_options(args)
-    if settings["align_mr_sequences"]:
-        record = align_subject_sequences(
-            args.subject_dir, args.subject, settings["reference_order"], options
-        )
-    else:
-        record = align_subject_sequences(
-            args.subject_dir, args.subject, settings["reference_order"], None
-        )
+    if not settings["align_mr_sequences"]:
         log.info("MR -> MR alignment is switched off: identity transforms")
+    record = align_subject_sequences(
+        args.subject_dir,
+        args.subject,
+        settings["reference_order"],
+        options if settings["align_mr_sequences"] else None,
+    )
     write_json(args.output, record)
     log.info(
         "aligned %s to %s (seconds %s)",

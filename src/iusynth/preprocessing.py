@@ -249,10 +249,9 @@ def preprocess_subject(
     for kind, world_map in label_maps.items():
         if entry.has(kind):
             labels = check_header(layout.subject_file(subject_dir, subject, kind))
-            source_affine = labels.affine
             resampled = resample_labels(
                 np.asarray(labels.dataobj),
-                source_affine,
+                labels.affine,
                 grid,
                 world_map,
                 settings.label_interpolation,
@@ -265,6 +264,7 @@ def preprocess_subject(
         "grid_affine": grid.affine.tolist(),
         "grid_shape": list(grid.shape),
         "fov_voxels": int(fov.sum()),
+        "clip_percentile": settings.clip_percentile,
         "normalisation": normalisation,
     }
     return grid, volumes, summary

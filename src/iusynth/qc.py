@@ -157,7 +157,6 @@ def plot_subject_registration(
         load_nifti(layout.subject_file(preprocessed_dir, subject, reference)).dataobj
     )
     mr_image = load_nifti(layout.subject_file(subject_dir, subject, reference))
-    before, _ = normalise(
-        resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1), fov, 99.95
-    )
+    header_only = resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1)
+    before, _ = normalise(header_only, fov, summary["clip_percentile"])
     plot_registration(us, before, after, fov, f"{subject} ({reference})", output)

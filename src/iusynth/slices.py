@@ -27,8 +27,6 @@ import numpy as np
 from iusynth import layout
 from iusynth.fileio import atomic_directory, load_nifti
 
-LABEL_KINDS = layout.LABEL_KINDS
-
 
 @dataclass
 class SliceStack:
@@ -76,7 +74,7 @@ def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dic
     with atomic_directory(output_dir) as folder:
         np.save(folder / "images.npy", images)
         np.save(folder / "fov.npy", as_slices(fov))
-        for kind in LABEL_KINDS:
+        for kind in layout.LABEL_KINDS:
             path = layout.subject_file(preprocessed_dir, subject, kind)
             if path.is_file():
                 np.save(
