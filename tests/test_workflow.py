@@ -104,3 +104,31 @@ def test_micro_workflow_runs_end_to_end(tmp_path):
     )
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_local_cohort_plans_through_the_dag(generated, tmp_path):
+    """A cohort in the canonical layout outside results/ is used in place, never generated."""
+    from iusynth import layout
+
+    subject, folder = generated["resect"]
+    root = tmp_path / "my_resect"
+    shutil.copytree(folder, root / subject.plan.subject)
+    layout.write_manifest(
+        root / "subjects.tsv",
+        [layout.scan_subject(root / subject.plan.subject, subject.plan.subject)],
+    )
+    config = tmp_path / "local.yaml"
+    config.write_text(f"cohorts:\n  resect:\n    source: local\n    path: {root}\n")
+    result = snakemake(
+        "-n",
+        "--configfile",
+        str(REPO / "config" / "micro.yaml"),
+        str(config),
+        "-d",
+        str(tmp_path / "run"),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"register_us_to_mr/resect/{subject.plan.subject}" in output
+    assert f"input: {root / subject.plan.subject}" in output
+    assert "output: results/cohorts/resect" not in output  # nothing generated for the local cohort
