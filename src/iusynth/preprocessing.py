@@ -54,6 +54,17 @@ def check_header(path: Path) -> Any:
     return image
 
 
+def load_ultrasound(us_path: Path) -> Any:
+    """Load an iUS volume (header checked), refusing one with no foreground."""
+    image = check_header(us_path)
+    if not (np.asarray(image.dataobj) > 0).any():
+        raise ValueError(
+            f"iUS image {us_path} has no foreground (no voxel > 0): the acquisition is empty "
+            "or was saved with the wrong data type; re-convert it"
+        )
+    return image
+
+
 def choose_reference(entry: layout.SubjectEntry, order: list[str], subject_dir: Path) -> str:
     """The first MR sequence of ``order`` the subject has, else a clear error."""
     for sequence in order:
@@ -216,13 +227,9 @@ def preprocess_subject(
     subject_dir = Path(subject_dir)
     entry = layout.scan_subject(subject_dir, subject)
     us_path = layout.subject_file(subject_dir, subject, "US")
-    if not entry.has("US"):
-        raise FileNotFoundError(f"subject {subject}: iUS image {us_path} not found")
-    reference = choose_reference(entry, list(settings.reference_order), subject_dir)
-    us_image = check_header(us_path)
+    us_image = load_ultrasound(us_path)
     us_data = np.asarray(us_image.dataobj)
-    if not (us_data > 0).any():
-        raise ValueError(f"iUS image {us_path} has no foreground (no voxel > 0); re-convert it")
+    reference = choose_reference(entry, list(settings.reference_order), subject_dir)
     native_fov = ultrasound_fov(us_data)
     grid = fov_grid(us_image.affine, native_fov, settings.spacing_mm, settings.slice_size)
     identity = np.eye(4)

@@ -28,7 +28,13 @@ from scipy import ndimage
 from iusynth import layout
 from iusynth.fileio import save_nifti
 from iusynth.geometry import apply_transform
-from iusynth.preprocessing import check_header, check_overlap, choose_reference, ultrasound_fov
+from iusynth.preprocessing import (
+    check_header,
+    check_overlap,
+    choose_reference,
+    load_ultrasound,
+    ultrasound_fov,
+)
 from iusynth.tags import read_tag_file
 
 
@@ -52,7 +58,7 @@ class RegistrationOptions:
             symmetric=bool(section["symmetric"]),
             levels=int(section["levels"]),
             reference_smoothing_mm=float(section["reference_smoothing_mm"]),
-            mask_erosion_mm=float(section.get("mask_erosion_mm", 0.0)),
+            mask_erosion_mm=float(section["mask_erosion_mm"]),
             threads=threads,
         )
 
@@ -98,7 +104,6 @@ def reg_aladin(
     floating: Path,
     options: RegistrationOptions,
     reference_mask: Path | None = None,
-    floating_mask: Path | None = None,
 ) -> RegistrationResult:
     """Run ``reg_aladin`` (header-initialised, -nac) and return the reference -> floating map."""
     reg_aladin_interface = _nipype_reg_aladin()
@@ -119,8 +124,6 @@ def reg_aladin(
         )
         if reference_mask is not None:
             node.inputs.rmask_file = str(Path(reference_mask).resolve())
-        if floating_mask is not None:
-            node.inputs.fmask_file = str(Path(floating_mask).resolve())
         start = time.perf_counter()
         try:
             result = node.run(cwd=workdir)
@@ -162,12 +165,7 @@ def register_us_to_mr(
     Before registering, the iUS field of view must mostly fall inside the MR volume
     through the headers alone; else the two do not share a world frame.
     """
-    us_image = check_header(us_path)
-    if not (np.asarray(us_image.dataobj) > 0).any():
-        raise ValueError(
-            f"iUS image {us_path} has no foreground (no voxel > 0): the acquisition is empty "
-            "or was saved with the wrong data type; re-convert it"
-        )
+    us_image = load_ultrasound(us_path)
     mr_image = check_header(mr_path)
     fov = ultrasound_fov(np.asarray(us_image.dataobj))
     check_overlap(us_path, fov, us_image.affine, mr_path, mr_image, np.eye(4))
@@ -249,8 +247,6 @@ def register_subject(
     subject_dir = Path(subject_dir)
     entry = layout.scan_subject(subject_dir, subject)
     us_path = layout.subject_file(subject_dir, subject, "US")
-    if not entry.has("US"):
-        raise FileNotFoundError(f"subject {subject}: iUS image {us_path} not found")
     reference = choose_reference(entry, reference_order, subject_dir)
     result = register_us_to_mr(
         us_path, layout.subject_file(subject_dir, subject, reference), options
