@@ -174,7 +174,7 @@ def test_corrupt_and_empty_images_are_named(subject_copy):
     t2 = layout.subject_file(folder, sid, "T2")
     t2.write_bytes(t2.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is not a readable NIfTI"):
-        register_subject(folder, sid, ["T2", "ceT1"], RegistrationOptions())
+        register_subject(folder, sid, ["T2", "ceT1"], RegistrationOptions(), {})
     t2.write_bytes(b"")
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is empty"):
         preprocess_subject(folder, sid, np.eye(4), {}, SETTINGS)
@@ -186,7 +186,7 @@ def test_ultrasound_without_foreground_is_refused(subject_copy):
     image = nib.load(us)
     save_nifti(us, np.zeros(image.shape, np.uint8), image.affine)
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
-        register_subject(folder, sid, ["T2"], RegistrationOptions())
+        register_subject(folder, sid, ["T2"], RegistrationOptions(), {})
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
         preprocess_subject(folder, sid, np.eye(4), {}, SETTINGS)
 
@@ -196,7 +196,7 @@ def test_subject_without_reference_mr_is_refused(subject_copy):
     for sequence in layout.MR_SEQUENCES:
         layout.subject_file(folder, sid, sequence).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match=rf"{sid} has no reference MR.*{sid}_T2\.nii\.gz"):
-        register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], RegistrationOptions())
+        register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], RegistrationOptions(), {})
 
 
 def test_lps_written_as_ras_is_refused(subject_copy):
@@ -208,7 +208,7 @@ def test_lps_written_as_ras_is_refused(subject_copy):
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz: qform and sform disagree.*LPS"):
         check_header(us)
     with pytest.raises(ValueError, match="LPS"):
-        register_subject(folder, sid, ["T2"], RegistrationOptions())
+        register_subject(folder, sid, ["T2"], RegistrationOptions(), {})
 
 
 def test_ultrasound_outside_the_mr_is_refused(subject_copy):
@@ -219,10 +219,37 @@ def test_ultrasound_outside_the_mr_is_refused(subject_copy):
     far[:3, 3] += [0.0, 0.0, 400.0]
     save_nifti(us, np.asarray(image.dataobj), far)
     with pytest.raises(ValueError, match=rf"falls inside .*{sid}_T2\.nii\.gz.*LPS vs RAS"):
-        register_subject(folder, sid, ["T2"], RegistrationOptions())
+        register_subject(folder, sid, ["T2"], RegistrationOptions(), {})
 
 
 def test_shipped_config_documents_every_preprocessing_key():
     text = (REPO / "config" / "config.yaml").read_text()
     for key in ("transform", "symmetric", "levels", "reference_smoothing_mm", "mask_erosion_mm"):
         assert f"{key}:" in text and "#" in text.split(f"{key}:")[1].splitlines()[0]
+
+
+def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy):
+    """RESECT-style landmarks (FLAIR world) are mapped into the reference world first."""
+    from iusynth.fileio import write_json
+    from iusynth.geometry import apply_transform
+    from iusynth.tags import LandmarkPairs, read_tag_file, write_tag_file
+
+    sid, folder = subject_copy
+    assert layout.scan_subject(folder, sid).has("landmarks")
+    options = RegistrationOptions(levels=2)
+    plain = register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], options, {})
+    angle = np.deg2rad(4.0)
+    to_flair = np.eye(4)  # reference world -> FLAIR world, as align-mr would estimate it
+    to_flair[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    to_flair[:3, 3] = [3.0, -2.0, 5.0]
+    tag = layout.subject_file(folder, sid, "landmarks")
+    pairs = read_tag_file(tag)
+    write_tag_file(
+        tag, LandmarkPairs(apply_transform(to_flair, pairs.first), pairs.second, pairs.labels)
+    )
+    layout.subject_file(folder, sid, "FLAIR").touch()  # the named sequence must exist
+    write_json(layout.subject_file(folder, sid, "source"), {"annotation_sequence": "FLAIR"})
+    mapped = register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], options, {"FLAIR": to_flair})
+    assert mapped["landmark_sequence"] == "FLAIR"
+    for key in ("before_median_mm", "after_median_mm", "after_max_mm"):
+        assert mapped[key] == pytest.approx(plain[key], abs=1e-3)  # tags keep 4 decimals

@@ -8,15 +8,21 @@ came from::
         subjects.tsv                         one row per subject, 1/0 per file kind
         <subject>/
             <subject>_US.nii.gz              3D intra-operative ultrasound (its own grid)
-            <subject>_T2.nii.gz              MR sequences, all in one MR grid
+            <subject>_T2.nii.gz              MR sequences (each in its own grid)
             <subject>_ceT1.nii.gz
             <subject>_FLAIR.nii.gz
             <subject>_tumor-MR.nii.gz        tumour labels in the MR grid
             <subject>_tumor-US.nii.gz        binary tumour mask in the ultrasound grid
             <subject>_landmarks.tag          MNI tag file: MR point, then US point (RAS mm)
             <subject>_truth.json             demo only: the simulation's ground truth
+            <subject>_source.json            real data: provenance (series, files chosen)
 
-World coordinates follow the NIfTI convention: RAS millimetres. ``tumor-MR`` holds BraTS
+Each image keeps its own grid; world coordinates follow the NIfTI convention (RAS
+millimetres) and are shared by every file of a subject up to the registrations the
+workflow estimates. MR-side annotations (``tumor-MR`` and the landmarks' MR points) are in
+the world of the reference MR sequence unless ``source.json`` names another one as
+``annotation_sequence`` (RESECT: FLAIR); the workflow then maps them through the MR -> MR
+alignment. ``tumor-MR`` holds BraTS
 labels (1 necrosis / non-enhancing core, 2 oedema, 4 enhancing) where the source has them
 and a binary mask otherwise. Only stdlib is imported here: the Snakefile imports it.
 """
@@ -24,6 +30,7 @@ and a binary mask otherwise. Only stdlib is imported here: the Snakefile imports
 from __future__ import annotations
 
 import csv
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,7 @@ BRATS_ENHANCING = 4
 _SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *LABEL_KINDS, "fov")} | {
     "landmarks": ".tag",
     "truth": ".json",
+    "source": ".json",
     "preprocessing": ".json",
 }
 
@@ -122,3 +130,17 @@ def scan_subject(subject_dir: Path, subject: str) -> SubjectEntry:
         kind for kind in FILE_KINDS if subject_file(subject_dir, subject, kind).is_file()
     )
     return SubjectEntry(subject, present)
+
+
+def annotation_sequence(subject_dir: Path, subject: str, reference: str) -> str:
+    """The MR sequence whose world the subject's MR-side annotations are in.
+
+    ``source.json``'s ``annotation_sequence`` when it names a sequence the subject has,
+    else the reference sequence.
+    """
+    source = subject_file(subject_dir, subject, "source")
+    if source.is_file():
+        named = json.loads(source.read_text()).get("annotation_sequence")
+        if named in MR_SEQUENCES and subject_file(subject_dir, subject, named).is_file():
+            return named
+    return reference

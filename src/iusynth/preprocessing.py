@@ -252,7 +252,11 @@ def preprocess_subject(
     normalisation = {}
     for name, volume in raw.items():
         volumes[name], normalisation[name] = normalise(volume, fov, settings.clip_percentile)
-    label_maps = {"tumor-US": identity, "tumor-MR": us_to_mr}
+    annotations = layout.annotation_sequence(subject_dir, subject, reference)
+    label_maps = {
+        "tumor-US": identity,
+        "tumor-MR": mr_alignment.get(annotations, identity) @ us_to_mr,
+    }
     for kind, world_map in label_maps.items():
         if entry.has(kind):
             labels = check_header(layout.subject_file(subject_dir, subject, kind))

@@ -241,9 +241,18 @@ def align_subject_sequences(
 
 
 def register_subject(
-    subject_dir: Path, subject: str, reference_order: list[str], options: RegistrationOptions
+    subject_dir: Path,
+    subject: str,
+    reference_order: list[str],
+    options: RegistrationOptions,
+    mr_alignment: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """Register a subject's iUS to its reference MR; add landmark errors when it has landmarks."""
+    """Register a subject's iUS to its reference MR; add landmark errors when it has landmarks.
+
+    ``mr_alignment[seq]`` maps reference MR world -> that sequence's world; landmarks
+    placed on another sequence than the reference (see :func:`layout.annotation_sequence`)
+    are brought into the reference world through it.
+    """
     subject_dir = Path(subject_dir)
     entry = layout.scan_subject(subject_dir, subject)
     us_path = layout.subject_file(subject_dir, subject, "US")
@@ -260,7 +269,11 @@ def register_subject(
     }
     if entry.has("landmarks"):
         pairs = read_tag_file(layout.subject_file(subject_dir, subject, "landmarks"))
-        record |= landmark_errors(pairs.first, pairs.second, result.matrix)
+        sequence = layout.annotation_sequence(subject_dir, subject, reference)
+        to_reference = np.linalg.inv(mr_alignment.get(sequence, np.eye(4)))
+        mr_points = apply_transform(to_reference, pairs.first)
+        record |= landmark_errors(mr_points, pairs.second, result.matrix)
+        record["landmark_sequence"] = sequence
     return record
 
 
