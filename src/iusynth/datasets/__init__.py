@@ -1,0 +1,9 @@
+"""The real datasets: download, verification and conversion to the canonical cohort layout.
+
+- :mod:`~iusynth.datasets.download`: HTTP with retries, size/MD5 checks, atomic files,
+  safe archive extraction and a per-dataset ledger of verified files.
+- :mod:`~iusynth.datasets.nbia`: the TCIA NBIA v4 REST API and ``.tcia`` manifests.
+- :mod:`~iusynth.datasets.dicom`: DICOM (MR series, multi-frame iUS, SEG) to NIfTI.
+- :mod:`~iusynth.datasets.remind`, :mod:`~iusynth.datasets.upenn`,
+  :mod:`~iusynth.datasets.resect`: one module per dataset.
+"""

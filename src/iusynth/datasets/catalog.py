@@ -1,0 +1,95 @@
+"""What the workflow knows about each real dataset before touching the network.
+
+Subject lists (so the whole DAG is known offline), default addresses and licences.
+Only the standard library is imported here: the Snakefile reads it at parse time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RESOURCES = Path(__file__).resolve().parents[3] / "resources" / "datasets"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One real dataset: its name, the cohort role it plays, licence and where it comes from."""
+
+    name: str
+    cohort: str
+    licence: str
+    default_url: str
+    how_to_get: str
+
+
+REMIND = DatasetInfo(
+    name="ReMIND",
+    cohort="remind",
+    licence=(
+        "ReMIND (TCIA, DOI 10.7937/3RAG-D070) is licensed CC BY 4.0: cite the dataset and "
+        "TCIA in any publication"
+    ),
+    default_url="https://services.cancerimagingarchive.net/nbia-api/services/v4",
+    how_to_get="downloaded by the workflow from TCIA's NBIA REST API (about 43.5 GB in all)",
+)
+UPENN = DatasetInfo(
+    name="UPenn-GBM",
+    cohort="upenn",
+    licence=(
+        "UPenn-GBM (TCIA, DOI 10.7937/TCIA.709X-DN49) is licensed CC BY 4.0: cite the "
+        "dataset and TCIA in any publication"
+    ),
+    default_url="",
+    how_to_get=(
+        "TCIA distributes its NIfTI files only as an Aspera package (about 69 GB): download "
+        "it with IBM Aspera Connect from the collection's TCIA page, then set "
+        "cohorts.upenn.package to the downloaded folder (or archive)"
+    ),
+)
+RESECT = DatasetInfo(
+    name="RESECT",
+    cohort="resect",
+    licence=(
+        "RESECT (NIRD, DOI 10.11582/2017.00004) is licensed CC BY 4.0; RESECT-SEG (OSF jv8bk) "
+        "is licensed CC BY-NC-SA 4.0: non-commercial use only, share alike"
+    ),
+    default_url="https://ns9999k.webs.sigma2.no/10.11582_2017.00004/RESECT",
+    how_to_get="downloaded by the workflow from the NIRD archive and OSF",
+)
+RESECT_SEG_URL = "https://files.osf.io/v1/resources/jv8bk/providers/osfstorage/?zip="
+DATASETS = {info.cohort: info for info in (REMIND, UPENN, RESECT)}
+
+# RESECT's published cases (numbers 9, 10, 20 and 22 do not exist).
+RESECT_CASES: tuple[int, ...] = (*range(1, 9), *range(11, 20), 21, *range(23, 28))
+
+
+def resect_subject(case: int) -> str:
+    """The subject id of a RESECT case, as the dataset names its folders."""
+    return f"Case{case}"
+
+
+def resect_case(subject: str) -> int:
+    """The case number of a RESECT subject id, with a clear error for anything else."""
+    if not subject.startswith("Case") or not subject[4:].isdigit():
+        raise ValueError(f"{subject!r} is not a RESECT subject id (expected e.g. 'Case1')")
+    case = int(subject[4:])
+    if case not in RESECT_CASES:
+        raise ValueError(f"RESECT has no case {case}; its cases are {list(RESECT_CASES)}")
+    return case
+
+
+def remind_subjects() -> tuple[str, ...]:
+    """The ReMIND patients with a pre-dura iUS, from the shipped list."""
+    path = RESOURCES / "remind_subjects.txt"
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def default_subjects(cohort: str) -> tuple[str, ...]:
+    """The subjects a downloaded cohort has when the config does not list them."""
+    if cohort == "remind":
+        return remind_subjects()
+    if cohort == "resect":
+        return tuple(resect_subject(case) for case in RESECT_CASES)
+    raise ValueError(f"cohort {cohort!r} has no shipped subject list")

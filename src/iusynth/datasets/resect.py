@@ -1,0 +1,149 @@
+"""RESECT from the NIRD archive and RESECT-SEG from OSF: download, verify, convert.
+
+RESECT publishes, per case, ``NIFTI/Case{N}/MRI/Case{N}-{T1,FLAIR}.nii.gz``,
+``NIFTI/Case{N}/US/Case{N}-US-before.nii.gz`` (each with an ``.md5`` sidecar) and
+``NIFTI/Case{N}/Landmarks/Case{N}-MRI-beforeUS.tag``: MNI tag points, FLAIR then iUS, in
+RAS world millimetres. Its T1 is gadolinium-enhanced (our ceT1). RESECT-SEG's zip holds
+``Case{N}/Case{N}-US-before-tumor.nii.gz`` and ``Case{N}/Case{N}-FLAIR-tumor.nii.gz``; OSF
+builds that zip on the fly, so it has no published checksum (its CRCs are checked).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from iusynth import layout
+from iusynth.datasets.catalog import RESECT, resect_case
+from iusynth.datasets.download import (
+    DownloadError,
+    FileRecord,
+    Ledger,
+    RetryPolicy,
+    announce_licence,
+    fetch,
+    fetch_text,
+    new_session,
+    safe_extract,
+    tree_size,
+    zip_validator,
+)
+from iusynth.fileio import atomic_directory, load_nifti, write_json
+from iusynth.tags import read_tag_file, write_tag_file
+
+log = logging.getLogger(__name__)
+
+_HEX32 = re.compile(r"\b[0-9a-fA-F]{32}\b")
+
+
+def case_files(case: int) -> dict[str, str]:
+    """The files of one case, by our file kind, relative to the archive's root."""
+    root = f"NIFTI/Case{case}"
+    return {
+        "ceT1": f"{root}/MRI/Case{case}-T1.nii.gz",
+        "FLAIR": f"{root}/MRI/Case{case}-FLAIR.nii.gz",
+        "US": f"{root}/US/Case{case}-US-before.nii.gz",
+        "landmarks": f"{root}/Landmarks/Case{case}-MRI-beforeUS.tag",
+    }
+
+
+def _sidecar_md5(url: str, session: Any, policy: RetryPolicy, required: bool) -> str | None:
+    """The MD5 published in ``<url>.md5``; None when optional and absent."""
+    try:
+        text = fetch_text(url + ".md5", session=session, policy=policy)
+    except DownloadError:
+        if required:
+            raise
+        return None
+    match = _HEX32.search(text)
+    if match is None:
+        raise DownloadError(f"{url}.md5 holds no MD5 digest (starts with {text[:60]!r})")
+    return match.group(0).lower()
+
+
+def download_subject(
+    subject: str, raw_dir: Path, output: Path, *, base_url: str, policy: RetryPolicy
+) -> None:
+    """Download and verify one RESECT case's files; write a record of them."""
+    case = resect_case(subject)
+    raw_dir = Path(raw_dir)
+    announce_licence(raw_dir, RESECT.name, RESECT.licence)
+    ledger = Ledger(raw_dir / "ledger.jsonl")
+    session = new_session()
+    record: dict[str, Any] = {"subject": subject, "files": {}}
+    for kind, relative in case_files(case).items():
+        path = raw_dir / relative
+        if ledger.verified(relative) is None:
+            url = f"{base_url.rstrip('/')}/{relative}"
+            expected = _sidecar_md5(url, session, policy, required=kind != "landmarks")
+            file = fetch(url, path, session=session, policy=policy, expected_md5=expected)
+            ledger.record(relative, path, file, checksum="published" if expected else "none")
+        record["files"][kind] = str(path.resolve())
+    write_json(output, record)
+
+
+def download_segmentations(raw_dir: Path, output: Path, *, url: str, policy: RetryPolicy) -> None:
+    """Download RESECT-SEG's zip, check its CRCs, extract it safely; record where it went."""
+    raw_dir = Path(raw_dir)
+    announce_licence(raw_dir, RESECT.name, RESECT.licence)
+    ledger = Ledger(raw_dir / "ledger.jsonl")
+    target = raw_dir / "RESECT-SEG"
+    if ledger.verified("RESECT-SEG") is None:
+        archive = raw_dir / "RESECT-SEG.zip"
+        file = fetch(url, archive, policy=policy, validate=zip_validator)
+        try:
+            with atomic_directory(target) as tmp:
+                safe_extract(archive, tmp)
+        finally:
+            archive.unlink(missing_ok=True)
+        ledger.record("RESECT-SEG", target, FileRecord(tree_size(target), file.md5))
+    write_json(output, {"folder": str(target.resolve())})
+
+
+def _find_one(folder: Path, name: str) -> Path | None:
+    """The single file called ``name`` anywhere under ``folder`` (None if absent)."""
+    found = sorted(Path(folder).rglob(name))
+    if len(found) > 1:
+        raise ValueError(f"{folder} holds {len(found)} files named {name}: {found[:3]}")
+    return found[0] if found else None
+
+
+def convert_subject(
+    record: dict[str, Any], segmentations: Path | None, output: Path
+) -> dict[str, Any]:
+    """Lay out one RESECT case: ceT1, FLAIR, iUS, landmarks (RAS) and RESECT-SEG's masks."""
+    subject = record["subject"]
+    case = resect_case(subject)
+    files = {kind: Path(path) for kind, path in record["files"].items()}
+    source: dict[str, Any] = {
+        "dataset": RESECT.name,
+        "files": {kind: str(path) for kind, path in files.items()},
+        "annotation_sequence": "FLAIR",
+    }
+    with atomic_directory(output) as tmp:
+        for kind in ("ceT1", "FLAIR", "US"):
+            load_nifti(files[kind])  # a readable 3D volume, or an error naming the file
+            shutil.copyfile(files[kind], layout.subject_file(tmp, subject, kind))
+        pairs = read_tag_file(files["landmarks"])
+        write_tag_file(
+            layout.subject_file(tmp, subject, "landmarks"),
+            pairs,
+            comment=f"RESECT case {case}: FLAIR point, then iUS (before resection) point, RAS mm",
+        )
+        if segmentations is not None:
+            masks = {
+                "tumor-US": _find_one(segmentations, f"Case{case}-US-before-tumor.nii.gz"),
+                "tumor-MR": _find_one(segmentations, f"Case{case}-FLAIR-tumor.nii.gz"),
+            }
+            for kind, path in masks.items():
+                if path is None:
+                    log.warning("RESECT-SEG has no %s mask for %s", kind, subject)
+                    continue
+                load_nifti(path)
+                shutil.copyfile(path, layout.subject_file(tmp, subject, kind))
+                source["files"][kind] = str(path)
+        write_json(layout.subject_file(tmp, subject, "source"), source)
+    return source
