@@ -15,6 +15,7 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/datasets.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/preprocessing.smk"
 include: "workflow/rules/benchmarks.smk"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,56 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
     assert "unknown config key 'colour'" in output
     assert "'demo.cohorts.upenn.subjects'" in output
     assert "Job stats" not in output
+
+
+@pytest.mark.parametrize(
+    ("cohorts", "message"),
+    [
+        ({"remind": {"source": "demo", "raw": "data"}}, "'cohorts.remind.raw' only applies"),
+        (
+            {"remind": {"source": "dataset", "raw": "d", "package": "p"}},
+            "only applies to cohort upenn",
+        ),
+        ({"resect": {"source": "demo", "path": "somewhere"}}, "'cohorts.resect.path' only applies"),
+        (
+            {"resect": {"source": "dataset", "raw": "d", "subjects": ["Case9"]}},
+            "['Case9'] not in RESECT",
+        ),
+        (
+            {"upenn": {"source": "dataset", "raw": "d"}},
+            "missing config key 'cohorts.upenn.package'",
+        ),
+        (
+            {"remind": {"source": "dataset", "raw": "d", "manifest": "nowhere.tcia"}},
+            "'cohorts.remind.manifest': file 'nowhere.tcia' does not exist",
+        ),
+    ],
+)
+def test_dataset_cohort_mistakes_name_their_key(cohorts, message):
+    config = merged_config({"cohorts": cohorts})
+    validate_config(config, SCHEMA)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_cohorts(config)
+
+
+def test_dataset_cohorts_resolve_offline():
+    config = merged_config(
+        {
+            "cohorts": {
+                "remind": {"source": "dataset", "raw": "r"},
+                "resect": {"source": "dataset", "raw": "s"},
+            }
+        }
+    )
+    cohorts = resolve_cohorts(config)
+    assert len(cohorts["remind"].subjects) == 103 and cohorts["remind"].subjects[0] == "ReMIND-001"
+    assert (
+        cohorts["resect"].subjects[:2] == ("Case1", "Case2")
+        and len(cohorts["resect"].subjects) == 23
+    )
+    assert cohorts["resect"].ultrasound_subjects == cohorts["resect"].subjects
+    assert (
+        str(cohorts["resect"].root).endswith("cohorts/resect") and cohorts["resect"].raw.name == "s"
+    )
+    with pytest.raises(ConfigError, match=r"missing config key 'cohorts\.remind\.raw'"):
+        validate_config(merged_config({"cohorts": {"remind": {"source": "dataset"}}}), SCHEMA)

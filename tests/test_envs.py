@@ -18,7 +18,8 @@ CONDA_NAMES = {
     "sklearn": "scikit-learn",
     "matplotlib": "matplotlib-base",
 }
-RULE = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.S | re.M)
+# a rule and its body, at top level or inside an ``if`` block
+RULE = re.compile(r"^[ ]*rule (\w+):\n(.*?)(?=^[ ]*rule |^if |\Z)", re.S | re.M)
 
 
 def rules() -> dict[str, tuple[Path, str]]:

@@ -35,7 +35,7 @@ def test_snakefmt_and_ruff_are_clean():
     assert result.returncode == 0, result.stdout + result.stderr
     for command in (["check"], ["format", "--check"]):
         result = subprocess.run(
-            [sys.executable, "-m", "ruff", *command, "src", "tests"],
+            [sys.executable, "-m", "ruff", *command, "src", "tests", "benchmarks"],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -132,3 +132,98 @@ def test_local_cohort_plans_through_the_dag(generated, tmp_path):
     assert f"register_us_to_mr/resect/{subject.plan.subject}" in output
     assert f"input: {root / subject.plan.subject}" in output
     assert "output: results/cohorts/resect" not in output  # nothing generated for the local cohort
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> job count from snakemake's 'Job stats' table."""
+    counts = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("configfile", "expected"),
+    [
+        (
+            "remind.yaml",
+            {
+                "list_remind_series": 1,
+                "download_remind_subject": 103,
+                "convert_remind_subject": 103,
+            },
+        ),
+        (
+            "resect.yaml",
+            {
+                "download_resect_subject": 23,
+                "download_resect_segmentations": 1,
+                "convert_resect_subject": 23,
+            },
+        ),
+    ],
+)
+def test_dataset_configs_show_the_full_dag_offline(configfile, expected, tmp_path):
+    result = snakemake(
+        "-n", "--quiet", "rules", "--configfile", str(REPO / "config" / configfile),
+        "-d", str(tmp_path),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    counts = job_counts(output)
+    for rule, count in expected.items():
+        assert counts.get(rule) == count, (rule, counts)
+    for downstream in ("register_us_to_mr", "export_slices", "make_splits"):
+        assert counts.get(downstream, 0) >= 1
+
+
+def test_upenn_config_needs_the_package_and_indexes_it(tmp_path):
+    from .test_datasets import make_upenn_package
+
+    missing = snakemake(
+        "-n", "--configfile", str(REPO / "config" / "upenn.yaml"), "-d", str(tmp_path)
+    )
+    message = missing.stdout + missing.stderr
+    assert missing.returncode != 0
+    assert "Aspera" in message and "cohorts.upenn.package" in message
+    package = make_upenn_package(tmp_path, ["UPENN-GBM-00001_11", "UPENN-GBM-00002_11"], set())
+    overlay = tmp_path / "package.yaml"
+    overlay.write_text(f"cohorts:\n  upenn:\n    package: '{package}'\n")
+    result = snakemake(
+        "-n", "--quiet", "rules", "--configfile", str(REPO / "config" / "upenn.yaml"),
+        str(overlay), "-d", str(tmp_path / "run"),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    counts = job_counts(output)
+    assert counts["verify_upenn_package"] == 1 and counts["convert_upenn_subject"] == 2
+    assert "extract_upenn_package" not in counts  # a folder needs no extraction
+
+
+def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
+    """The download rules run for real against a local server playing NIRD and OSF."""
+    from . import fake_servers as fake
+
+    state = fake.FakeServer()
+    httpd = fake.start(state)
+    try:
+        fake.serve_resect_case(state, tmp_path)
+        overlay = tmp_path / "resect.yaml"
+        overlay.write_text(
+            "cohorts:\n  resect:\n    source: dataset\n"
+            f"    raw: '{tmp_path / 'raw'}'\n    subjects: [Case1]\n"
+            f"    url: '{state.url}/resect'\n    segmentation_url: '{state.url}/osf/zip'\n"
+        )
+        result = snakemake(
+            "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), str(overlay),
+            "-d", str(tmp_path / "run"), "results/cohorts/resect/subjects.tsv",
+        )  # fmt: skip
+    finally:
+        httpd.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = (tmp_path / "run" / "results" / "cohorts" / "resect" / "subjects.tsv").read_text()
+    assert manifest.splitlines()[1].split("\t")[:8] == ["Case1", "1", "0", "1", "1", "1", "1", "1"]
+    ledger = (tmp_path / "raw" / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 5  # ceT1, FLAIR, iUS, landmarks, RESECT-SEG

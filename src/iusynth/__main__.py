@@ -18,6 +18,96 @@ from typing import Any
 log = logging.getLogger("iusynth")
 
 
+def _download_policy(args: argparse.Namespace) -> Any:
+    """The retry policy from the 'download' config section given as JSON."""
+    from iusynth.datasets.download import RetryPolicy
+
+    return RetryPolicy.from_config(json.loads(args.download))
+
+
+def _remind_list(args: argparse.Namespace) -> None:
+    """List the ReMIND collection's series (optionally restricted to a .tcia manifest)."""
+    from iusynth.datasets.remind import write_listing
+
+    write_listing(args.output, args.url, args.manifest, _download_policy(args), args.raw)
+
+
+def _remind_download(args: argparse.Namespace) -> None:
+    """Download and verify one ReMIND patient's series."""
+    from iusynth.datasets.remind import download_subject
+
+    download_subject(
+        args.subject,
+        args.listing,
+        args.raw,
+        args.output,
+        base_url=args.url,
+        policy=_download_policy(args),
+    )
+    log.info("downloaded %s", args.subject)
+
+
+def _remind_convert(args: argparse.Namespace) -> None:
+    """Convert one downloaded ReMIND patient to the canonical layout."""
+    from iusynth.datasets.remind import convert_subject
+
+    source = convert_subject(args.record, args.output)
+    log.info("converted %s: %s", args.output.name, sorted(source["series"]))
+
+
+def _upenn_extract(args: argparse.Namespace) -> None:
+    """Unpack a UPenn-GBM package archive safely."""
+    from iusynth.datasets.download import safe_extract
+    from iusynth.fileio import write_json
+
+    files = safe_extract(args.archive, args.target)
+    write_json(args.output, {"archive": str(args.archive), "files": len(files)})
+    log.info("extracted %d files into %s", len(files), args.target)
+
+
+def _upenn_verify(args: argparse.Namespace) -> None:
+    """Check a UPenn-GBM package against its MD5 list."""
+    from iusynth.datasets.upenn import verify_package
+
+    summary = verify_package(args.package, args.checksums, args.cases, args.output, args.raw)
+    log.info("verified %d files of %d cases", summary["files_verified"], summary["cases"])
+
+
+def _upenn_convert(args: argparse.Namespace) -> None:
+    """Copy one UPenn-GBM case into the canonical layout."""
+    from iusynth.datasets.upenn import convert_case
+
+    source = convert_case(args.package, args.subject, args.output)
+    log.info("converted %s (%s label)", args.subject, source["label_kind"])
+
+
+def _resect_download(args: argparse.Namespace) -> None:
+    """Download and verify one RESECT case."""
+    from iusynth.datasets.resect import download_subject
+
+    download_subject(
+        args.subject, args.raw, args.output, base_url=args.url, policy=_download_policy(args)
+    )
+    log.info("downloaded %s", args.subject)
+
+
+def _resect_segmentations(args: argparse.Namespace) -> None:
+    """Download and extract RESECT-SEG."""
+    from iusynth.datasets.resect import download_segmentations
+
+    download_segmentations(args.raw, args.output, url=args.url, policy=_download_policy(args))
+
+
+def _resect_convert(args: argparse.Namespace) -> None:
+    """Lay out one downloaded RESECT case."""
+    from iusynth.datasets.resect import convert_subject
+
+    record = json.loads(args.record.read_text())
+    folder = json.loads(args.segmentations.read_text())["folder"] if args.segmentations else None
+    convert_subject(record, Path(folder) if folder else None, args.output)
+    log.info("converted %s", record["subject"])
+
+
 def _demo_subject(args: argparse.Namespace) -> None:
     """Generate one demo subject into its folder."""
     from iusynth.demo.generate import DemoSettings, generate_subject
@@ -88,13 +178,24 @@ def _align_mr(args: argparse.Namespace) -> None:
     )
 
 
+def _read_alignment(path: Path) -> dict[str, Any]:
+    """The MR -> MR transforms of an align-mr record, as arrays."""
+    import numpy as np
+
+    record = json.loads(Path(path).read_text())
+    return {sequence: np.array(matrix) for sequence, matrix in record["transforms"].items()}
+
+
 def _register_us(args: argparse.Namespace) -> None:
     """Register a subject's iUS to its reference MR (NiftyReg reg_aladin)."""
     from iusynth.fileio import write_json
     from iusynth.registration import register_subject
 
     settings, options = _registration_options(args)
-    record = register_subject(args.subject_dir, args.subject, settings["reference_order"], options)
+    alignment = _read_alignment(args.alignment)
+    record = register_subject(
+        args.subject_dir, args.subject, settings["reference_order"], options, alignment
+    )
     write_json(args.output, record)
     log.info(
         "registered %s to %s in %.1f s",
@@ -129,7 +230,7 @@ def _preprocess(args: argparse.Namespace) -> None:
         args.subject_dir,
         args.subject,
         np.array(registration["us_to_mr"]),
-        {sequence: np.array(matrix) for sequence, matrix in alignment["transforms"].items()},
+        _read_alignment(args.alignment),
         settings,
     )
     with atomic_directory(args.output) as folder:
@@ -227,6 +328,16 @@ _ARGUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         "--settings",
         {"required": True, "help": "the 'preprocessing' config section as JSON"},
     ),
+    "alignment": (
+        "--alignment",
+        {"required": True, "type": Path, "help": "align-mr record (MR -> MR transforms)"},
+    ),
+    "raw": ("--raw", {"required": True, "type": Path, "help": "the dataset's download folder"}),
+    "url": ("--url", {"required": True, "help": "the dataset's server root"}),
+    "download": (
+        "--download",
+        {"required": True, "help": "the 'download' config section as JSON"},
+    ),
     "threads": ("--threads", {"type": int, "default": 1, "help": "OpenMP threads for reg_aladin"}),
     "png": ("--output", {"required": True, "type": Path, "help": "PNG to write"}),
     "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),
@@ -253,6 +364,85 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             ("subject_dirs", {"nargs": "+", "help": "subject folders (named by subject id)"}),
         ],
     ),
+    "remind-list": (
+        "list the ReMIND collection's series from TCIA (NBIA v4)",
+        _remind_list,
+        [
+            "raw",
+            "url",
+            ("--manifest", {"type": Path, "default": None, "help": ".tcia manifest"}),
+            "download",
+            "json",
+        ],
+    ),
+    "remind-download": (
+        "download and verify one ReMIND patient's series",
+        _remind_download,
+        [
+            "subject",
+            ("--listing", {"required": True, "type": Path, "help": "remind-list output"}),
+            "raw",
+            "url",
+            "download",
+            "json",
+        ],
+    ),
+    "remind-convert": (
+        "convert one downloaded ReMIND patient (DICOM) to the canonical layout",
+        _remind_convert,
+        [
+            ("--record", {"required": True, "type": Path, "help": "remind-download record"}),
+            "folder",
+        ],
+    ),
+    "upenn-extract": (
+        "unpack a UPenn-GBM package archive, refusing unsafe members",
+        _upenn_extract,
+        [
+            ("--archive", {"required": True, "type": Path, "help": "the package archive"}),
+            ("--target", {"required": True, "type": Path, "help": "folder to extract into"}),
+            "json",
+        ],
+    ),
+    "upenn-verify": (
+        "check the UPenn-GBM package's files against its MD5 list",
+        _upenn_verify,
+        [
+            ("--package", {"required": True, "type": Path, "help": "the package folder"}),
+            ("--checksums", {"type": Path, "default": None, "help": "its MD5 list"}),
+            ("--cases", {"required": True, "nargs": "+", "help": "cases to verify"}),
+            "raw",
+            "json",
+        ],
+    ),
+    "upenn-convert": (
+        "copy one UPenn-GBM case into the canonical layout",
+        _upenn_convert,
+        [
+            ("--package", {"required": True, "type": Path, "help": "the package folder"}),
+            "subject",
+            "folder",
+        ],
+    ),
+    "resect-download": (
+        "download and verify one RESECT case (NIRD archive)",
+        _resect_download,
+        ["subject", "raw", "url", "download", "json"],
+    ),
+    "resect-segmentations": (
+        "download and extract RESECT-SEG (OSF)",
+        _resect_segmentations,
+        ["raw", "url", "download", "json"],
+    ),
+    "resect-convert": (
+        "lay out one downloaded RESECT case with RESECT-SEG's masks",
+        _resect_convert,
+        [
+            ("--record", {"required": True, "type": Path, "help": "resect-download record"}),
+            ("--segmentations", {"type": Path, "default": None, "help": "RESECT-SEG record"}),
+            "folder",
+        ],
+    ),
     "qc-subject": (
         "plot a subject's QC figure (slices of every modality, label contours)",
         _qc_subject,
@@ -266,7 +456,7 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
     "register-us": (
         "register a subject's iUS to its reference MR (reg_aladin)",
         _register_us,
-        ["subject-dir", "subject", "preprocessing", "threads", "json"],
+        ["subject-dir", "subject", "alignment", "preprocessing", "threads", "json"],
     ),
     "preprocess": (
         "resample and normalise a paired subject into its iUS grid",
@@ -275,7 +465,7 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             "subject-dir",
             "subject",
             ("--registration", {"required": True, "type": Path, "help": "register-us record"}),
-            ("--alignment", {"required": True, "type": Path, "help": "align-mr record"}),
+            "alignment",
             "preprocessing",
             "folder",
         ],

@@ -1,6 +1,9 @@
 import json
+import re
 
 from iusynth.config import ConfigError, resolve_cohorts, validate_config
+from iusynth.datasets import catalog
+from iusynth.datasets.upenn import is_archive
 from iusynth.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
 
 try:
@@ -16,6 +19,8 @@ SRC = Path(workflow.basedir) / "src"
 # Every rule runs a stage of the package's command line, from this checkout's sources.
 IUSYNTH = f'PYTHONPATH="{SRC}${{PYTHONPATH:+:$PYTHONPATH}}" python -m iusynth'
 DEMO_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source == "demo"]
+# Cohorts whose folders the workflow writes (generated or converted), not local ones.
+BUILT_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source != "local"]
 PAIRED_COHORTS = [
     config["preprocessing"]["trainval_cohort"],
     config["preprocessing"]["test_cohort"],
@@ -68,3 +73,44 @@ def final_targets():
         targets.append(f"{RESULTS}/registration/{name}_landmark_errors.csv")
     targets.append(f"{RESULTS}/splits/splits.json")
     return targets
+
+
+def subject_choice(name):
+    """A wildcard constraint matching exactly the subjects of one cohort."""
+    return "|".join(re.escape(subject) for subject in COHORTS[name].subjects)
+
+
+def dataset_url(name):
+    """The server root of a downloaded dataset (the config's, else the known one)."""
+    return config["cohorts"][name].get("url", catalog.DATASETS[name].default_url)
+
+
+def resect_segmentation_url():
+    """Where RESECT-SEG's zip comes from."""
+    return config["cohorts"]["resect"].get("segmentation_url", catalog.RESECT_SEG_URL)
+
+
+def remind_manifest_argument():
+    """The --manifest option of remind-list, or nothing."""
+    manifest = config["cohorts"]["remind"].get("manifest")
+    return f"--manifest '{manifest}'" if manifest else ""
+
+
+def upenn_package_root():
+    """The UPenn-GBM package folder: the user's, or where its archive is extracted."""
+    package = Path(config["cohorts"]["upenn"]["package"]).expanduser()
+    return (
+        str(COHORTS["upenn"].raw / "package") if is_archive(package) else str(package)
+    )
+
+
+def upenn_extraction():
+    """The extraction record when the package is an archive, else nothing to wait for."""
+    package = Path(config["cohorts"]["upenn"]["package"]).expanduser()
+    return [f"{RESULTS}/downloads/upenn/extracted.json"] if is_archive(package) else []
+
+
+def upenn_checksums_argument():
+    """The --checksums option of upenn-verify, or nothing (found in the package)."""
+    checksums = config["cohorts"]["upenn"].get("checksums")
+    return f"--checksums '{checksums}'" if checksums else ""

@@ -22,26 +22,3 @@ rule generate_demo_subject:
     shell:
         "{params.iusynth} demo-subject --cohort {wildcards.cohort} --subject {wildcards.subject}"
         " --settings {params.settings:q} --output {output} > {log} 2>&1"
-
-
-rule generate_demo_cohort:
-    input:
-        cohort_subject_dirs,
-    output:
-        f"{RESULTS}/cohorts/{{cohort}}/{MANIFEST_NAME}",
-    log:
-        f"{RESULTS}/logs/generate_demo_cohort/{{cohort}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/generate_demo_cohort/{{cohort}}.tsv"
-    wildcard_constraints:
-        cohort="|".join(DEMO_COHORTS) or "no-demo-cohort",
-    conda:
-        "../../envs/demo.yaml"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    params:
-        iusynth=IUSYNTH,
-    shell:
-        "{params.iusynth} cohort-manifest --output {output} {input:q} > {log} 2>&1"

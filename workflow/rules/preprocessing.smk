@@ -27,7 +27,8 @@ rule align_mr_sequences:
 
 rule register_us_to_mr:
     input:
-        subject_dir,
+        subject=subject_dir,
+        alignment=rules.align_mr_sequences.output[0],
     output:
         f"{RESULTS}/registration/{{cohort}}/{{subject}}/us_to_mr.json",
     log:
@@ -44,8 +45,8 @@ rule register_us_to_mr:
         iusynth=IUSYNTH,
         settings=json.dumps(config["preprocessing"], sort_keys=True),
     shell:
-        "{params.iusynth} register-us --subject-dir {input:q} --subject {wildcards.subject}"
-        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+        "{params.iusynth} register-us --subject-dir {input.subject:q} --subject {wildcards.subject}"
+        " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
 
 
 rule resample_and_normalise:

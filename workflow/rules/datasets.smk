@@ -1,0 +1,255 @@
+# Cohorts built by the workflow: the real datasets (source: dataset), downloaded or read
+# from their package, verified and converted into the canonical layout; and the manifest
+# (subjects.tsv) of every cohort the workflow builds, demo ones included.
+
+DOWNLOADS = f"{RESULTS}/downloads"
+DOWNLOAD_SETTINGS = json.dumps(config["download"], sort_keys=True)
+
+
+rule write_cohort_manifest:
+    input:
+        cohort_subject_dirs,
+    output:
+        f"{RESULTS}/cohorts/{{cohort}}/{MANIFEST_NAME}",
+    log:
+        f"{RESULTS}/logs/write_cohort_manifest/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/write_cohort_manifest/{{cohort}}.tsv"
+    wildcard_constraints:
+        cohort="|".join(BUILT_COHORTS) or "no-built-cohort",
+    conda:
+        "../../envs/demo.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        iusynth=IUSYNTH,
+    shell:
+        "{params.iusynth} cohort-manifest --output {output} {input:q} > {log} 2>&1"
+
+
+if COHORTS["remind"].source == "dataset":
+
+    rule list_remind_series:
+        output:
+            f"{DOWNLOADS}/remind/series.json",
+        log:
+            f"{RESULTS}/logs/list_remind_series.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/list_remind_series.tsv"
+        retries: 2
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=30,
+        params:
+            iusynth=IUSYNTH,
+            raw=COHORTS["remind"].raw,
+            url=dataset_url("remind"),
+            manifest=remind_manifest_argument(),
+            download=DOWNLOAD_SETTINGS,
+        shell:
+            "{params.iusynth} remind-list --raw {params.raw:q} --url {params.url:q}"
+            " {params.manifest} --download {params.download:q} --output {output:q} > {log} 2>&1"
+
+    rule download_remind_subject:
+        input:
+            rules.list_remind_series.output[0],
+        output:
+            f"{DOWNLOADS}/remind/{{subject}}.json",
+        log:
+            f"{RESULTS}/logs/download_remind_subject/{{subject}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download_remind_subject/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=subject_choice("remind"),
+        retries: 2
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=240,
+        params:
+            iusynth=IUSYNTH,
+            raw=COHORTS["remind"].raw,
+            url=dataset_url("remind"),
+            download=DOWNLOAD_SETTINGS,
+        shell:
+            "{params.iusynth} remind-download --subject {wildcards.subject} --listing {input:q}"
+            " --raw {params.raw:q} --url {params.url:q} --download {params.download:q}"
+            " --output {output:q} > {log} 2>&1"
+
+    rule convert_remind_subject:
+        input:
+            rules.download_remind_subject.output[0],
+        output:
+            directory(f"{RESULTS}/cohorts/remind/{{subject}}"),
+        log:
+            f"{RESULTS}/logs/convert_remind_subject/{{subject}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/convert_remind_subject/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=subject_choice("remind"),
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=30,
+        params:
+            iusynth=IUSYNTH,
+        shell:
+            "{params.iusynth} remind-convert --record {input:q} --output {output:q} > {log} 2>&1"
+
+
+if COHORTS["upenn"].source == "dataset":
+
+    rule extract_upenn_package:
+        output:
+            f"{DOWNLOADS}/upenn/extracted.json",
+        log:
+            f"{RESULTS}/logs/extract_upenn_package.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/extract_upenn_package.tsv"
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=600,
+        params:
+            iusynth=IUSYNTH,
+            archive=config["cohorts"]["upenn"]["package"],
+            target=upenn_package_root(),
+        shell:
+            "{params.iusynth} upenn-extract --archive {params.archive:q}"
+            " --target {params.target:q} --output {output:q} > {log} 2>&1"
+
+    rule verify_upenn_package:
+        input:
+            upenn_extraction(),
+        output:
+            f"{DOWNLOADS}/upenn/verified.json",
+        log:
+            f"{RESULTS}/logs/verify_upenn_package.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/verify_upenn_package.tsv"
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=600,
+        params:
+            iusynth=IUSYNTH,
+            package=upenn_package_root(),
+            checksums=upenn_checksums_argument(),
+            raw=COHORTS["upenn"].raw,
+            cases=COHORTS["upenn"].subjects,
+        shell:
+            "{params.iusynth} upenn-verify --package {params.package:q} {params.checksums}"
+            " --raw {params.raw:q} --output {output:q} --cases {params.cases} > {log} 2>&1"
+
+    rule convert_upenn_subject:
+        input:
+            rules.verify_upenn_package.output[0],
+        output:
+            directory(f"{RESULTS}/cohorts/upenn/{{subject}}"),
+        log:
+            f"{RESULTS}/logs/convert_upenn_subject/{{subject}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/convert_upenn_subject/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=subject_choice("upenn"),
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            iusynth=IUSYNTH,
+            package=upenn_package_root(),
+        shell:
+            "{params.iusynth} upenn-convert --package {params.package:q}"
+            " --subject {wildcards.subject} --output {output:q} > {log} 2>&1"
+
+
+if COHORTS["resect"].source == "dataset":
+
+    rule download_resect_subject:
+        output:
+            f"{DOWNLOADS}/resect/{{subject}}.json",
+        log:
+            f"{RESULTS}/logs/download_resect_subject/{{subject}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download_resect_subject/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=subject_choice("resect"),
+        retries: 2
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=60,
+        params:
+            iusynth=IUSYNTH,
+            raw=COHORTS["resect"].raw,
+            url=dataset_url("resect"),
+            download=DOWNLOAD_SETTINGS,
+        shell:
+            "{params.iusynth} resect-download --subject {wildcards.subject}"
+            " --raw {params.raw:q} --url {params.url:q} --download {params.download:q}"
+            " --output {output:q} > {log} 2>&1"
+
+    rule download_resect_segmentations:
+        output:
+            f"{DOWNLOADS}/resect-segmentations.json",
+        log:
+            f"{RESULTS}/logs/download_resect_segmentations.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download_resect_segmentations.tsv"
+        retries: 2
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=60,
+        params:
+            iusynth=IUSYNTH,
+            raw=COHORTS["resect"].raw,
+            url=resect_segmentation_url(),
+            download=DOWNLOAD_SETTINGS,
+        shell:
+            "{params.iusynth} resect-segmentations --raw {params.raw:q} --url {params.url:q}"
+            " --download {params.download:q} --output {output:q} > {log} 2>&1"
+
+    rule convert_resect_subject:
+        input:
+            record=rules.download_resect_subject.output[0],
+            segmentations=rules.download_resect_segmentations.output[0],
+        output:
+            directory(f"{RESULTS}/cohorts/resect/{{subject}}"),
+        log:
+            f"{RESULTS}/logs/convert_resect_subject/{{subject}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/convert_resect_subject/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=subject_choice("resect"),
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            iusynth=IUSYNTH,
+        shell:
+            "{params.iusynth} resect-convert --record {input.record:q}"
+            " --segmentations {input.segmentations:q} --output {output:q} > {log} 2>&1"
