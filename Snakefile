@@ -18,6 +18,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/preprocessing.smk"
+include: "workflow/rules/training.smk"
 include: "workflow/rules/benchmarks.smk"
 
 

@@ -17,6 +17,7 @@ CONDA_NAMES = {
     "SimpleITK": "simpleitk",
     "sklearn": "scikit-learn",
     "matplotlib": "matplotlib-base",
+    "torch": "pytorch",
 }
 # a rule and its body, at top level or inside an ``if`` block
 RULE = re.compile(r"^[ ]*rule (\w+):\n(.*?)(?=^[ ]*rule |^if |\Z)", re.S | re.M)

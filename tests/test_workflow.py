@@ -94,6 +94,15 @@ def test_micro_workflow_runs_end_to_end(tmp_path):
             assert (results / "qc" / "registration" / cohort / f"{subject}.png").is_file()
     splits = json.loads((results / "splits" / "splits.json").read_text())
     assert len(splits["folds"]) == 2 and splits["test"] == ["Case-demo001"]
+    # every model variant trained, with its loss curves and a loadable generator
+    from iusynth.training import load_model
+
+    for variant in ("mmhvae", "mmhvae_nogan", "mopoe", "mvae", "mhvae", "mmhvae_concat"):
+        losses = pd.read_csv(results / "models" / variant / "losses.csv")
+        assert list(losses["epoch"]) == [1, 2] and losses["loss"].notna().all()
+        model = load_model(results / "models" / variant / "model.pt", device="cpu")
+        assert model.config.image_size == 96
+    assert load_model(results / "models" / "mhvae" / "model.pt").config.modalities == ("US", "T2")
     timing = pd.read_csv(results / "benchmarks" / "summary.tsv", sep="\t")
     assert {"generate_demo_subject", "register_us_to_mr", "resample_and_normalise"} <= set(
         timing["rule"]

@@ -108,6 +108,37 @@ def _resect_convert(args: argparse.Namespace) -> None:
     log.info("converted %s", record["subject"])
 
 
+def _train(args: argparse.Namespace) -> None:
+    """Train one model variant on a fold of the paired cohort."""
+    import torch
+
+    from iusynth.model.network import parameter_counts
+    from iusynth.training import fold_stacks, train, variant_configs
+
+    torch.set_num_threads(args.threads)
+    section = json.loads(args.settings)
+    model_config, training = variant_configs(section, args.variant)
+    splits = json.loads(args.splits.read_text())
+    train_stacks, val_stacks = fold_stacks(
+        splits, section["fold"], args.slices, model_config, complete_only=training.subsets == "all"
+    )
+    log.info(
+        "variant %s: %d training and %d validation volumes",
+        args.variant,
+        len(train_stacks),
+        len(val_stacks),
+    )
+    trainer = train(
+        model_config, training, train_stacks, val_stacks, args.output, args.checkpoint, args.losses
+    )
+    log.info(
+        "trained %d epochs (generator %s parameters); last loss %.4f",
+        trainer.epoch,
+        f"{parameter_counts(trainer.model)['total']:,}",
+        trainer.history[-1]["loss"],
+    )
+
+
 def _demo_subject(args: argparse.Namespace) -> None:
     """Generate one demo subject into its folder."""
     from iusynth.demo.generate import DemoSettings, generate_subject
@@ -338,7 +369,7 @@ _ARGUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         "--download",
         {"required": True, "help": "the 'download' config section as JSON"},
     ),
-    "threads": ("--threads", {"type": int, "default": 1, "help": "OpenMP threads for reg_aladin"}),
+    "threads": ("--threads", {"type": int, "default": 1, "help": "CPU threads (OpenMP, torch)"}),
     "png": ("--output", {"required": True, "type": Path, "help": "PNG to write"}),
     "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),
     "folder": ("--output", {"required": True, "type": Path, "help": "folder to write"}),
@@ -441,6 +472,20 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             ("--record", {"required": True, "type": Path, "help": "resect-download record"}),
             ("--segmentations", {"type": Path, "default": None, "help": "RESECT-SEG record"}),
             "folder",
+        ],
+    ),
+    "train": (
+        "train one MMHVAE variant (or baseline) on a fold of the paired cohort",
+        _train,
+        [
+            ("--variant", {"required": True, "help": "name under models.variants"}),
+            ("--settings", {"required": True, "help": "the 'models' config section as JSON"}),
+            ("--splits", {"required": True, "type": Path, "help": "splits.json"}),
+            ("--slices", {"required": True, "type": Path, "help": "the cohort's slice stacks"}),
+            "threads",
+            ("--checkpoint", {"required": True, "type": Path, "help": "checkpoint to resume"}),
+            ("--losses", {"required": True, "type": Path, "help": "loss curves CSV"}),
+            ("--output", {"required": True, "type": Path, "help": "model.pt to write"}),
         ],
     ),
     "qc-subject": (

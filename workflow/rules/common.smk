@@ -72,6 +72,9 @@ def final_targets():
         ]
         targets.append(f"{RESULTS}/registration/{name}_landmark_errors.csv")
     targets.append(f"{RESULTS}/splits/splits.json")
+    targets += [
+        f"{RESULTS}/models/{name}/model.pt" for name in config["models"]["variants"]
+    ]
     return targets
 
 
@@ -114,3 +117,9 @@ def upenn_checksums_argument():
     """The --checksums option of upenn-verify, or nothing (found in the package)."""
     checksums = config["cohorts"]["upenn"].get("checksums")
     return f"--checksums '{checksums}'" if checksums else ""
+
+
+def trainval_slice_dirs():
+    """The slice stacks of every iUS subject of the train/validation cohort."""
+    name = config["preprocessing"]["trainval_cohort"]
+    return [f"{RESULTS}/slices/{name}/{s}" for s in COHORTS[name].ultrasound_subjects]

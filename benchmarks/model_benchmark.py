@@ -1,0 +1,171 @@
+"""Measure the synthesis model; write benchmarks/model.md.
+
+Parameters per part, MACs per slice (torch.utils.flop_counter) with one and four inputs,
+CPU forward time per slice (batch 16) and, when CUDA is present, GPU forward time and
+training throughput, for the paper's configuration (config/paper.yaml) and the demo's.
+Run from the repository root:  python -m benchmarks.model_benchmark [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+from iusynth.model.discriminator import PatchDiscriminator
+from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
+from iusynth.slices import SliceStack
+from iusynth.training import Trainer, TrainingConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merged(*files: str) -> dict:
+    """The default config with overlays merged in (as snakemake does)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+    def merge(base: dict, extra: dict) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+
+    for name in files:
+        merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return config["models"]
+
+
+def macs_per_slice(model: MMHVAE, inputs: int, size: int) -> float:
+    """Multiply-accumulates of one forward pass per slice (FLOPs / 2), batch 2."""
+    images = torch.rand(2, len(model.config.modalities), size, size) * 2 - 1
+    observed = torch.zeros(2, len(model.config.modalities), dtype=torch.bool)
+    observed[:, :inputs] = True
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(images, observed, temperature=0.0)
+    return counter.get_total_flops() / 2 / 2
+
+
+def forward_ms_per_slice(model: MMHVAE, device: torch.device, size: int, repeats: int) -> float:
+    """Forward time per slice, batch 16, one iUS input, temperature 0.7."""
+    model = model.to(device).eval()
+    images = torch.rand(16, len(model.config.modalities), size, size, device=device) * 2 - 1
+    observed = torch.zeros(16, len(model.config.modalities), dtype=torch.bool, device=device)
+    observed[:, 0] = True
+    with torch.no_grad():
+        model(images, observed, temperature=0.7)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(images, observed, temperature=0.7)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats / 16 * 1000
+
+
+def training_slices_per_s(
+    model_config: ModelConfig, training: TrainingConfig, device: str, steps: int
+) -> float:
+    """Training throughput: slices per second of full steps (every subset, GAN on)."""
+    size = model_config.image_size
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (training.batch_slices, 4, size, size)).astype(np.float16)
+    meta = {"modalities": ["US", "T2", "ceT1", "FLAIR"], "present": [True] * 4}
+    stack = SliceStack(images, np.ones((training.batch_slices, size, size), bool), {}, meta)
+    config = TrainingConfig(**{**training.__dict__, "device": device, "gan_start_epoch": 0})
+    trainer = Trainer(model_config, config, [stack], [])
+    batch = trainer.train.batch(0, rng)
+    trainer.step(batch, 0)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(batch, 1)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * training.batch_slices / (time.perf_counter() - start)
+
+
+def section_for(name: str, models: dict, cpu_training: bool) -> list[str]:
+    """Markdown for one configuration (CPU training throughput only if asked)."""
+    architecture = ModelConfig.from_config(models["architecture"])
+    training = TrainingConfig.from_config(models["training"])
+    model = MMHVAE(architecture)
+    counts = parameter_counts(model)
+    two = parameter_counts(
+        MMHVAE(ModelConfig(**{**architecture.__dict__, "modalities": ("US", "T2")}))
+    )
+    disc = sum(
+        p.numel()
+        for p in PatchDiscriminator(
+            architecture.discriminator_channels, architecture.discriminator_layers
+        ).parameters()
+    )
+    size = architecture.image_size
+    one_input, all_inputs = macs_per_slice(model, 1, size), macs_per_slice(model, 4, size)
+    lines = [
+        f"## {name}",
+        "",
+        f"Architecture: `{models['architecture']}`",
+        "",
+        "| part | parameters |",
+        "| --- | --- |",
+        *[f"| {part} | {n:,} |" for part, n in counts.items()],
+        f"| generator with 2 modalities (MHVAE: iUS, T2) | {two['total']:,} |",
+        f"| one PatchGAN discriminator | {disc:,} |",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| MACs per slice, 1 input ({size}x{size}) | {one_input / 1e9:.2f} G |",
+        f"| MACs per slice, 4 inputs | {all_inputs / 1e9:.2f} G |",
+        f"| CPU forward per slice (batch 16, {torch.get_num_threads()} threads) | "
+        f"{forward_ms_per_slice(model, torch.device('cpu'), size, 2):.0f} ms |",
+    ]
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+        lines += [
+            f"| GPU forward per slice (batch 16, {gpu}) | "
+            f"{forward_ms_per_slice(model, torch.device('cuda'), size, 20):.2f} ms |",
+            f"| training, slices/s ({gpu}, every subset, GAN on) | "
+            f"{training_slices_per_s(architecture, training, 'cuda', 5):.1f} |",
+        ]
+    elif cpu_training:
+        lines.append(
+            f"| CPU training, slices/s (subset sampling {training.subset_sampling}, GAN on) | "
+            f"{training_slices_per_s(architecture, training, 'cpu', 2):.2f} |"
+        )
+    return [*lines, ""]
+
+
+def main() -> None:
+    """Measure both configurations and write the Markdown."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "model.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    lines = [
+        "# The synthesis model: measured",
+        "",
+        f"Written by `python -m benchmarks.model_benchmark` on {platform.node()} "
+        f"({platform.machine()}, {torch.get_num_threads()} CPU threads, {device}, "
+        f"torch {torch.__version__}).",
+        "",
+        *section_for("Paper configuration (config/paper.yaml)", merged("paper.yaml"), False),
+        *section_for("Demo configuration (config/config.yaml)", merged(), True),
+    ]
+    args.output.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
