@@ -198,3 +198,12 @@ def test_variants_build_and_run(overrides):
     synthesis = model(images, observed, temperature=0.5)
     assert synthesis.images.shape == (2, n, 32, 32)
     assert len(synthesis.kl) == config.latent_levels
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    stacks = [stack(6)]
+    paths = (tmp_path / "m.pt", tmp_path / "m.ckpt", tmp_path / "m.csv")
+    train(TINY, TINY_TRAINING, stacks, [], *paths, stop_after=2)
+    longer = TrainingConfig(**{**TINY_TRAINING.__dict__, "epochs": 3})
+    trainer = train(TINY, longer, stacks, [], *paths)
+    assert [row["epoch"] for row in trainer.history] == [1, 2, 3]  # started again

@@ -389,10 +389,7 @@ class Trainer:
         if state["model_config"] != asdict(self.model_config) or state["training"] != asdict(
             self.training
         ):
-            raise ValueError(
-                "the checkpoint was written with another model or training config; delete it "
-                "to start again, or restore the config it was made with"
-            )
+            raise ValueError("the checkpoint was written with another model or training config")
         self.epoch = state["epoch"]
         self.model.load_state_dict(state["model"])
         self.discriminators.load_state_dict(state["discriminators"])
@@ -438,8 +435,13 @@ def train(
 
     trainer = Trainer(model_config, training, train_stacks, val_stacks)
     if Path(checkpoint).is_file():
-        trainer.load_state(torch.load(checkpoint, map_location=trainer.device, weights_only=False))
-        log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)
+        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
+        try:
+            trainer.load_state(state)
+            log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)
+        except ValueError as error:
+            log.warning("%s: %s; training from scratch (it will be overwritten)", checkpoint, error)
+            trainer = Trainer(model_config, training, train_stacks, val_stacks)
     log.info("training on %s, %d volumes", trainer.device, len(train_stacks))
     progress = tqdm(
         total=training.epochs, initial=trainer.epoch, desc="epochs", unit="epoch", mininterval=5.0
