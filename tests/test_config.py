@@ -133,3 +133,12 @@ def test_dataset_cohorts_resolve_offline():
     )
     with pytest.raises(ConfigError, match=r"missing config key 'cohorts\.remind\.raw'"):
         validate_config(merged_config({"cohorts": {"remind": {"source": "dataset"}}}), SCHEMA)
+
+
+def test_model_variants_must_fit_the_slices():
+    config = merged_config({"models": {"variants": {"big": {"architecture": {"image_size": 256}}}}})
+    with pytest.raises(ConfigError, match=r"models\.variants\.big.*slice_size"):
+        validate_config(config, SCHEMA)
+    deep = merged_config({"models": {"variants": {"deep": {"architecture": {"latent_levels": 8}}}}})
+    with pytest.raises(ConfigError, match="exceeds downsamplings"):
+        validate_config(deep, SCHEMA)

@@ -53,12 +53,40 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
         raise ConfigError(
             f"invalid configuration:\n{lines}\n(fix the config file or --config values)"
         )
+    _check_models(config)
     low, high = config["demo"]["misalignment"]["translation_mm"]
     if low > high:
         raise ConfigError(
             "config key 'demo.misalignment.translation_mm': the range must be [low, high] "
             f"with low <= high, not [{low}, {high}]"
         )
+
+
+def _check_models(config: dict[str, Any]) -> None:
+    """Every model variant fits the slices: square, the model's size, divisible by its poolings."""
+    section = config["models"]
+    height, width = config["preprocessing"]["slice_size"]
+    for name, overrides in section["variants"].items():
+        architecture = {**section["architecture"], **(overrides or {}).get("architecture", {})}
+        key = f"models.variants.{name}"
+        size = architecture.get("image_size", 192)
+        poolings = architecture.get("downsamplings", 6)
+        levels = architecture.get("latent_levels", 7)
+        if (height, width) != (size, size):
+            raise ConfigError(
+                f"config key '{key}': image_size {size} but preprocessing.slice_size is "
+                f"[{height}, {width}]; the model trains on those slices, make them equal"
+            )
+        if size % 2**poolings:
+            raise ConfigError(
+                f"config key '{key}': image_size {size} is not divisible by 2^{poolings} "
+                "(downsamplings)"
+            )
+        if levels > poolings + 1:
+            raise ConfigError(
+                f"config key '{key}': latent_levels {levels} exceeds downsamplings + 1 "
+                f"({poolings + 1})"
+            )
 
 
 @dataclass(frozen=True)
