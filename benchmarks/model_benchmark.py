@@ -9,7 +9,6 @@ Run from the repository root:  python -m benchmarks.model_benchmark [--output PA
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from iusynth.config import merge_config
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
 from iusynth.slices import SliceStack
@@ -28,18 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def merged(*files: str) -> dict:
-    """The default config with overlays merged in (as snakemake does)."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-    def merge(base: dict, extra: dict) -> None:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-
-    for name in files:
-        merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    """The ``models`` section of the default config with overlays merged in."""
+    config = merge_config(
+        yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+        *(yaml.safe_load((REPO / "config" / name).read_text()) for name in files),
+    )
     return config["models"]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from iusynth.config import merge_config
 from iusynth.demo.generate import DemoSettings, SimulatedSubject, generate_subject
 from iusynth.demo.plan import plan_cohort
 
@@ -17,18 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def merged_config(*overrides: dict) -> dict:
     """The default config with overrides merged in recursively (as snakemake does)."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-    def merge(base: dict, extra: dict) -> None:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-
-    for override in overrides:
-        merge(config, override)
-    return config
+    return merge_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), *overrides)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ Imported by the Snakefile, so only light dependencies (yaml, jsonschema) are use
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,22 @@ from iusynth.demo.plan import COHORT_ROLES, plan_cohort
 
 class ConfigError(ValueError):
     """A configuration problem, with a message naming the offending key."""
+
+
+def merge_config(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with each override merged in recursively, as Snakemake does."""
+    merged = copy.deepcopy(base)
+
+    def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = copy.deepcopy(value)
+
+    for override in overrides:
+        merge(merged, override)
+    return merged
 
 
 def _key(path: Any) -> str:
