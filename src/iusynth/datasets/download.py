@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -26,6 +27,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,6 +38,7 @@ from iusynth.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+MD5_HEX = re.compile(r"\b[0-9a-fA-F]{32}\b")  # an MD5 digest as servers publish it
 USER_AGENT = "iusynth (MRI-iUS synthesis workflow)"
 
 
@@ -383,6 +386,33 @@ def _place(source: Any, destination: Path, archive: Path, name: str) -> None:
         raise
 
 
+@contextmanager
+def _archive_members(archive: Path) -> Iterator[list[tuple[str, bool, Callable[[], Any]]]]:
+    """The files of a zip or tar archive: (name, is a regular file, opener of its bytes)."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as bundle:
+            yield [
+                (
+                    info.filename,
+                    (info.external_attr >> 16) & 0o170000 != 0o120000,
+                    partial(bundle.open, info),
+                )
+                for info in bundle.infolist()
+                if not info.is_dir()
+            ]
+        return
+    try:
+        bundle = tarfile.open(archive)
+    except tarfile.TarError as error:
+        raise DownloadError(f"{archive} is neither a zip nor a tar archive ({error})") from error
+    with bundle:
+        yield [
+            (member.name, member.isfile(), partial(bundle.extractfile, member))
+            for member in bundle.getmembers()
+            if not member.isdir()
+        ]
+
+
 def safe_extract(archive: Path, target: Path) -> list[Path]:
     """Extract a zip or tar archive into ``target``; return the files it holds.
 
@@ -392,41 +422,18 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as bundle:
-            members = [info for info in bundle.infolist() if not info.is_dir()]
-            for info in members:
-                mode = (info.external_attr >> 16) & 0o170000
-                if mode == 0o120000:
-                    raise DownloadError(
-                        f"archive {archive}: member {info.filename!r} is a link; refusing"
-                    )
-                _member_target(target, info.filename, archive)
-            for info in members:
-                destination = _member_target(target, info.filename, archive)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with bundle.open(info) as source:
-                    _place(source, destination, archive, info.filename)
-                written.append(destination)
-        return written
-    try:
-        bundle = tarfile.open(archive)
-    except tarfile.TarError as error:
-        raise DownloadError(f"{archive} is neither a zip nor a tar archive ({error})") from error
-    with bundle:
-        members = [member for member in bundle.getmembers() if not member.isdir()]
-        for member in members:
-            if not member.isfile():
+    with _archive_members(archive) as members:
+        for name, regular, _ in members:
+            if not regular:
                 raise DownloadError(
-                    f"archive {archive}: member {member.name!r} is a link or device; refusing"
+                    f"archive {archive}: member {name!r} is a link or a special file; refusing"
                 )
-            _member_target(target, member.name, archive)
-        for member in members:
-            destination = _member_target(target, member.name, archive)
+            _member_target(target, name, archive)
+        for name, _, open_member in members:
+            destination = _member_target(target, name, archive)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            source = bundle.extractfile(member)
-            assert source is not None  # regular files always have content
-            _place(source, destination, archive, member.name)
+            with open_member() as source:
+                _place(source, destination, archive, name)
             written.append(destination)
     return written
 

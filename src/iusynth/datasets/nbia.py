@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from iusynth.datasets.download import (
+    MD5_HEX,
     CorruptDownload,
     DownloadError,
     FileRecord,
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 NBIA_V4 = "https://services.cancerimagingarchive.net/nbia-api/services/v4"
 MD5_LIST = "md5hashes.csv"
-_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,8 @@ def _md5_list(text: str) -> dict[str, str]:
     hashes = {}
     for row in csv.reader(io.StringIO(text)):
         cells = [cell.strip() for cell in row if cell.strip()]
-        digests = [cell for cell in cells if _HEX32.match(cell)]
-        names = [cell for cell in cells if not _HEX32.match(cell)]
+        digests = [cell for cell in cells if MD5_HEX.fullmatch(cell)]
+        names = [cell for cell in cells if not MD5_HEX.fullmatch(cell)]
         if len(digests) == 1 and names:
             hashes[Path(names[0].replace("\\", "/")).name] = digests[0].lower()
     return hashes

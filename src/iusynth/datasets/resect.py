@@ -11,7 +11,6 @@ builds that zip on the fly, so it has no published checksum (its CRCs are checke
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from iusynth import layout
 from iusynth.datasets.catalog import RESECT, resect_case
 from iusynth.datasets.download import (
+    MD5_HEX,
     DownloadError,
     FileRecord,
     Ledger,
@@ -35,8 +35,6 @@ from iusynth.fileio import atomic_directory, load_nifti, write_json
 from iusynth.tags import read_tag_file, write_tag_file
 
 log = logging.getLogger(__name__)
-
-_HEX32 = re.compile(r"\b[0-9a-fA-F]{32}\b")
 
 
 def case_files(case: int) -> dict[str, str]:
@@ -58,7 +56,7 @@ def _sidecar_md5(url: str, session: Any, policy: RetryPolicy, required: bool) ->
         if required:
             raise
         return None
-    match = _HEX32.search(text)
+    match = MD5_HEX.search(text)
     if match is None:
         raise DownloadError(f"{url}.md5 holds no MD5 digest (starts with {text[:60]!r})")
     return match.group(0).lower()

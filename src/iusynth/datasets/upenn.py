@@ -32,7 +32,6 @@ STRUCTURAL = "images_structural"
 SEQUENCE_FILES = {"T2": "T2", "ceT1": "T1GD", "FLAIR": "FLAIR"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 EXPECTED_SPACING_MM = 1.0
-_HEX32 = re.compile(r"\b[0-9a-fA-F]{32}\b")
 
 
 def is_archive(path: Path) -> bool:
@@ -116,12 +115,14 @@ def case_files(package_root: Path, case: str) -> CaseFiles:
 
 def read_checksums(path: Path) -> dict[str, str]:
     """Relative path -> MD5 from a checksum list (``md5sum`` lines or a two-column CSV)."""
+    from iusynth.datasets.download import MD5_HEX
+
     checksums = {}
     for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        match = _HEX32.search(line)
+        match = MD5_HEX.search(line)
         rest = (line[: match.start()] + line[match.end() :]).strip(" ,;\t*") if match else ""
         if not match or not rest:
             if number == 1:
