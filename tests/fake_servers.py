@@ -276,7 +276,8 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> bytes:
     return path.read_bytes()
 
 
-def _world(affine: np.ndarray, index) -> np.ndarray:
+def world_of(affine: np.ndarray, index) -> np.ndarray:
+    """World position of a voxel index under an affine."""
     return (affine @ np.array([*index, 1.0]))[:3]
 
 
@@ -315,8 +316,8 @@ def serve_resect_case(server, tmp_path, wrong_md5: bool = False):
     )
     nifti_route(server, tmp_path, files["US"], us, us_affine)
     pairs = LandmarkPairs(
-        np.array([_world(flair_affine, v) for v in mr_voxels]),
-        np.array([_world(us_affine, v) for v in us_voxels]),
+        np.array([world_of(flair_affine, v) for v in mr_voxels]),
+        np.array([world_of(us_affine, v) for v in us_voxels]),
         ("a", "b", "c"),
     )
     tag = tmp_path / "src" / files["landmarks"]

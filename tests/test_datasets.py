@@ -43,10 +43,6 @@ def leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".part" in p.name or p.suffix == ".zip"]
 
 
-def world_of(affine: np.ndarray, index) -> np.ndarray:
-    return (affine @ np.array([*index, 1.0]))[:3]
-
-
 def remind_download(server, remind_case, tmp_path) -> tuple[Path, Path]:
     raw = tmp_path / "raw"
     listing = tmp_path / "series.json"
@@ -81,15 +77,17 @@ def test_remind_download_and_conversion_keep_geometry(server, remind_case, tmp_p
         )
         peak = np.unravel_index(np.argmax(data), data.shape)
         np.testing.assert_allclose(
-            world_of(image.affine, peak), world_of(expected, remind_case.markers[role]), atol=1e-3
+            fake.world_of(image.affine, peak),
+            fake.world_of(expected, remind_case.markers[role]),
+            atol=1e-3,
         )
         # same grid: the eight corners coincide (highdicom may order the axes differently)
         assert corners(image.affine, data.shape) == corners(expected, remind_case.shapes[role])
     mask_image = nib.load(layout.subject_file(out, remind_case.patient, "tumor-MR"))
     mask = np.asarray(mask_image.dataobj)
-    got = {tuple(np.round(world_of(mask_image.affine, v), 3)) for v in np.argwhere(mask > 0)}
+    got = {tuple(np.round(fake.world_of(mask_image.affine, v), 3)) for v in np.argwhere(mask > 0)}
     want = {
-        tuple(np.round(world_of(remind_case.expected_ras["T2"], v), 3))
+        tuple(np.round(fake.world_of(remind_case.expected_ras["T2"], v), 3))
         for v in np.argwhere(remind_case.seg_mask > 0)
     }
     assert got == want
@@ -100,7 +98,7 @@ def test_remind_download_and_conversion_keep_geometry(server, remind_case, tmp_p
 def corners(affine: np.ndarray, shape) -> set[tuple[float, ...]]:
     """World positions (rounded) of the eight corner voxels of a grid."""
     return {
-        tuple(np.round(world_of(affine, (i, j, k)), 3) + 0.0)
+        tuple(np.round(fake.world_of(affine, (i, j, k)), 3) + 0.0)
         for i in (0, shape[0] - 1)
         for j in (0, shape[1] - 1)
         for k in (0, shape[2] - 1)

@@ -356,13 +356,14 @@ class Trainer:
             "seconds": 0.0,
         }
         self.epoch += 1
-        if self._checkpoint_due():
+        if self.checkpoint_due():
             row["val_l1"] = self.validate()
         row["seconds"] = time.perf_counter() - start
         self.history.append(row)
         return row
 
-    def _checkpoint_due(self) -> bool:
+    def checkpoint_due(self) -> bool:
+        """Whether the epoch just finished ends with a checkpoint (and a validation)."""
         every = self.training.checkpoint_every
         return self.epoch % every == 0 or self.epoch == self.training.epochs
 
@@ -453,7 +454,7 @@ def train(
             row = trainer.run_epoch()
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.4f}", l1=f"{row['l1']:.4f}")
-            if trainer._checkpoint_due():
+            if trainer.checkpoint_due():
                 trainer.save_checkpoint(checkpoint)
                 write_history(losses, trainer.history)
     final = {
