@@ -4,9 +4,10 @@ One epoch takes, from every training volume in a shuffled order, one batch of co
 axial slices (randomly flipped left-right). For each batch the input subsets are
 enumerated (or one is drawn) from the modalities the volume has:
 
-- ``all``: every available modality (complete-pair training, MHVAE);
+- ``all``: every available modality, nothing else;
 - ``mixture``: all available, iUS alone, and every non-empty subset of the available MR
-  sequences (MMHVAE's mixture of products of experts);
+  sequences (MMHVAE's mixture of products of experts; for MHVAE's iUS + T2: both, iUS
+  alone, T2 alone);
 - ``unimodal``: all available and each single modality (MVAE's sub-sampled terms).
 
 Loss per subset: L1 over the present modalities (missing ones are neither input nor
@@ -26,6 +27,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,7 @@ class TrainingConfig:
     gan_start_epoch: int | None = 800
     subsets: str = "mixture"
     subset_sampling: str = "enumerate"
+    complete_pairs: bool = False  # train only on volumes with every modality of the model
     temperature: float = 1.0
     checkpoint_every: int = 10
     seed: int = 0
@@ -362,10 +365,26 @@ class Trainer:
         self.history.append(row)
         return row
 
+    columns = LOSS_COLUMNS
+
+    @property
+    def epochs(self) -> int:
+        """The number of epochs to train."""
+        return self.training.epochs
+
     def checkpoint_due(self) -> bool:
         """Whether the epoch just finished ends with a checkpoint (and a validation)."""
         every = self.training.checkpoint_every
         return self.epoch % every == 0 or self.epoch == self.training.epochs
+
+    def final_state(self) -> dict[str, Any]:
+        """What ``model.pt`` holds: the configs and the generator's weights."""
+        return {
+            "model_config": asdict(self.model_config),
+            "training": asdict(self.training),
+            "epochs": self.epoch,
+            "model": self.model.state_dict(),
+        }
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume exactly."""
@@ -410,12 +429,59 @@ class Trainer:
             torch.save(self.state(), tmp)
 
 
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+def write_history(
+    path: Path, history: list[dict[str, Any]], columns: tuple[str, ...] = LOSS_COLUMNS
+) -> None:
     """The loss curves as CSV, atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOSS_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
+
+
+def fit(
+    make_trainer: Callable[[], Any],
+    output: Path,
+    checkpoint: Path,
+    losses: Path,
+    stop_after: int | None = None,
+) -> Any:
+    """Run a trainer to its last epoch, resuming from ``checkpoint``; write model and curves.
+
+    The trainer (:class:`Trainer`, or a baseline's) has ``epoch``, ``epochs``, ``history``,
+    ``columns``, ``run_epoch()``, ``checkpoint_due()``, ``save_checkpoint(path)``,
+    ``load_state(state)`` (ValueError for another config) and ``final_state()``.
+    ``stop_after`` ends the run after that many epochs (a simulated kill, for tests).
+    """
+    from tqdm import tqdm
+
+    trainer = make_trainer()
+    if Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
+        try:
+            trainer.load_state(state)
+            log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)
+        except ValueError as error:
+            log.warning("%s: %s; training from scratch (it will be overwritten)", checkpoint, error)
+            trainer = make_trainer()
+    log.info("training on %s", trainer.device)
+    progress = tqdm(
+        total=trainer.epochs, initial=trainer.epoch, desc="epochs", unit="epoch", mininterval=5.0
+    )
+    with progress:
+        while trainer.epoch < trainer.epochs:
+            if stop_after is not None and trainer.epoch >= stop_after:
+                return trainer
+            row = trainer.run_epoch()
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['loss']:.4f}")
+            if trainer.checkpoint_due():
+                trainer.save_checkpoint(checkpoint)
+                write_history(losses, trainer.history, trainer.columns)
+    with atomic_path(output) as tmp:
+        torch.save(trainer.final_state(), tmp)
+    write_history(losses, trainer.history, trainer.columns)
+    return trainer
 
 
 def train(
@@ -428,45 +494,15 @@ def train(
     losses: Path,
     stop_after: int | None = None,
 ) -> Trainer:
-    """Train (resuming from ``checkpoint`` if it exists); write the model and loss curves.
-
-    ``stop_after`` ends the run after that many epochs (a simulated kill, for tests).
-    """
-    from tqdm import tqdm
-
-    trainer = Trainer(model_config, training, train_stacks, val_stacks)
-    if Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
-        try:
-            trainer.load_state(state)
-            log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)
-        except ValueError as error:
-            log.warning("%s: %s; training from scratch (it will be overwritten)", checkpoint, error)
-            trainer = Trainer(model_config, training, train_stacks, val_stacks)
-    log.info("training on %s, %d volumes", trainer.device, len(train_stacks))
-    progress = tqdm(
-        total=training.epochs, initial=trainer.epoch, desc="epochs", unit="epoch", mininterval=5.0
+    """Train an MMHVAE variant (resuming from ``checkpoint``); write the model and curves."""
+    log.info("%d training volumes", len(train_stacks))
+    return fit(
+        lambda: Trainer(model_config, training, train_stacks, val_stacks),
+        output,
+        checkpoint,
+        losses,
+        stop_after,
     )
-    with progress:
-        while trainer.epoch < training.epochs:
-            if stop_after is not None and trainer.epoch >= stop_after:
-                return trainer
-            row = trainer.run_epoch()
-            progress.update(1)
-            progress.set_postfix(loss=f"{row['loss']:.4f}", l1=f"{row['l1']:.4f}")
-            if trainer.checkpoint_due():
-                trainer.save_checkpoint(checkpoint)
-                write_history(losses, trainer.history)
-    final = {
-        "model_config": asdict(model_config),
-        "training": asdict(training),
-        "epochs": trainer.epoch,
-        "model": trainer.model.state_dict(),
-    }
-    with atomic_path(output) as tmp:
-        torch.save(final, tmp)
-    write_history(losses, trainer.history)
-    return trainer
 
 
 def load_model(path: Path, device: str = "auto") -> MMHVAE:

@@ -23,7 +23,7 @@ rule train_model:
         gpu=config["models"]["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["models"], sort_keys=True),
+        settings=lambda wildcards: variant_settings(wildcards.variant),
         slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
         checkpoint=f"{RESULTS}/models/{{variant}}/checkpoint.pt",
     shell:
