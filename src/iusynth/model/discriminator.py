@@ -1,4 +1,8 @@
-"""PatchGAN discriminators (one per modality) and the least-squares GAN losses."""
+"""PatchGAN discriminators and the least-squares GAN losses.
+
+MMHVAE has one unconditional discriminator per modality (1 channel in); the Pix2Pix and
+MM-GAN baselines use a conditional one that sees the inputs beside the outputs.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from torch import nn
 class PatchDiscriminator(nn.Module):
     """Strided 4x4 convolutions with IN and LeakyReLU(0.2), ending in a 1-channel patch map."""
 
-    def __init__(self, channels: int = 64, layers: int = 6, max_channels: int = 256) -> None:
+    def __init__(
+        self, channels: int = 64, layers: int = 6, max_channels: int = 256, in_channels: int = 1
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = [
-            nn.Conv2d(1, channels, 4, stride=2, padding=1),
+            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         width = channels
