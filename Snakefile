@@ -19,6 +19,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/preprocessing.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/synthesis.smk"
 include: "workflow/rules/benchmarks.smk"
 
 

@@ -142,3 +142,17 @@ def test_model_variants_must_fit_the_slices():
     deep = merged_config({"models": {"variants": {"deep": {"architecture": {"latent_levels": 8}}}}})
     with pytest.raises(ConfigError, match="exceeds downsamplings"):
         validate_config(deep, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"evaluation": {"table1": {"resvit": "ResViT"}}}, "evaluation.table1.resvit"),
+        ({"evaluation": {"sweep_methods": ["pix2pix"]}}, "only the VAEs have a temperature"),
+        ({"baselines": {"architecture": {"downsamplings": 7}}}, "not divisible by 2^7"),
+        ({"evaluation": {"directions": [{"inputs": ["T1"], "target": "US"}]}}, "directions"),
+    ],
+)
+def test_evaluation_mistakes_name_their_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(merged_config(override), SCHEMA)

@@ -120,7 +120,11 @@ def _train(args: argparse.Namespace) -> None:
     model_config, training = variant_configs(section, args.variant)
     splits = json.loads(args.splits.read_text())
     train_stacks, val_stacks = fold_stacks(
-        splits, section["fold"], args.slices, model_config, complete_only=training.subsets == "all"
+        splits,
+        section["fold"],
+        args.slices,
+        model_config,
+        complete_only=training.complete_pairs or training.subsets == "all",
     )
     log.info(
         "variant %s: %d training and %d validation volumes",
@@ -137,6 +141,169 @@ def _train(args: argparse.Namespace) -> None:
         f"{parameter_counts(trainer.model)['total']:,}",
         trainer.history[-1]["loss"],
     )
+
+
+def _train_baseline(args: argparse.Namespace) -> None:
+    """Train one GAN baseline network (Pix2Pix for a direction, or MM-GAN)."""
+    import torch
+
+    from iusynth.baselines import TranslatorTraining, train_translator
+    from iusynth.layout import MODALITIES
+    from iusynth.model.network import ModelConfig
+    from iusynth.model.translator import TranslatorConfig
+    from iusynth.synthesis import canonical_subset
+    from iusynth.training import fold_stacks
+
+    torch.set_num_threads(args.threads)
+    section = json.loads(args.settings)
+    if args.kind == "pix2pix":
+        inputs_name, _, target = args.direction.partition("-to-")
+        inputs, targets = canonical_subset(inputs_name.split("+")), (target,)
+    else:
+        inputs, targets = MODALITIES, MODALITIES
+    config = TranslatorConfig.from_config(
+        section["architecture"],
+        kind=args.kind,
+        inputs=inputs,
+        targets=targets,
+        image_size=section["image_size"],
+    )
+    training = TranslatorTraining.from_config(section["training"])
+    splits = json.loads(args.splits.read_text())
+    everything = ModelConfig(modalities=MODALITIES)
+    train_stacks, val_stacks = fold_stacks(
+        splits, args.fold, args.slices, everything, complete_only=False
+    )
+    trainer = train_translator(
+        config, training, train_stacks, val_stacks, args.output, args.checkpoint, args.losses
+    )
+    log.info("trained %s %s for %d epochs", args.kind, args.direction, trainer.epoch)
+
+
+def _evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(args.settings)
+
+
+def _synthesise(args: argparse.Namespace) -> None:
+    """Synthesise one subject with one method over the temperature sweep."""
+    import torch
+
+    from iusynth.synthesis import SweepSettings, load_synthesizer, synthesise_subject
+
+    torch.set_num_threads(args.threads)
+    subject = args.slices.name
+    training_subjects = json.loads(args.splits.read_text())["folds"][args.fold]["train"]
+    if subject in training_subjects:
+        raise ValueError(
+            f"{subject} trains the models of fold {args.fold} in {args.splits}, so it cannot be "
+            "evaluated; splits.json is out of date: re-run the make_splits rule"
+        )
+    section = _evaluation_settings(args)
+    if args.method not in section["sweep_methods"]:
+        section["temperatures"] = [section["table_temperature"]]
+    synthesizer = load_synthesizer(args.models, section.get("device", "auto"))
+    records = synthesise_subject(
+        synthesizer, args.slices, SweepSettings.from_config(section), args.output
+    )
+    log.info("%s: %d synthesised volumes", args.method, len(records))
+
+
+def _evaluate_synthesis(args: argparse.Namespace) -> None:
+    """Per-slice metrics of one subject's synthesis."""
+    import torch
+
+    from iusynth.evaluation import evaluate_subject, write_csv
+    from iusynth.perceptual import load_lpips
+
+    torch.set_num_threads(args.threads)
+    section = _evaluation_settings(args)
+    lpips = load_lpips(Path(section["lpips_weights"]) if section.get("lpips_weights") else None)
+    frame = evaluate_subject(args.synthesis, args.slices, args.method, args.set, lpips)
+    write_csv(frame, args.output)
+    log.info("%s %s: %d slice rows", args.method, args.synthesis.name, len(frame))
+
+
+def _synthesis_tables(args: argparse.Namespace) -> None:
+    """Aggregate the synthesis metrics and write Tables 1 and 2."""
+    from iusynth.evaluation import aggregate, write_csv
+    from iusynth.perceptual import BACKBONE_FILE, LINEAR_FILE
+    from iusynth.synthesis import Direction
+    from iusynth.tables import read_paper_results, render_markdown, synthesis_table, write_table
+
+    section = _evaluation_settings(args)
+    per_subject, summary = aggregate(
+        args.metrics, section["bootstrap_resamples"], section.get("seed", 0)
+    )
+    write_csv(per_subject, args.subjects)
+    write_csv(summary, args.summary)
+    weights = Path(section["lpips_weights"]) if section.get("lpips_weights") else None
+    lpips_available = bool(
+        weights and (weights / BACKBONE_FILE).is_file() and (weights / LINEAR_FILE).is_file()
+    )
+    paper = read_paper_results(args.paper)
+    directions = [Direction.from_config(d) for d in section["directions"]]
+    temperature = float(section["table_temperature"])
+    for key, title, csv_path, markdown_path in (
+        ("table1", "Table 1: synthesis, methods x directions", args.table1[0], args.table1[1]),
+        ("table2", "Table 2: ablations of MMHVAE", args.table2[0], args.table2[1]),
+    ):
+        table = synthesis_table(
+            summary, section[key], directions, temperature, paper, lpips_available
+        )
+        write_table(table, csv_path, markdown_path, render_markdown(table, title, temperature))
+    log.info("tables from %d metric files (%d summary rows)", len(args.metrics), len(summary))
+
+
+def _synthesis_figures(args: argparse.Namespace) -> None:
+    """Plot example syntheses of every Table 1 method and the temperature sweep."""
+    from iusynth.figures import plot_examples, plot_temperature_sweep
+    from iusynth.slices import load_slices
+    from iusynth.synthesis import Direction
+
+    section = _evaluation_settings(args)
+    direction = Direction.from_config(section["figure_direction"])
+    needed = {*direction.inputs, direction.target}
+    chosen = None
+    for stack_dir in args.slices:
+        meta = load_slices(stack_dir).meta
+        present = {m for m, p in zip(meta["modalities"], meta["present"], strict=True) if p}
+        if needed <= present:
+            chosen = stack_dir
+            break
+    if chosen is None:
+        raise ValueError(
+            f"evaluation.figure_direction {direction.label}: no evaluated subject has "
+            f"{sorted(needed)}; choose another direction in the config"
+        )
+    subject = chosen.name
+    methods = {
+        method: args.synthesis_root / method / subject
+        for method in section["table1"]
+        if (args.synthesis_root / method / subject).is_dir()
+    }
+    plot_examples(
+        methods,
+        chosen,
+        direction,
+        float(section["table_temperature"]),
+        args.examples,
+        int(section.get("figure_slices", 3)),
+    )
+    plot_temperature_sweep(
+        args.synthesis_root / section["sweep_methods"][0] / subject,
+        chosen,
+        direction,
+        args.sweep,
+    )
+    log.info("figures of %s (%s)", subject, direction.label)
+
+
+def _lpips_weights(args: argparse.Namespace) -> None:
+    """Download the AlexNet trunk and LPIPS linear layers (needs internet)."""
+    from iusynth.perceptual import fetch_lpips_weights
+
+    for path in fetch_lpips_weights(args.folder):
+        log.info("have %s", path)
 
 
 def _demo_subject(args: argparse.Namespace) -> None:
@@ -373,6 +540,21 @@ _ARGUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "png": ("--output", {"required": True, "type": Path, "help": "PNG to write"}),
     "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),
     "folder": ("--output", {"required": True, "type": Path, "help": "folder to write"}),
+    "evaluation": (
+        "--settings",
+        {"required": True, "help": "the 'evaluation' config section as JSON"},
+    ),
+    "splits": ("--splits", {"required": True, "type": Path, "help": "splits.json"}),
+    "cohort-slices": (
+        "--slices",
+        {"required": True, "type": Path, "help": "the cohort's slice stacks"},
+    ),
+    "checkpoint": (
+        "--checkpoint",
+        {"required": True, "type": Path, "help": "checkpoint to resume"},
+    ),
+    "losses": ("--losses", {"required": True, "type": Path, "help": "loss curves CSV"}),
+    "model-output": ("--output", {"required": True, "type": Path, "help": "model.pt to write"}),
 }
 
 # stage -> (help, function, argument names; a (flags, options) pair for stage-specific ones)
@@ -475,18 +657,90 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
         ],
     ),
     "train": (
-        "train one MMHVAE variant (or baseline) on a fold of the paired cohort",
+        "train one MMHVAE variant (or VAE baseline) on a fold of the paired cohort",
         _train,
         [
             ("--variant", {"required": True, "help": "name under models.variants"}),
             ("--settings", {"required": True, "help": "the 'models' config section as JSON"}),
-            ("--splits", {"required": True, "type": Path, "help": "splits.json"}),
-            ("--slices", {"required": True, "type": Path, "help": "the cohort's slice stacks"}),
+            "splits",
+            "cohort-slices",
             "threads",
-            ("--checkpoint", {"required": True, "type": Path, "help": "checkpoint to resume"}),
-            ("--losses", {"required": True, "type": Path, "help": "loss curves CSV"}),
-            ("--output", {"required": True, "type": Path, "help": "model.pt to write"}),
+            "checkpoint",
+            "losses",
+            "model-output",
         ],
+    ),
+    "train-baseline": (
+        "train one GAN baseline network (Pix2Pix for one direction, or MM-GAN)",
+        _train_baseline,
+        [
+            ("--kind", {"required": True, "choices": ["pix2pix", "mmgan"]}),
+            ("--direction", {"required": True, "help": "e.g. T2-to-US (MM-GAN: any)"}),
+            ("--settings", {"required": True, "help": "the 'baselines' config section as JSON"}),
+            ("--fold", {"type": int, "default": 0, "help": "fold of splits.json"}),
+            "splits",
+            "cohort-slices",
+            "threads",
+            "checkpoint",
+            "losses",
+            "model-output",
+        ],
+    ),
+    "synthesise": (
+        "synthesise one subject with one method (every subset, target and temperature)",
+        _synthesise,
+        [
+            ("--method", {"required": True, "help": "method name (a variant, pix2pix, mmgan)"}),
+            ("--models", {"required": True, "nargs": "+", "type": Path, "help": "model.pt files"}),
+            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            "splits",
+            ("--fold", {"type": int, "default": 0, "help": "fold the models trained on"}),
+            "evaluation",
+            "threads",
+            "folder",
+        ],
+    ),
+    "evaluate-synthesis": (
+        "per-slice PSNR, SSIM, LPIPS and L1 of one subject's synthesis",
+        _evaluate_synthesis,
+        [
+            ("--method", {"required": True, "help": "method name"}),
+            ("--set", {"required": True, "help": "evaluation set (the cohort's name)"}),
+            ("--synthesis", {"required": True, "type": Path, "help": "synthesis folder"}),
+            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            "evaluation",
+            "threads",
+            ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
+        ],
+    ),
+    "synthesis-tables": (
+        "aggregate synthesis metrics; write Table 1 (methods) and Table 2 (ablations)",
+        _synthesis_tables,
+        [
+            "evaluation",
+            ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
+            ("--metrics", {"required": True, "nargs": "+", "type": Path, "help": "metric CSVs"}),
+            ("--subjects", {"required": True, "type": Path, "help": "per-subject CSV to write"}),
+            ("--summary", {"required": True, "type": Path, "help": "summary CSV to write"}),
+            ("--table1", {"required": True, "nargs": 2, "type": Path, "help": "CSV and Markdown"}),
+            ("--table2", {"required": True, "nargs": 2, "type": Path, "help": "CSV and Markdown"}),
+        ],
+    ),
+    "synthesis-figures": (
+        "plot example syntheses per method and the temperature sweep",
+        _synthesis_figures,
+        [
+            "evaluation",
+            ("--synthesis-root", {"required": True, "type": Path, "help": "results/synthesis"}),
+            ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
+            ("--examples", {"required": True, "type": Path, "help": "PNG to write"}),
+            ("--sweep", {"required": True, "type": Path, "help": "PNG to write"}),
+        ],
+    ),
+    "lpips-weights": (
+        "download the AlexNet and LPIPS weights for the LPIPS metric (internet needed)",
+        _lpips_weights,
+        [("--folder", {"required": True, "type": Path, "help": "where to put them"})],
     ),
     "qc-subject": (
         "plot a subject's QC figure (slices of every modality, label contours)",

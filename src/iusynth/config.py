@@ -71,6 +71,7 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
             f"invalid configuration:\n{lines}\n(fix the config file or --config values)"
         )
     _check_models(config)
+    _check_evaluation(config)
     low, high = config["demo"]["misalignment"]["translation_mm"]
     if low > high:
         raise ConfigError(
@@ -104,6 +105,35 @@ def _check_models(config: dict[str, Any]) -> None:
                 f"config key '{key}': latent_levels {levels} exceeds downsamplings + 1 "
                 f"({poolings + 1})"
             )
+
+
+GAN_BASELINES = ("pix2pix", "mmgan")
+
+
+def _check_evaluation(config: dict[str, Any]) -> None:
+    """Evaluated methods exist; the GAN baselines fit the slices."""
+    variants = set(config["models"]["variants"])
+    section = config["evaluation"]
+    for key in ("table1", "table2"):
+        for method in section[key]:
+            if method not in variants and method not in GAN_BASELINES:
+                raise ConfigError(
+                    f"config key 'evaluation.{key}.{method}': not a models.variants name nor "
+                    f"one of {GAN_BASELINES}"
+                )
+    for method in section["sweep_methods"]:
+        if method not in variants:
+            raise ConfigError(
+                f"config key 'evaluation.sweep_methods': {method!r} is not a models.variants "
+                "name (only the VAEs have a temperature)"
+            )
+    size = config["preprocessing"]["slice_size"][0]
+    poolings = config["baselines"]["architecture"].get("downsamplings", 6)
+    if size % 2**poolings:
+        raise ConfigError(
+            f"config key 'baselines.architecture.downsamplings': slices of {size} pixels are "
+            f"not divisible by 2^{poolings}"
+        )
 
 
 @dataclass(frozen=True)

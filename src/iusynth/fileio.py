@@ -99,11 +99,11 @@ def save_nifti(path: str | os.PathLike[str], array: Any, affine: Any) -> None:
         nib.save(image, tmp)
 
 
-def load_nifti(path: str | os.PathLike[str]) -> Any:
+def load_nifti(path: str | os.PathLike[str], dimensions: int = 3) -> Any:
     """Load a NIfTI image fully into memory, with an error naming the file when it is bad.
 
     Returns a ``nibabel.Nifti1Image`` whose data has been read (so truncated files fail
-    here, not later in some computation).
+    here, not later in some computation); it must have ``dimensions`` axes.
     """
     import nibabel as nib
     import numpy as np
@@ -121,6 +121,6 @@ def load_nifti(path: str | os.PathLike[str]) -> Any:
             f"image {path} is not a readable NIfTI file ({type(error).__name__}: {error}); "
             "re-generate or re-download it"
         ) from error
-    if data.ndim != 3:
-        raise ValueError(f"image {path} has {data.ndim} dimensions; a 3D volume is expected")
+    if data.ndim != dimensions:
+        raise ValueError(f"image {path} has {data.ndim} dimensions, not the {dimensions} expected")
     return nib.Nifti1Image(data, image.affine, image.header)

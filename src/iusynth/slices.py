@@ -9,7 +9,7 @@ contain some field of view::
         fov.npy         bool (slices, H, W)
         tumor-US.npy    uint8 (slices, H, W), when the subject has iUS tumour labels
         tumor-MR.npy    uint8 (slices, H, W), when the subject has MR tumour labels
-        meta.json       subject, modalities, present, slice indices, grid affine
+        meta.json       subject, modalities, present, slice indices, grid shape and affine
 
 ``np.load(..., mmap_mode="r")`` reads a batch of contiguous slices without loading the
 whole subject.
@@ -68,6 +68,7 @@ def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dic
         "present": present,
         "slice_axis": 2,
         "slice_indices": keep.tolist(),
+        "grid_shape": list(fov.shape),
         "grid_affine": fov_image.affine.tolist(),
         "labels": [],
     }

