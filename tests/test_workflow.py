@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from .conftest import REPO
 
@@ -272,3 +274,41 @@ def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
     assert manifest.splitlines()[1].split("\t")[:8] == ["Case1", "1", "0", "1", "1", "1", "1", "1"]
     ledger = (tmp_path / "raw" / "ledger.jsonl").read_text().splitlines()
     assert len(ledger) == 5  # ceT1, FLAIR, iUS, landmarks, RESECT-SEG
+
+
+# Rules whose jobs need a GPU on a cluster: training, synthesis and nnU-Net.
+GPU_RULES = {"train_model", "train_baseline", "synthesise"}
+
+
+def test_slurm_profile_requests_gpus_only_for_gpu_rules(tmp_path):
+    """`snakemake -n --profile profiles/slurm` renders each job's SLURM resources (no cluster)."""
+    profile = tmp_path / "slurm"
+    profile.mkdir()
+    settings = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert settings["executor"] == "slurm" and settings["software-deployment-method"] == "conda"
+    del settings["software-deployment-method"]  # no conda here; the dry run needs none
+    (profile / "config.yaml").write_text(yaml.safe_dump(settings))
+    overlay = tmp_path / "cluster.yaml"
+    overlay.write_text(
+        "cluster: {account: lab, partition: cpu, gpu_partition: gpu, gpu_model: a100}\n"
+    )
+    result = snakemake(
+        "-n", "--profile", str(profile), "--configfile", str(REPO / "config" / "micro.yaml"),
+        str(overlay), "-d", str(tmp_path / "run"),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:[ \t].*\n)*?[ \t]+resources: (.*)$", output, re.M)
+    seen = {rule for rule, _ in jobs}
+    assert GPU_RULES <= seen, seen
+    for rule, resources in jobs:
+        if rule == "all":  # a local target rule, never submitted
+            continue
+        fields = dict(item.split("=", 1) for item in resources.split(", "))
+        assert fields["slurm_account"] == "lab", (rule, resources)
+        if rule in GPU_RULES:
+            assert int(fields["gpu"]) >= 1 and fields["gpu_model"] == "a100", (rule, resources)
+            assert fields["slurm_partition"] == "gpu", (rule, resources)
+        else:
+            assert "gpu" not in fields and "gpu_model" not in fields, (rule, resources)
+            assert fields["slurm_partition"] == "cpu", (rule, resources)

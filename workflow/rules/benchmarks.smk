@@ -14,6 +14,7 @@ rule summarise_benchmarks:
         "../../envs/report.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=1000,
         runtime=5,
     params:

@@ -17,6 +17,23 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 RESULTS = config["results"]
+
+
+def cluster_resources(gpu):
+    """SLURM account, partition (and GPU model) of a job from config 'cluster'; "" left out."""
+    cluster = config["cluster"]
+    chosen = {
+        "slurm_account": cluster["account"],
+        "slurm_partition": cluster["gpu_partition" if gpu else "partition"],
+    }
+    if gpu:
+        chosen["gpu_model"] = cluster["gpu_model"]
+    return {key: value for key, value in chosen.items() if value}
+
+
+# Spread into every rule's resources: CPU jobs, and jobs that request a GPU.
+CPU_JOB = cluster_resources(gpu=False)
+GPU_JOB = cluster_resources(gpu=True)
 SRC = Path(workflow.basedir) / "src"
 # Every rule runs a stage of the package's command line, from this checkout's sources.
 IUSYNTH = f'PYTHONPATH="{SRC}${{PYTHONPATH:+:$PYTHONPATH}}" python -m iusynth'

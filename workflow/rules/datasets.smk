@@ -21,6 +21,7 @@ rule write_cohort_manifest:
         "../../envs/demo.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=500,
         runtime=5,
     params:
@@ -43,6 +44,7 @@ if COHORTS["remind"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=1000,
             runtime=30,
         params:
@@ -71,6 +73,7 @@ if COHORTS["remind"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=2000,
             runtime=240,
         params:
@@ -98,6 +101,7 @@ if COHORTS["remind"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=8000,
             runtime=30,
         params:
@@ -119,6 +123,7 @@ if COHORTS["upenn"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=2000,
             runtime=600,
         params:
@@ -142,6 +147,7 @@ if COHORTS["upenn"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=2000,
             runtime=600,
         params:
@@ -169,6 +175,7 @@ if COHORTS["upenn"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=2000,
             runtime=10,
         params:
@@ -195,6 +202,7 @@ if COHORTS["resect"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=1000,
             runtime=60,
         params:
@@ -219,6 +227,7 @@ if COHORTS["resect"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=1000,
             runtime=60,
         params:
@@ -246,6 +255,7 @@ if COHORTS["resect"].source == "dataset":
             "../../envs/datasets.yaml"
         threads: 1
         resources:
+            **CPU_JOB,
             mem_mb=2000,
             runtime=10,
         params:

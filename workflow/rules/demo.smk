@@ -14,6 +14,7 @@ rule generate_demo_subject:
         "../../envs/demo.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=4000,
         runtime=15,
     params:

@@ -15,6 +15,7 @@ rule align_mr_sequences:
         "../../envs/registration.yaml"
     threads: 2
     resources:
+        **CPU_JOB,
         mem_mb=3000,
         runtime=30,
     params:
@@ -39,6 +40,7 @@ rule register_us_to_mr:
         "../../envs/registration.yaml"
     threads: 2
     resources:
+        **CPU_JOB,
         mem_mb=3000,
         runtime=30,
     params:
@@ -64,6 +66,7 @@ rule resample_and_normalise:
         "../../envs/preprocessing.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=4000,
         runtime=20,
     params:
@@ -88,6 +91,7 @@ rule export_slices:
         "../../envs/preprocessing.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=2000,
         runtime=10,
     params:
@@ -110,6 +114,7 @@ rule landmark_error_table:
         "../../envs/registration.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=1000,
         runtime=5,
     params:
@@ -132,6 +137,7 @@ rule make_splits:
         "../../envs/preprocessing.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=500,
         runtime=5,
     params:
@@ -160,6 +166,7 @@ rule plot_registration_qc:
         "../../envs/qc.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=2000,
         runtime=5,
     params:

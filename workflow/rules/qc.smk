@@ -14,6 +14,7 @@ rule plot_subject_qc:
         "../../envs/qc.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=2000,
         runtime=5,
     params:

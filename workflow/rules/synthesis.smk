@@ -19,6 +19,7 @@ rule train_baseline:
         "../../envs/training.yaml"
     threads: config["baselines"]["threads"]
     resources:
+        **GPU_JOB,
         mem_mb=6000,
         runtime=12 * 60,
         gpu=config["baselines"]["gpus"],
@@ -59,6 +60,7 @@ rule synthesise:
         "../../envs/training.yaml"
     threads: config["evaluation"]["threads"]
     resources:
+        **GPU_JOB,
         mem_mb=4000,
         runtime=4 * 60,
         gpu=config["evaluation"]["gpus"],
@@ -89,6 +91,7 @@ rule evaluate_synthesis:
         "../../envs/evaluation.yaml"
     threads: config["evaluation"]["threads"]
     resources:
+        **CPU_JOB,
         mem_mb=4000,
         runtime=2 * 60,
     params:
@@ -123,6 +126,7 @@ rule synthesis_tables:
         "../../envs/evaluation.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=4000,
         runtime=30,
     params:
@@ -154,6 +158,7 @@ rule synthesis_figures:
         "../../envs/evaluation.yaml"
     threads: 1
     resources:
+        **CPU_JOB,
         mem_mb=2000,
         runtime=15,
     params:

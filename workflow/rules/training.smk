@@ -18,6 +18,7 @@ rule train_model:
         "../../envs/training.yaml"
     threads: config["models"]["threads"]
     resources:
+        **GPU_JOB,
         mem_mb=8000,
         runtime=24 * 60,
         gpu=config["models"]["gpus"],
