@@ -13,6 +13,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/datasets.smk"

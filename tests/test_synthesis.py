@@ -29,7 +29,13 @@ from iusynth.synthesis import (
     VAESynthesizer,
     synthesise_subject,
 )
-from iusynth.tables import read_paper_results, render_markdown, synthesis_table
+from iusynth.tables import (
+    latex_escape,
+    read_paper_results,
+    render_markdown,
+    synthesis_latex,
+    synthesis_table,
+)
 
 from .conftest import REPO
 from .fake_servers import FakeServer, Reply, start
@@ -359,3 +365,17 @@ def test_tables_hold_one_row_per_configured_method_from_the_metric_files(tmp_pat
     markdown = render_markdown(table, "Table 1", 0.7)
     assert "| MMHVAE | 22.00 [" in markdown and "AlexNet weights absent" in markdown
     assert "No subject of this set has these modalities." in markdown
+    assert pix["gap_psnr"] == pytest.approx(19.0 - 20.31)
+    assert "| -1.31 / " in markdown  # the gap to the paper's Pix2Pix
+    latex = synthesis_latex(table, "Table 1", 0.7)
+    assert latex.count("\\begin{tabular}") == 1 and latex.rstrip().endswith("\\end{table}")
+    assert "T2 $\\rightarrow$ iUS" in latex and "MMHVAE & 22.00 [" in latex
+    body = latex.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    for line in body.strip().splitlines():
+        assert line.endswith("\\\\")
+        cells = line[: -len("\\\\")].split(" & ")
+        assert len(cells) in (1, 7), line  # a section heading or a full row
+
+
+def test_latex_cells_are_escaped():
+    assert latex_escape("mmhvae_l5 & 50% #1") == "mmhvae\\_l5 \\& 50\\% \\#1"

@@ -139,6 +139,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     table2 = pd.read_csv(results / "tables" / "table2_ablations.csv")
     assert list(dict.fromkeys(table2["method"])) == list(config["evaluation"]["table2"])
     assert "Table 1" in (results / "tables" / "table1_synthesis.md").read_text()
+    assert "\\begin{tabular}" in (results / "tables" / "table1_synthesis.tex").read_text()
     for figure in ("synthesis_examples", "temperature_sweep"):
         assert (results / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
     timing = pd.read_csv(results / "benchmarks" / "summary.tsv", sep="\t")
@@ -298,7 +299,9 @@ def test_slurm_profile_requests_gpus_only_for_gpu_rules(tmp_path):
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:[ \t].*\n)*?[ \t]+resources: (.*)$", output, re.M)
+    jobs = re.findall(
+        r"^(?:local)?rule (\w+):\n(?:[ \t].*\n)*?[ \t]+resources: (.*)$", output, re.M
+    )
     seen = {rule for rule, _ in jobs}
     assert GPU_RULES <= seen, seen
     for rule, resources in jobs:

@@ -228,7 +228,13 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
     from iusynth.evaluation import aggregate, write_csv
     from iusynth.perceptual import BACKBONE_FILE, LINEAR_FILE
     from iusynth.synthesis import Direction
-    from iusynth.tables import read_paper_results, render_markdown, synthesis_table, write_table
+    from iusynth.tables import (
+        read_paper_results,
+        render_markdown,
+        synthesis_latex,
+        synthesis_table,
+        write_table,
+    )
 
     section = _evaluation_settings(args)
     per_subject, summary = aggregate(
@@ -243,14 +249,19 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
     paper = read_paper_results(args.paper)
     directions = [Direction.from_config(d) for d in section["directions"]]
     temperature = float(section["table_temperature"])
-    for key, title, csv_path, markdown_path in (
-        ("table1", "Table 1: synthesis, methods x directions", args.table1[0], args.table1[1]),
-        ("table2", "Table 2: ablations of MMHVAE", args.table2[0], args.table2[1]),
+    for key, title, paths in (
+        ("table1", "Table 1: synthesis, methods x directions", args.table1),
+        ("table2", "Table 2: ablations of MMHVAE", args.table2),
     ):
         table = synthesis_table(
             summary, section[key], directions, temperature, paper, lpips_available
         )
-        write_table(table, csv_path, markdown_path, render_markdown(table, title, temperature))
+        write_table(
+            table,
+            paths,
+            render_markdown(table, title, temperature),
+            synthesis_latex(table, title, temperature),
+        )
     log.info("tables from %d metric files (%d summary rows)", len(args.metrics), len(summary))
 
 
@@ -722,8 +733,8 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             ("--metrics", {"required": True, "nargs": "+", "type": Path, "help": "metric CSVs"}),
             ("--subjects", {"required": True, "type": Path, "help": "per-subject CSV to write"}),
             ("--summary", {"required": True, "type": Path, "help": "summary CSV to write"}),
-            ("--table1", {"required": True, "nargs": 2, "type": Path, "help": "CSV and Markdown"}),
-            ("--table2", {"required": True, "nargs": 2, "type": Path, "help": "CSV and Markdown"}),
+            ("--table1", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+            ("--table2", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
         ],
     ),
     "synthesis-figures": (

@@ -6,6 +6,7 @@ Imported by the Snakefile, so only light dependencies (yaml, jsonschema) are use
 from __future__ import annotations
 
 import copy
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,26 @@ def _check_preprocessing(section: dict[str, Any], cohorts: dict[str, Cohort]) ->
             f"config key 'preprocessing.splits.folds': {folds} folds need at least {folds} "
             f"subjects with iUS in cohort '{trainval}', which has {available}"
         )
+
+
+def run_provenance(
+    basedir: Path, configfiles: list[Any], cohorts: dict[str, Cohort]
+) -> dict[str, str]:
+    """What a run's report states about itself: code commit, config files and data."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(basedir), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    sources = {"demo": "generated demo", "dataset": "downloaded dataset", "local": "local folder"}
+    data = ", ".join(
+        f"{name}: {sources[cohort.source]} ({len(cohort.subjects)} subjects)"
+        for name, cohort in cohorts.items()
+    )
+    files = ", ".join(Path(str(path)).name for path in configfiles) or "none"
+    return {"commit": commit or "unknown", "configfiles": files, "data": data}

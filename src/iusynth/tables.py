@@ -90,6 +90,7 @@ def synthesis_table(
                 row["lpips_note"] = "" if lpips_available else LPIPS_ABSENT
                 for metric in ("psnr", "ssim", "lpips"):
                     row[f"paper_{metric}"] = _paper_value(paper, method, direction.name, metric)
+                    row[f"gap_{metric}"] = row[metric] - row[f"paper_{metric}"]
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -105,11 +106,12 @@ def _cell(row: pd.Series, metric: str, digits: int) -> str:
     return f"{value:.{digits}f}{interval}"
 
 
-def _paper_cell(row: pd.Series) -> str:
-    values = [row[f"paper_{m}"] for m in ("psnr", "ssim", "lpips")]
+def _paper_cell(row: pd.Series, prefix: str = "paper") -> str:
+    values = [row[f"{prefix}_{m}"] for m in ("psnr", "ssim", "lpips")]
     if not any(math.isfinite(v) for v in values):
         return ""
-    return " / ".join(f"{v:g}" if math.isfinite(v) else "–" for v in values)
+    sign = "+" if prefix == "gap" else ""
+    return " / ".join(f"{v:{sign}.3g}" if math.isfinite(v) else "–" for v in values)
 
 
 def render_markdown(table: pd.DataFrame, title: str, temperature: float) -> str:
@@ -119,7 +121,8 @@ def render_markdown(table: pd.DataFrame, title: str, temperature: float) -> str:
         "",
         f"Mean over subjects [bootstrap 95 % CI]; stochastic methods at temperature "
         f"{temperature:g}. SSIM and LPIPS in %, L1 in 0..255 units. Paper: PSNR / SSIM / "
-        "LPIPS as published (different data); – : not evaluable here.",
+        "LPIPS as published (different data); Gap: ours minus the paper's; – : not "
+        "evaluable here.",
         "",
     ]
     for (set_name, _direction), group in table.groupby(["set", "direction"], sort=False):
@@ -129,21 +132,97 @@ def render_markdown(table: pd.DataFrame, title: str, temperature: float) -> str:
             lines += ["No subject of this set has these modalities.", ""]
             continue
         lines += [
-            "| Method | PSNR (dB) | SSIM (%) | LPIPS (%) | L1 | Subjects | Paper |",
-            "|---|---|---|---|---|---|---|",
+            "| Method | PSNR (dB) | SSIM (%) | LPIPS (%) | L1 | Subjects | Paper | Gap |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for _, row in group.iterrows():
             lines.append(
                 f"| {row['label']} | {_cell(row, 'psnr', 2)} | {_cell(row, 'ssim', 1)} | "
                 f"{_cell(row, 'lpips', 1)} | {_cell(row, 'l1', 2)} | {row['subjects']} | "
-                f"{_paper_cell(row)} |"
+                f"{_paper_cell(row)} | {_paper_cell(row, 'gap')} |"
             )
         lines.append("")
     return "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, csv_path: Path, markdown_path: Path, markdown: str) -> None:
-    """The table as CSV and its Markdown rendering, atomically."""
+def synthesis_latex(table: pd.DataFrame, title: str, temperature: float) -> str:
+    """Table 1 or 2 as a LaTeX table: one block per set and direction, methods as rows."""
+    rows = []
+    for (set_name, _direction), group in table.groupby(["set", "direction"], sort=False):
+        rows.append([f"{set_name}: {group['direction_label'].iloc[0]}"])
+        for _, row in group.iterrows():
+            rows.append(
+                [
+                    row["label"],
+                    _cell(row, "psnr", 2),
+                    _cell(row, "ssim", 1),
+                    _cell(row, "lpips", 1),
+                    str(row["subjects"]),
+                    _paper_cell(row),
+                    _paper_cell(row, "gap"),
+                ]
+            )
+    header = ["Method", "PSNR (dB)", "SSIM (\\%)", "LPIPS (\\%)", "n", "Paper", "Gap"]
+    caption = (
+        f"{title}. Mean over subjects [bootstrap 95\\% CI], stochastic methods at "
+        f"temperature {temperature:g}; paper: PSNR / SSIM / LPIPS as published; gap: ours "
+        "minus the paper's."
+    )
+    return latex_table(header, rows, caption)
+
+
+def latex_escape(text: str) -> str:
+    """Text made safe for LaTeX (specials escaped; the arrow becomes a math arrow)."""
+    replacements = {
+        "\\": "\\textbackslash{}",
+        "&": "\\&",
+        "%": "\\%",
+        "$": "\\$",
+        "#": "\\#",
+        "_": "\\_",
+        "{": "\\{",
+        "}": "\\}",
+        "~": "\\textasciitilde{}",
+        "^": "\\textasciicircum{}",
+        "→": "$\\rightarrow$",
+        "–": "--",
+    }
+    return "".join(replacements.get(character, character) for character in text)
+
+
+def latex_table(header: list[str], rows: list[list[str]], caption: str) -> str:
+    """A booktabs ``table``: header cells are LaTeX already, body cells are escaped.
+
+    A row with one cell is a section heading spanning every column.
+    """
+    columns = len(header)
+    lines = [
+        "% written by the iusynth workflow; needs \\usepackage{booktabs}",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{caption}}}",
+        f"\\begin{{tabular}}{{l{'c' * (columns - 1)}}}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+        "\\midrule",
+    ]
+    for row in rows:
+        if len(row) == 1:
+            lines.append(
+                f"\\multicolumn{{{columns}}}{{l}}{{\\textit{{{latex_escape(row[0])}}}}} \\\\"
+            )
+        else:
+            lines.append(" & ".join(latex_escape(cell) for cell in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_table(
+    table: pd.DataFrame, paths: list[Path] | tuple[Path, ...], markdown: str, latex: str
+) -> None:
+    """The table as CSV, Markdown and LaTeX (``paths`` in that order), atomically."""
+    csv_path, markdown_path, latex_path = paths
     write_csv(table, csv_path)
-    with atomic_path(markdown_path) as tmp:
-        tmp.write_text(markdown)
+    for path, text in ((markdown_path, markdown), (latex_path, latex)):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)

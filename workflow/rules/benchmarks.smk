@@ -5,7 +5,11 @@ rule summarise_benchmarks:
     input:
         final_targets(),
     output:
-        f"{RESULTS}/benchmarks/summary.tsv",
+        report(
+            f"{RESULTS}/benchmarks/summary.tsv",
+            caption="../report/benchmarks.rst",
+            category="Run",
+        ),
     log:
         f"{RESULTS}/logs/summarise_benchmarks.log",
     benchmark:

@@ -1,7 +1,13 @@
 import json
 import re
 
-from iusynth.config import GAN_BASELINES, ConfigError, resolve_cohorts, validate_config
+from iusynth.config import (
+    GAN_BASELINES,
+    ConfigError,
+    resolve_cohorts,
+    run_provenance,
+    validate_config,
+)
 from iusynth.datasets import catalog
 from iusynth.datasets.upenn import is_archive
 from iusynth.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
@@ -15,6 +21,8 @@ try:
     COHORTS = resolve_cohorts(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+# Stated in the report's captions (added after validation; no rule reads it).
+config["provenance"] = run_provenance(workflow.basedir, workflow.configfiles, COHORTS)
 
 RESULTS = config["results"]
 

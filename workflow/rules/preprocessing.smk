@@ -105,7 +105,11 @@ rule landmark_error_table:
     input:
         registration_records,
     output:
-        f"{RESULTS}/registration/{{cohort}}_landmark_errors.csv",
+        report(
+            f"{RESULTS}/registration/{{cohort}}_landmark_errors.csv",
+            caption="../report/registration_qc.rst",
+            category="Preprocessing",
+        ),
     log:
         f"{RESULTS}/logs/landmark_error_table/{{cohort}}.log",
     benchmark:

@@ -116,8 +116,24 @@ rule synthesis_tables:
     output:
         subjects=f"{RESULTS}/metrics/synthesis_subjects.csv",
         summary=f"{RESULTS}/metrics/synthesis_summary.csv",
-        table1=multiext(f"{RESULTS}/tables/table1_synthesis", ".csv", ".md"),
-        table2=multiext(f"{RESULTS}/tables/table2_ablations", ".csv", ".md"),
+        table1=[
+            report(
+                f"{RESULTS}/tables/table1_synthesis.csv",
+                caption="../report/synthesis_table.rst",
+                category="Synthesis (Tables 1-2)",
+            ),
+            f"{RESULTS}/tables/table1_synthesis.md",
+            f"{RESULTS}/tables/table1_synthesis.tex",
+        ],
+        table2=[
+            report(
+                f"{RESULTS}/tables/table2_ablations.csv",
+                caption="../report/synthesis_table.rst",
+                category="Synthesis (Tables 1-2)",
+            ),
+            f"{RESULTS}/tables/table2_ablations.md",
+            f"{RESULTS}/tables/table2_ablations.tex",
+        ],
     log:
         f"{RESULTS}/logs/synthesis_tables.log",
     benchmark:
@@ -148,8 +164,16 @@ rule synthesis_figures:
         ],
         slices=[slice_dir_of(subject) for subject in EVALUATION_SUBJECTS],
     output:
-        examples=f"{RESULTS}/figures/synthesis_examples.png",
-        sweep=f"{RESULTS}/figures/temperature_sweep.png",
+        examples=report(
+            f"{RESULTS}/figures/synthesis_examples.png",
+            caption="../report/synthesis_figures.rst",
+            category="Synthesis (Tables 1-2)",
+        ),
+        sweep=report(
+            f"{RESULTS}/figures/temperature_sweep.png",
+            caption="../report/synthesis_figures.rst",
+            category="Synthesis (Tables 1-2)",
+        ),
     log:
         f"{RESULTS}/logs/synthesis_figures.log",
     benchmark:
