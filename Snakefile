@@ -23,6 +23,7 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/preprocessing.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/synthesis.smk"
+include: "workflow/rules/registration_experiment.smk"
 include: "workflow/rules/benchmarks.smk"
 
 

@@ -309,6 +309,74 @@ def _synthesis_figures(args: argparse.Namespace) -> None:
     log.info("figures of %s (%s)", subject, direction.label)
 
 
+def _synthesise_mr(args: argparse.Namespace) -> None:
+    """Synthesise each MR sequence of the registration experiment from a subject's iUS."""
+    import torch
+
+    from iusynth.fileio import atomic_directory
+    from iusynth.registration_experiment import ExperimentSettings, synthesise_volume
+
+    torch.set_num_threads(args.threads)
+    section = json.loads(args.settings)
+    settings = ExperimentSettings.from_config(section["experiment"])
+    subject = args.slices.name
+    with atomic_directory(args.output) as folder:
+        for sequence in settings.sequences:
+            synthesise_volume(
+                args.model,
+                args.slices,
+                sequence,
+                settings.temperature,
+                folder / f"{subject}_{sequence}.nii.gz",
+                device=section["device"],
+            )
+    log.info("%s: synthesised %s from iUS", subject, list(settings.sequences))
+
+
+def _registration_experiment(args: argparse.Namespace) -> None:
+    """Direct vs synthesis-assisted iUS -> MR registration of one subject, from displacements."""
+    import pandas as pd
+
+    from iusynth import layout
+    from iusynth.evaluation import write_csv
+    from iusynth.registration_experiment import CASE_COLUMNS, ExperimentSettings, run_subject
+
+    settings = ExperimentSettings.from_config(
+        json.loads(args.settings)["experiment"], threads=args.threads
+    )
+    if not layout.subject_file(args.subject_dir, args.subject, "landmarks").is_file():
+        log.warning("%s has no landmarks: no TRE to measure, no rows", args.subject)
+        write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)
+        return
+    synthetic = {
+        sequence: args.synthetic / f"{args.subject}_{sequence}.nii.gz"
+        for sequence in settings.sequences
+    }
+    frame = run_subject(args.subject_dir, args.subject, args.alignment, synthetic, settings)
+    write_csv(frame, args.output)
+    log.info("%s: %d registrations", args.subject, len(frame))
+
+
+def _registration_tables(args: argparse.Namespace) -> None:
+    """Table 3 (TRE per bin, sequence and method) beside the paper's, and its figure."""
+    from iusynth.evaluation import read_metric_files, write_csv
+    from iusynth.registration_experiment import CASE_COLUMNS, plot_tre
+    from iusynth.tables import (
+        read_paper_results,
+        registration_latex,
+        registration_markdown,
+        registration_table,
+        write_table,
+    )
+
+    per_case = read_metric_files(args.cases, CASE_COLUMNS)
+    write_csv(per_case, args.per_case)
+    table = registration_table(per_case, read_paper_results(args.paper))
+    write_table(table, args.table, registration_markdown(table), registration_latex(table))
+    plot_tre(per_case, args.figure)
+    log.info("Table 3 from %d registrations of %d files", len(per_case), len(args.cases))
+
+
 def _lpips_weights(args: argparse.Namespace) -> None:
     """Download the AlexNet trunk and LPIPS linear layers (needs internet)."""
     from iusynth.perceptual import fetch_lpips_weights
@@ -746,6 +814,41 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
             ("--examples", {"required": True, "type": Path, "help": "PNG to write"}),
             ("--sweep", {"required": True, "type": Path, "help": "PNG to write"}),
+        ],
+    ),
+    "synthesise-mr": (
+        "synthesise the MR sequences of the registration experiment from a subject's iUS",
+        _synthesise_mr,
+        [
+            ("--model", {"required": True, "type": Path, "help": "MMHVAE model.pt"}),
+            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            ("--settings", {"required": True, "help": "the 'registration' config section"}),
+            "threads",
+            "folder",
+        ],
+    ),
+    "registration-experiment": (
+        "direct vs synthesis-assisted iUS-MR registration of one subject (TRE per displacement)",
+        _registration_experiment,
+        [
+            "subject-dir",
+            "subject",
+            "alignment",
+            ("--synthetic", {"required": True, "type": Path, "help": "synthesise-mr folder"}),
+            ("--settings", {"required": True, "help": "the 'registration' config section"}),
+            "threads",
+            ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
+        ],
+    ),
+    "registration-tables": (
+        "aggregate the registration experiment: Table 3 and the TRE figure",
+        _registration_tables,
+        [
+            ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
+            ("--cases", {"required": True, "nargs": "+", "type": Path, "help": "per-subject CSVs"}),
+            ("--per-case", {"required": True, "type": Path, "help": "all rows, CSV to write"}),
+            ("--table", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+            ("--figure", {"required": True, "type": Path, "help": "PNG to write"}),
         ],
     ),
     "lpips-weights": (

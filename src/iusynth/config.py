@@ -73,6 +73,7 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
         )
     _check_models(config)
     _check_evaluation(config)
+    _check_downstream(config)
     low, high = config["demo"]["misalignment"]["translation_mm"]
     if low > high:
         raise ConfigError(
@@ -109,6 +110,27 @@ def _check_models(config: dict[str, Any]) -> None:
 
 
 GAN_BASELINES = ("pix2pix", "mmgan")
+
+
+def _check_downstream(config: dict[str, Any]) -> None:
+    """The models the downstream experiments synthesise with exist and have the modalities."""
+    variants = config["models"]["variants"]
+    section = config["registration_experiment"]
+    key = "registration_experiment.model"
+    name = section["model"]
+    if name not in variants:
+        raise ConfigError(
+            f"config key '{key}': {name!r} is not a model variant; expected one of "
+            f"{sorted(variants)}"
+        )
+    default = config["models"]["architecture"].get("modalities", list(layout.MODALITIES))
+    modalities = (variants[name] or {}).get("architecture", {}).get("modalities", default)
+    missing = [m for m in ["US", *section["experiment"]["sequences"]] if m not in modalities]
+    if missing:
+        raise ConfigError(
+            f"config key '{key}': variant {name!r} does not model {missing}; choose a variant "
+            "with the iUS and every sequence of registration_experiment.experiment.sequences"
+        )
 
 
 def _check_evaluation(config: dict[str, Any]) -> None:

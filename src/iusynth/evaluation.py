@@ -98,21 +98,27 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def read_slice_metrics(paths: list[Path]) -> pd.DataFrame:
-    """Concatenate per-subject metric files, with an error naming a bad one."""
+def read_metric_files(paths: list[Path], columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Concatenate per-subject metric files that must hold ``columns``; errors name the file."""
     frames = []
     for path in paths:
         try:
             frame = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
             raise ValueError(f"{path}: unreadable metric file ({error}); re-run its rule") from None
-        missing = set(SLICE_COLUMNS) - set(frame.columns)
+        missing = set(columns) - set(frame.columns)
         if missing:
             raise ValueError(f"{path}: columns {sorted(missing)} missing; re-run its rule")
-        frames.append(frame)
+        if len(frame):
+            frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=SLICE_COLUMNS)
+        return pd.DataFrame(columns=list(columns))
     return pd.concat(frames, ignore_index=True)
+
+
+def read_slice_metrics(paths: list[Path]) -> pd.DataFrame:
+    """Concatenate per-subject synthesis metric files, with an error naming a bad one."""
+    return read_metric_files(paths, SLICE_COLUMNS)
 
 
 def aggregate(

@@ -138,6 +138,7 @@ def final_targets():
     ]
     targets += rules.synthesis_tables.output
     targets += rules.synthesis_figures.output
+    targets += rules.registration_tables.output
     return targets
 
 
@@ -188,6 +189,22 @@ def evaluation_set(subject):
         if subject in COHORTS[name].ultrasound_subjects:
             return name
     raise WorkflowError(f"{subject} is in neither paired cohort {PAIRED_COHORTS}")
+
+
+def evaluation_subject_dir(subject):
+    """The raw folder of an evaluated subject, wherever its cohort lives."""
+    return str(COHORTS[evaluation_set(subject)].root / subject)
+
+
+def alignment_record_of(subject):
+    """The MR -> MR alignment record (align_mr_sequences) of an evaluated subject."""
+    cohort = evaluation_set(subject)
+    return f"{RESULTS}/registration/{cohort}/{subject}/mr_alignment.json"
+
+
+def evaluation_subject_choice():
+    """A wildcard constraint matching exactly the evaluated subjects."""
+    return "|".join(re.escape(subject) for subject in EVALUATION_SUBJECTS) or "^$"
 
 
 def slice_dir_of(subject):
