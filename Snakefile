@@ -24,6 +24,7 @@ include: "workflow/rules/preprocessing.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/synthesis.smk"
 include: "workflow/rules/registration_experiment.smk"
+include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/benchmarks.smk"
 
 

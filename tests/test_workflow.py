@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -142,6 +143,35 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     assert "\\begin{tabular}" in (results / "tables" / "table1_synthesis.tex").read_text()
     for figure in ("synthesis_examples", "temperature_sweep"):
         assert (results / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    # registration experiment: Table 3 from per-subject registrations (both methods)
+    cases = pd.read_csv(results / "metrics" / "registration_cases.csv")
+    assert set(cases["subject"]) == {"Case-demo001", *held_out}
+    assert set(cases["method"]) == {"direct", "synthesis"}
+    assert set(cases["sequence"]) <= {"ceT1", "FLAIR"} and cases["final_tre_mm"].notna().all()
+    assert cases["displacement_mm"].between(8, 12).all()
+    table3 = pd.read_csv(results / "tables" / "table3_registration.csv")
+    direct = table3.query("sequence == 'ceT1' and method == 'direct'").iloc[0]
+    expected = cases.query("sequence == 'ceT1' and method == 'direct'")["final_tre_mm"].mean()
+    assert direct["final_tre_mean_mm"] == pytest.approx(expected) and direct["paper_tre_mm"] == 14.6
+    assert (results / "figures" / "registration_tre.png").read_bytes()[:4] == b"\x89PNG"
+    # segmentation: sweeps, synthetic iUS, nnU-Net folds from one splits file, Table 4
+    sweep = json.loads((results / "segmentation/sweeps/UPENN-demo001/meta.json").read_text())
+    planes = np.load(results / "segmentation/synthetic_ius/mmhvae/UPENN-demo001/us.npy")
+    assert planes.shape == (1, len(sweep["slice_indices"]), 96, 96)
+    for method in config["segmentation"]["methods"]:
+        splits = json.loads((results / "segmentation" / method / "splits.json").read_text())
+        assert len(splits) == 2
+        assert not set(splits[0]["train"]) & set(splits[0]["val"])
+    per_case = pd.read_csv(results / "metrics" / "segmentation_cases.csv")
+    assert per_case["dice"].between(0, 1).all()
+    assert set(per_case.query("method == 'supervised'")["set"]) == {"resect"}
+    table4 = pd.read_csv(results / "tables" / "table4_segmentation.csv")
+    assert list(dict.fromkeys(table4["method"])) == list(config["segmentation"]["methods"])
+    row = table4.query("method == 'mmhvae' and set == 'resect'").iloc[0]
+    chosen = per_case.query("method == 'mmhvae' and set == 'resect'")
+    assert row["dice"] == pytest.approx(100 * chosen["dice"].mean()) and row["paper_dice"] == 73.6
+    assert "Table 4" in (results / "tables" / "table4_segmentation.md").read_text()
+    assert (results / "figures" / "segmentation_dice.png").read_bytes()[:4] == b"\x89PNG"
     timing = pd.read_csv(results / "benchmarks" / "summary.tsv", sep="\t")
     assert {"generate_demo_subject", "register_us_to_mr", "resample_and_normalise"} <= set(
         timing["rule"]
@@ -152,6 +182,18 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     )
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # the self-contained HTML report holds every table and figure
+    report = workdir / "report.html"
+    result = snakemake(
+        "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir),
+        "--report", str(report),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    html = report.read_text()
+    for name in ("table1_synthesis.csv", "table3_registration.csv", "table4_segmentation.csv"):
+        assert name in html, name
+    assert "segmentation_dice.png" in html and "registration_tre.png" in html
 
 
 def test_local_cohort_plans_through_the_dag(generated, tmp_path):
@@ -278,7 +320,15 @@ def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
 
 
 # Rules whose jobs need a GPU on a cluster: training, synthesis and nnU-Net.
-GPU_RULES = {"train_model", "train_baseline", "synthesise"}
+GPU_RULES = {
+    "train_model",
+    "train_baseline",
+    "synthesise",
+    "synthesise_mr_from_us",
+    "synthetic_ius",
+    "nnunet_train",
+    "segment_real_ius",
+}
 
 
 def test_slurm_profile_requests_gpus_only_for_gpu_rules(tmp_path):

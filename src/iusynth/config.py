@@ -112,6 +112,30 @@ def _check_models(config: dict[str, Any]) -> None:
 GAN_BASELINES = ("pix2pix", "mmgan")
 
 
+def _check_segmentation(config: dict[str, Any], cohorts: dict[str, Cohort]) -> None:
+    """Table 4's methods exist, and every nnU-Net has at least a subject per fold."""
+    section = config["segmentation"]
+    folds = section["nnunet"]["folds"]
+    known = {*config["models"]["variants"], *GAN_BASELINES, "supervised"}
+    sources = {
+        "synthetic iUS": cohorts[section["cohort"]].subjects,
+        "supervised": cohorts[config["preprocessing"]["trainval_cohort"]].ultrasound_subjects,
+    }
+    for method in section["methods"]:
+        key = f"segmentation.methods.{method}"
+        if method not in known:
+            raise ConfigError(
+                f"config key '{key}': {method!r} is neither a model variant, a GAN baseline nor "
+                f"'supervised'; expected one of {sorted(known)}"
+            )
+        subjects = sources["supervised" if method == "supervised" else "synthetic iUS"]
+        if len(subjects) < folds:
+            raise ConfigError(
+                f"config key '{key}': its nnU-Net trains on {len(subjects)} subjects, fewer "
+                f"than segmentation.nnunet.folds ({folds}); lower the folds or add subjects"
+            )
+
+
 def _check_downstream(config: dict[str, Any]) -> None:
     """The models the downstream experiments synthesise with exist and have the modalities."""
     variants = config["models"]["variants"]
@@ -193,6 +217,7 @@ def resolve_cohorts(config: dict[str, Any]) -> dict[str, Cohort]:
         else:
             cohorts[name] = _local_cohort(name, settings)
     _check_preprocessing(config["preprocessing"], cohorts)
+    _check_segmentation(config, cohorts)
     return cohorts
 
 

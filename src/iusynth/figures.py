@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -144,6 +145,36 @@ def plot_temperature_sweep(
         )
         _show(axes[1, column], samples.std(axis=0), "std", cmap="magma", vmin=0, vmax=64)
     figure.suptitle(f"{index['subject']}: {direction.label}, slice {grid_slice}", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+def plot_segmentation_boxplot(per_case: Any, methods: dict[str, str], output: Path) -> None:
+    """Dice per subject of each method (box and points), one panel per test set."""
+    sets = sorted(per_case["set"].unique()) if len(per_case) else ["(none)"]
+    figure, axes = plt.subplots(1, len(sets), figsize=(1.2 + 1.3 * len(methods) * len(sets), 3.6))
+    axes = np.atleast_1d(axes)
+    for axis, set_name in zip(axes, sets, strict=True):
+        values = [
+            per_case[(per_case["set"] == set_name) & (per_case["method"] == method)]["dice"]
+            .astype(float)
+            .to_numpy()
+            * 100.0
+            for method in methods
+        ]
+        positions = np.arange(1, len(methods) + 1)
+        shown = [(p, v) for p, v in zip(positions, values, strict=True) if len(v)]
+        if shown:
+            axis.boxplot([v for _, v in shown], positions=[p for p, _ in shown], widths=0.6)
+            for position, value in shown:
+                jitter = np.linspace(-0.12, 0.12, len(value)) if len(value) > 1 else [0.0]
+                axis.plot(position + np.asarray(jitter), value, "o", ms=3, alpha=0.7)
+        axis.set_xticks(positions, list(methods.values()), rotation=30, ha="right", fontsize=8)
+        axis.set_ylim(0, 100)
+        axis.set_title(f"test set: {set_name}", fontsize=9)
+        axis.set_ylabel("Dice (%)")
     figure.tight_layout()
     with atomic_path(output) as tmp:
         figure.savefig(tmp, dpi=110, format="png")

@@ -340,3 +340,101 @@ def registration_latex(table: pd.DataFrame) -> str:
     """Table 3 as a LaTeX table."""
     header = ["Displacement", "n", "Initial", "Direct", "Synthesis-assisted", "Paper"]
     return latex_table(header, _registration_rows(table), latex_escape(REGISTRATION_NOTE))
+
+
+def segmentation_table(
+    per_case: pd.DataFrame, methods: dict[str, str], paper: pd.DataFrame
+) -> pd.DataFrame:
+    """Table 4: per test set and method (the config's, in its order), Dice and ASSD.
+
+    Dice in % (mean and std over subjects); ASSD in mm over the subjects where it is
+    defined (``assd_undefined``: subjects with one mask empty); ``paper_dice`` is the
+    published Dice for that set and method where there is one, ``gap_dice`` ours minus it.
+    """
+    rows = []
+    sets = sorted(per_case["set"].unique()) if len(per_case) else []
+    for set_name in sets:
+        for method, label in methods.items():
+            chosen = per_case[(per_case["set"] == set_name) & (per_case["method"] == method)]
+            dice = chosen["dice"].astype(float) * 100.0
+            assd = chosen["assd_mm"].astype(float)
+            published = paper[
+                (paper["experiment"] == "segmentation")
+                & (paper["set"] == set_name)
+                & (paper["method"] == method)
+                & (paper["metric"] == "dice")
+            ]
+            paper_dice = float(published["value"].iloc[0]) if len(published) else float("nan")
+            mean = float(dice.mean()) if len(dice) else float("nan")
+            rows.append(
+                {
+                    "set": set_name,
+                    "method": method,
+                    "label": label,
+                    "subjects": len(chosen),
+                    "dice": mean,
+                    "dice_std": float(dice.std(ddof=1)) if len(dice) > 1 else float("nan"),
+                    "assd_mm": float(assd.mean()) if assd.notna().any() else float("nan"),
+                    "assd_std_mm": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else np.nan,
+                    "assd_undefined": int(assd.isna().sum()),
+                    "paper_dice": paper_dice,
+                    "gap_dice": mean - paper_dice,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _mean_std(mean: float, std: float, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if math.isfinite(std) else f"{mean:.{digits}f}"
+
+
+def _segmentation_rows(table: pd.DataFrame) -> list[list[str]]:
+    """Per test set, a heading then one row per method."""
+    rows: list[list[str]] = []
+    for set_name, group in table.groupby("set", sort=False):
+        rows.append([f"test set: {set_name}"])
+        for _, row in group.iterrows():
+            assd = _mean_std(row["assd_mm"], row["assd_std_mm"], 2)
+            if row["assd_undefined"]:
+                assd += f" ({row['assd_undefined']} undefined)"
+            rows.append(
+                [
+                    row["label"],
+                    str(row["subjects"]),
+                    _mean_std(row["dice"], row["dice_std"], 1),
+                    assd,
+                    f"{row['paper_dice']:g}" if math.isfinite(row["paper_dice"]) else "",
+                    f"{row['gap_dice']:+.1f}" if math.isfinite(row["gap_dice"]) else "",
+                ]
+            )
+    return rows
+
+
+SEGMENTATION_NOTE = (
+    "Tumour segmentation in real iUS by 2D nnU-Net ensembles trained on each method's "
+    "planes (synthetic iUS of virtual sweeps, or real iUS); per subject in 3D, mean ± std "
+    "over subjects. Dice in %, ASSD in mm (undefined where one mask is empty). Paper: Dice "
+    "as published (different data); gap: ours minus the paper's."
+)
+
+
+def segmentation_markdown(table: pd.DataFrame) -> str:
+    """Table 4 as Markdown: a section per test set, a row per method."""
+    lines = ["# Table 4: tumour segmentation in real iUS", "", SEGMENTATION_NOTE, ""]
+    if table.empty:
+        return "\n".join([*lines, "No test subject was segmented.", ""])
+    header = "| Trained on | n | Dice (%) | ASSD (mm) | Paper Dice | Gap |"
+    for row in _segmentation_rows(table):
+        if len(row) == 1:
+            lines += ["", f"## {row[0]}", "", header, "|---|---|---|---|---|---|"]
+        else:
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join([*lines, ""])
+
+
+def segmentation_latex(table: pd.DataFrame) -> str:
+    """Table 4 as a LaTeX table."""
+    header = ["Trained on", "n", "Dice (\\%)", "ASSD (mm)", "Paper Dice", "Gap"]
+    return latex_table(header, _segmentation_rows(table), latex_escape(SEGMENTATION_NOTE))

@@ -11,6 +11,14 @@ from iusynth.config import (
 from iusynth.datasets import catalog
 from iusynth.datasets.upenn import is_archive
 from iusynth.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
+from iusynth.segmentation import (
+    CONFIGURATION,
+    DATASET_ID,
+    DATASET_NAME,
+    PLANS,
+    TRAINER_NAME,
+    dataset_name,
+)
 from iusynth.splits import kfold
 from iusynth.synthesis import Direction
 
@@ -139,6 +147,7 @@ def final_targets():
     targets += rules.synthesis_tables.output
     targets += rules.synthesis_figures.output
     targets += rules.registration_tables.output
+    targets += rules.segmentation_tables.output
     return targets
 
 
@@ -234,3 +243,75 @@ def trainval_slice_dirs():
     """The slice stacks of every iUS subject of the train/validation cohort."""
     name = config["preprocessing"]["trainval_cohort"]
     return [f"{RESULTS}/slices/{name}/{s}" for s in COHORTS[name].ultrasound_subjects]
+
+
+# Downstream segmentation (Table 4)
+SEGMENTATION = config["segmentation"]
+SYNTHETIC_IUS_METHODS = [m for m in SEGMENTATION["methods"] if m != "supervised"]
+NNUNET_FOLDS = list(range(SEGMENTATION["nnunet"]["folds"]))
+# nnU-Net's model folder inside a method's nnunet_models folder
+NNUNET_MODEL = "/".join(
+    [
+        dataset_name(DATASET_ID, DATASET_NAME),
+        f"{TRAINER_NAME}__{PLANS}__{CONFIGURATION}",
+    ]
+)
+NNUNET_CHECKPOINT = f"{RESULTS}/segmentation/{{method}}/nnunet_models/{NNUNET_MODEL}/fold_{{fold}}/checkpoint_final.pth"
+
+
+def nnunet_models_dir(data_dir):
+    """A method's nnU-Net results folder, beside its nnunet_data folder."""
+    return str(Path(data_dir).parent / "nnunet_models")
+
+
+def sweep_settings():
+    """The virtual sweeps' settings: planes of the model's slice size, spacing and clipping."""
+    preprocessing = config["preprocessing"]
+    return {
+        **SEGMENTATION["sweeps"],
+        "size": preprocessing["slice_size"],
+        "spacing_mm": preprocessing["spacing_mm"],
+        "clip_percentile": preprocessing["clip_percentile"],
+    }
+
+
+def sweep_dirs():
+    """The virtual sweep of every subject of the swept cohort."""
+    subjects = COHORTS[SEGMENTATION["cohort"]].subjects
+    return [f"{RESULTS}/segmentation/sweeps/{subject}" for subject in subjects]
+
+
+def supervised_stacks():
+    """Real iUS slice stacks of the whole train/validation cohort (the supervised nnU-Net)."""
+    name = config["preprocessing"]["trainval_cohort"]
+    return [f"{RESULTS}/slices/{name}/{s}" for s in COHORTS[name].ultrasound_subjects]
+
+
+def nnunet_training_inputs(wildcards):
+    """What a method's nnU-Net trains on: synthetic iUS of the sweeps, or real iUS."""
+    if wildcards.method == "supervised":
+        return {"real": supervised_stacks()}
+    return {
+        "synthetic": [
+            f"{RESULTS}/segmentation/synthetic_ius/{wildcards.method}/{Path(d).name}"
+            for d in sweep_dirs()
+        ],
+        "sweeps": sweep_dirs(),
+    }
+
+
+def nnunet_sources_arguments(wildcards, input):
+    """The nnunet-prepare options naming a method's training planes."""
+    if wildcards.method == "supervised":
+        return "--real " + " ".join(f"'{path}'" for path in input.real)
+    synthetic = " ".join(f"'{path}'" for path in input.synthetic)
+    sweeps = Path(input.sweeps[0]).parent
+    return f"--synthetic {synthetic} --sweeps '{sweeps}'"
+
+
+def segmentation_test_subjects(method):
+    """Real iUS subjects a method's nnU-Net is tested on (supervised: the test cohort only,
+    since it trains on the train/validation cohort)."""
+    if method == "supervised":
+        return list(COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects)
+    return EVALUATION_SUBJECTS
