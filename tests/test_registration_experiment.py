@@ -137,6 +137,8 @@ def smooth_volume(shape=(48, 48, 48), seed=0) -> np.ndarray:
 
 
 def test_reg_aladin_from_an_initial_transform_recovers_a_displacement(tmp_path):
+    from iusynth.registration import reg_aladin
+
     # the floating copy sits far (25 mm, 12 degrees) from the reference: only an initial
     # transform with the right convention (reference world -> floating world) leaves
     # block matching a few mm to recover
@@ -155,8 +157,8 @@ def test_reg_aladin_from_an_initial_transform_recovers_a_displacement(tmp_path):
     start = truth @ perturbation.matrix
     assert 5.0 <= rx.tre(start, points, mr_points) < 8.0
     options = rx.ExperimentSettings(levels=2).options("synthesis")
-    result = rx.reg_aladin_from(
-        tmp_path / "reference.nii.gz", tmp_path / "floating.nii.gz", start, options
+    result = reg_aladin(
+        tmp_path / "reference.nii.gz", tmp_path / "floating.nii.gz", options, initial=start
     )
     print(f"reg_aladin (48^3 voxels): {result.seconds:.2f} s")
     assert rx.tre(result.matrix, points, mr_points) < 1.0

@@ -104,8 +104,13 @@ def reg_aladin(
     floating: Path,
     options: RegistrationOptions,
     reference_mask: Path | None = None,
+    initial: np.ndarray | None = None,
 ) -> RegistrationResult:
-    """Run ``reg_aladin`` (header-initialised, -nac) and return the reference -> floating map."""
+    """Run ``reg_aladin`` and return the reference -> floating world map it found.
+
+    It starts from the headers (-nac), or from ``initial`` (a reference world -> floating
+    world matrix, -inaff) when one is given.
+    """
     reg_aladin_interface = _nipype_reg_aladin()
     with tempfile.TemporaryDirectory(prefix="reg_aladin.") as workdir:
         node = reg_aladin_interface(
@@ -113,7 +118,6 @@ def reg_aladin(
             flo_file=str(Path(floating).resolve()),
             aff_file=str(Path(workdir) / "affine.txt"),
             res_file=str(Path(workdir) / "resampled.nii.gz"),
-            nac_flag=True,
             rig_only_flag=options.transform == "rigid",
             nosym_flag=not options.symmetric,
             ln_val=options.levels,
@@ -122,6 +126,12 @@ def reg_aladin(
             omp_core_val=options.threads,
             verbosity_off_flag=True,
         )
+        if initial is None:
+            node.inputs.nac_flag = True
+        else:
+            initial_path = Path(workdir) / "initial.txt"
+            np.savetxt(initial_path, np.asarray(initial, dtype=float))
+            node.inputs.in_aff_file = str(initial_path)
         if reference_mask is not None:
             node.inputs.rmask_file = str(Path(reference_mask).resolve())
         start = time.perf_counter()
@@ -130,6 +140,7 @@ def reg_aladin(
             stderr = result.runtime.stderr or ""
         except Exception as error:  # nipype raises its own types for a non-zero exit
             stderr = str(error)
+        seconds = time.perf_counter() - start
         affine_path = Path(workdir) / "affine.txt"
         if not affine_path.is_file():
             raise RuntimeError(
@@ -137,7 +148,7 @@ def reg_aladin(
                 f"{stderr.strip()[-500:]}"
             )
         matrix = np.loadtxt(affine_path)
-    return RegistrationResult(matrix=matrix, seconds=time.perf_counter() - start)
+    return RegistrationResult(matrix=matrix, seconds=seconds)
 
 
 def sector_mask(us_image: Any, us_path: Path, erosion_mm: float) -> np.ndarray:

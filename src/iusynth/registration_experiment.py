@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,8 +50,7 @@ from iusynth.geometry import apply_transform, rigid_transform, rotation_matrix, 
 from iusynth.preprocessing import Grid, check_header, load_ultrasound, resample, ultrasound_fov
 from iusynth.registration import (
     RegistrationOptions,
-    RegistrationResult,
-    _nipype_reg_aladin,
+    reg_aladin,
     sector_mask,
 )
 from iusynth.tags import read_tag_file
@@ -425,54 +423,6 @@ def simulate_displacements(
 # --- registration ----------------------------------------------------------------------
 
 
-def reg_aladin_from(
-    reference: Path,
-    floating: Path,
-    initial: np.ndarray,
-    options: RegistrationOptions,
-    reference_mask: Path | None = None,
-) -> RegistrationResult:
-    """Run ``reg_aladin`` started from ``initial`` (reference world -> floating world, -inaff).
-
-    Returns the reference -> floating world map it found, and the seconds it took.
-    """
-    reg_aladin_interface = _nipype_reg_aladin()
-    with tempfile.TemporaryDirectory(prefix="reg_aladin_from.") as workdir:
-        initial_path = Path(workdir) / "initial.txt"
-        np.savetxt(initial_path, np.asarray(initial, dtype=float))
-        affine_path = Path(workdir) / "affine.txt"
-        node = reg_aladin_interface(
-            ref_file=str(Path(reference).resolve()),
-            flo_file=str(Path(floating).resolve()),
-            in_aff_file=str(initial_path),
-            aff_file=str(affine_path),
-            res_file=str(Path(workdir) / "resampled.nii.gz"),
-            rig_only_flag=options.transform == "rigid",
-            nosym_flag=not options.symmetric,
-            ln_val=options.levels,
-            lp_val=options.levels_performed or options.levels,
-            smoo_r_val=options.reference_smoothing_mm,
-            omp_core_val=options.threads,
-            verbosity_off_flag=True,
-        )
-        if reference_mask is not None:
-            node.inputs.rmask_file = str(Path(reference_mask).resolve())
-        start = time.perf_counter()
-        try:
-            result = node.run(cwd=workdir)
-            stderr = result.runtime.stderr or ""
-        except Exception as error:  # nipype raises its own types for a non-zero exit
-            stderr = str(error)
-        seconds = time.perf_counter() - start
-        if not affine_path.is_file():
-            raise RuntimeError(
-                f"reg_aladin gave no transform for reference {reference} and floating {floating}: "
-                f"{stderr.strip()[-500:]}"
-            )
-        matrix = np.loadtxt(affine_path)
-    return RegistrationResult(matrix=matrix, seconds=seconds)
-
-
 def fov_mask_in_grid(
     us_image: Any, us_path: Path, affine: np.ndarray, shape: tuple[int, ...], erosion_mm: float
 ) -> np.ndarray:
@@ -618,7 +568,7 @@ def run_subject(
                 options = settings.options(method)
                 for displacement in displacements:
                     start = truth @ displacement.matrix
-                    result = reg_aladin_from(reference_path, mr_path, start, options, mask_path)
+                    result = reg_aladin(reference_path, mr_path, options, mask_path, initial=start)
                     errors = target_registration_errors(
                         result.matrix, us_points, mr_points[sequence]
                     )

@@ -322,24 +322,41 @@ REGISTRATION_NOTE = (
 )
 
 
-def registration_markdown(table: pd.DataFrame) -> str:
-    """Table 3 as Markdown: a section per sequence, a row per displacement bin."""
-    lines = ["# Table 3: direct vs synthesis-assisted registration", "", REGISTRATION_NOTE, ""]
-    if table.empty:
-        return "\n".join([*lines, "No subject with landmarks was registered.", ""])
-    header = "| Displacement | n | Initial TRE | Direct | Synthesis-assisted | Paper |"
-    for row in _registration_rows(table):
+def sectioned_markdown(
+    title: str, note: str, header: list[str], rows: list[list[str]], empty: str
+) -> str:
+    """A Markdown table per section: a one-cell row starts a section (its heading)."""
+    lines = [f"# {title}", "", note, ""]
+    if not rows:
+        return "\n".join([*lines, empty, ""])
+    for row in rows:
         if len(row) == 1:
-            lines += ["", f"## {row[0]}", "", header, "|---|---|---|---|---|---|"]
+            rule = "|".join("---" for _ in header)
+            lines += ["", f"## {row[0]}", "", f"| {' | '.join(header)} |", f"|{rule}|"]
         else:
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join([*lines, ""])
 
 
+REGISTRATION_HEADER = ["Displacement", "n", "Initial TRE", "Direct", "Synthesis-assisted", "Paper"]
+
+
+def registration_markdown(table: pd.DataFrame) -> str:
+    """Table 3 as Markdown: a section per sequence, a row per displacement bin."""
+    return sectioned_markdown(
+        "Table 3: direct vs synthesis-assisted registration",
+        REGISTRATION_NOTE,
+        REGISTRATION_HEADER,
+        _registration_rows(table) if not table.empty else [],
+        "No subject with landmarks was registered.",
+    )
+
+
 def registration_latex(table: pd.DataFrame) -> str:
     """Table 3 as a LaTeX table."""
-    header = ["Displacement", "n", "Initial", "Direct", "Synthesis-assisted", "Paper"]
-    return latex_table(header, _registration_rows(table), latex_escape(REGISTRATION_NOTE))
+    return latex_table(
+        REGISTRATION_HEADER, _registration_rows(table), latex_escape(REGISTRATION_NOTE)
+    )
 
 
 def segmentation_table(
@@ -422,16 +439,13 @@ SEGMENTATION_NOTE = (
 
 def segmentation_markdown(table: pd.DataFrame) -> str:
     """Table 4 as Markdown: a section per test set, a row per method."""
-    lines = ["# Table 4: tumour segmentation in real iUS", "", SEGMENTATION_NOTE, ""]
-    if table.empty:
-        return "\n".join([*lines, "No test subject was segmented.", ""])
-    header = "| Trained on | n | Dice (%) | ASSD (mm) | Paper Dice | Gap |"
-    for row in _segmentation_rows(table):
-        if len(row) == 1:
-            lines += ["", f"## {row[0]}", "", header, "|---|---|---|---|---|---|"]
-        else:
-            lines.append("| " + " | ".join(row) + " |")
-    return "\n".join([*lines, ""])
+    return sectioned_markdown(
+        "Table 4: tumour segmentation in real iUS",
+        SEGMENTATION_NOTE,
+        ["Trained on", "n", "Dice (%)", "ASSD (mm)", "Paper Dice", "Gap"],
+        _segmentation_rows(table) if not table.empty else [],
+        "No test subject was segmented.",
+    )
 
 
 def segmentation_latex(table: pd.DataFrame) -> str:
