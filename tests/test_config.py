@@ -156,3 +156,33 @@ def test_model_variants_must_fit_the_slices():
 def test_evaluation_mistakes_name_their_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(merged_config(override), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"registration_experiment": {"model": "mvae_big"}},
+            "'registration_experiment.model': 'mvae_big' is not a model variant",
+        ),
+        (
+            {"registration_experiment": {"model": "mhvae"}},
+            "variant 'mhvae' does not model ['ceT1', 'FLAIR']",
+        ),
+    ],
+)
+def test_downstream_model_mistakes_name_their_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(merged_config(override), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"segmentation": {"methods": {"resvit": "ResViT"}}}, "segmentation.methods.resvit"),
+        ({"segmentation": {"nnunet": {"folds": 9}}}, "fewer than segmentation.nnunet.folds (9)"),
+    ],
+)
+def test_segmentation_mistakes_name_their_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_cohorts(merged_config(override))

@@ -286,7 +286,10 @@ def test_upenn_config_needs_the_package_and_indexes_it(tmp_path):
     assert "Aspera" in message and "cohorts.upenn.package" in message
     package = make_upenn_package(tmp_path, ["UPENN-GBM-00001_11", "UPENN-GBM-00002_11"], set())
     overlay = tmp_path / "package.yaml"
-    overlay.write_text(f"cohorts:\n  upenn:\n    package: '{package}'\n")
+    # two cases: nnU-Net on their sweeps can have two folds at most
+    overlay.write_text(
+        f"cohorts:\n  upenn:\n    package: '{package}'\nsegmentation:\n  nnunet:\n    folds: 2\n"
+    )
     result = snakemake(
         "-n", "--quiet", "rules", "--configfile", str(REPO / "config" / "upenn.yaml"),
         str(overlay), "-d", str(tmp_path / "run"),

@@ -343,7 +343,8 @@ def run_provenance(
         commit = "unknown (not a git checkout)"
     sources = {"demo": "generated demo", "dataset": "downloaded dataset", "local": "local folder"}
     data = ", ".join(
-        f"{name}: {sources[cohort.source]} ({len(cohort.subjects)} subjects)"
+        f"{name}: {sources[cohort.source]} ({len(cohort.subjects)} "
+        f"subject{'' if len(cohort.subjects) == 1 else 's'})"
         for name, cohort in cohorts.items()
     )
     files = ", ".join(Path(str(path)).name for path in configfiles) or "none"
