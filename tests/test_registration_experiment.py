@@ -19,7 +19,13 @@ from iusynth import registration_experiment as rx
 from iusynth.fileio import save_nifti
 from iusynth.geometry import apply_transform, rigid_transform, rotation_matrix
 from iusynth.model.network import MMHVAE
-from iusynth.preprocessing import check_header, fov_grid, resample, ultrasound_fov
+from iusynth.preprocessing import (
+    check_header,
+    fov_grid,
+    read_alignment_record,
+    resample,
+    ultrasound_fov,
+)
 from iusynth.tables import (
     read_paper_results,
     registration_latex,
@@ -177,7 +183,7 @@ def test_synthetic_volume_fills_the_field_of_view_of_the_stack_grid(tmp_path):
     model = MMHVAE(TINY)
     torch.save({"model_config": dataclasses.asdict(TINY), "model": model.state_dict()}, model_path)
     output = tmp_path / "synthetic" / "Case-x_ceT1.nii.gz"
-    rx.synthesise_volume(model_path, stack_dir, "ceT1", 0.0, output, device="cpu")
+    rx.synthesise_volumes(model_path, stack_dir, {"ceT1": output}, 0.0, device="cpu")
     image = nib.load(output)
     data = np.asarray(image.dataobj)
     assert image.shape == (32, 32, 10) and data.dtype == np.uint8
@@ -185,11 +191,11 @@ def test_synthetic_volume_fills_the_field_of_view_of_the_stack_grid(tmp_path):
     assert data[:, :, [0, 1, 8, 9]].max() == 0  # grid slices without a view
     assert data[:8].max() == 0 and data[8:, :, 2:8].max() > 0
     again = tmp_path / "again.nii.gz"
-    rx.synthesise_volume(model_path, stack_dir, "ceT1", 0.0, again, device="cpu")
+    rx.synthesise_volumes(model_path, stack_dir, {"ceT1": again}, 0.0, device="cpu")
     assert np.array_equal(np.asarray(nib.load(again).dataobj), data)  # tau 0: deterministic
     no_us = write_stack(tmp_path / "stacks" / "Case-y", 5, present=(False, True, True, True))
     with pytest.raises(ValueError, match="Case-y has no iUS"):
-        rx.synthesise_volume(model_path, no_us, "ceT1", 0.0, tmp_path / "y.nii.gz", "cpu")
+        rx.synthesise_volumes(model_path, no_us, {"ceT1": tmp_path / "y.nii.gz"}, 0.0, "cpu")
 
 
 # --- the per-subject experiment --------------------------------------------------------
@@ -285,13 +291,13 @@ def test_bad_inputs_are_refused_with_the_file_named(generated, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match=r"bad\.json is unreadable"):
-        rx.read_alignment_record(bad, "Case-b")
+        read_alignment_record(bad, "Case-b")
     other = write_alignment(tmp_path / "other.json", "Case-z", "ceT1", {})
     with pytest.raises(ValueError, match=r"other\.json is for 'Case-z'"):
-        rx.read_alignment_record(other, "Case-b")
+        read_alignment_record(other, "Case-b")
     broken = write_alignment(tmp_path / "broken.json", "Case-b", "ceT1", {"FLAIR": [[1, 0]]})
     with pytest.raises(ValueError, match=r"broken\.json: transform 'FLAIR'"):
-        rx.read_alignment_record(broken, "Case-b")
+        read_alignment_record(broken, "Case-b")
 
     _, folder = generated["resect"]
     subject = folder.name

@@ -314,22 +314,20 @@ def _synthesise_mr(args: argparse.Namespace) -> None:
     import torch
 
     from iusynth.fileio import atomic_directory
-    from iusynth.registration_experiment import ExperimentSettings, synthesise_volume
+    from iusynth.registration_experiment import ExperimentSettings, synthesise_volumes
 
     torch.set_num_threads(args.threads)
     section = json.loads(args.settings)
     settings = ExperimentSettings.from_config(section["experiment"])
     subject = args.slices.name
     with atomic_directory(args.output) as folder:
-        for sequence in settings.sequences:
-            synthesise_volume(
-                args.model,
-                args.slices,
-                sequence,
-                settings.temperature,
-                folder / f"{subject}_{sequence}.nii.gz",
-                device=section["device"],
-            )
+        synthesise_volumes(
+            args.model,
+            args.slices,
+            {sequence: folder / f"{subject}_{sequence}.nii.gz" for sequence in settings.sequences},
+            settings.temperature,
+            device=section["device"],
+        )
     log.info("%s: synthesised %s from iUS", subject, list(settings.sequences))
 
 
@@ -612,21 +610,14 @@ def _align_mr(args: argparse.Namespace) -> None:
     )
 
 
-def _read_alignment(path: Path) -> dict[str, Any]:
-    """The MR -> MR transforms of an align-mr record, as arrays."""
-    import numpy as np
-
-    record = json.loads(Path(path).read_text())
-    return {sequence: np.array(matrix) for sequence, matrix in record["transforms"].items()}
-
-
 def _register_us(args: argparse.Namespace) -> None:
     """Register a subject's iUS to its reference MR (NiftyReg reg_aladin)."""
     from iusynth.fileio import write_json
+    from iusynth.preprocessing import read_alignment_record
     from iusynth.registration import register_subject
 
     settings, options = _registration_options(args)
-    alignment = _read_alignment(args.alignment)
+    _, alignment = read_alignment_record(args.alignment, args.subject)
     record = register_subject(
         args.subject_dir, args.subject, settings["reference_order"], options, alignment
     )
@@ -651,12 +642,16 @@ def _preprocess(args: argparse.Namespace) -> None:
 
     from iusynth import layout
     from iusynth.fileio import atomic_directory, save_nifti, write_json
-    from iusynth.preprocessing import PreprocessingSettings, preprocess_subject
+    from iusynth.preprocessing import (
+        PreprocessingSettings,
+        preprocess_subject,
+        read_alignment_record,
+    )
 
     settings = PreprocessingSettings.from_config(json.loads(args.settings))
     registration = json.loads(Path(args.registration).read_text())
-    alignment = json.loads(Path(args.alignment).read_text())
-    if registration["reference_sequence"] != alignment["reference_sequence"]:
+    reference, alignment = read_alignment_record(args.alignment, args.subject)
+    if registration["reference_sequence"] != reference:
         raise ValueError(
             f"{args.registration} and {args.alignment} disagree on the reference sequence"
         )
@@ -664,7 +659,7 @@ def _preprocess(args: argparse.Namespace) -> None:
         args.subject_dir,
         args.subject,
         np.array(registration["us_to_mr"]),
-        _read_alignment(args.alignment),
+        alignment,
         settings,
     )
     with atomic_directory(args.output) as folder:

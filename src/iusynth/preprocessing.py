@@ -10,6 +10,7 @@ foreground x > 0 inside the iUS field of view, clip at a high percentile, min-ma
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,43 @@ def preprocess_subject(
         "normalisation": normalisation,
     }
     return grid, volumes, summary
+
+
+def read_alignment_record(path: Path, subject: str) -> tuple[str, dict[str, np.ndarray]]:
+    """The reference sequence and MR -> MR transforms of an align-mr record (JSON).
+
+    ``transforms[seq]`` maps reference MR world -> that sequence's world; sequences it
+    does not name (the reference, or all with ``align_mr_sequences: false``) are identity.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        reference = record["reference_sequence"]
+        transforms = {
+            sequence: np.asarray(matrix, dtype=float)
+            for sequence, matrix in record["transforms"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"MR alignment record {path} is unreadable or malformed ({error!r}): expected the "
+            "align-mr stage's JSON with 'subject', 'reference_sequence' and 'transforms'"
+        ) from error
+    if record.get("subject") != subject:
+        raise ValueError(
+            f"MR alignment record {path} is for {record.get('subject')!r}, not {subject!r}"
+        )
+    if reference not in layout.MR_SEQUENCES:
+        raise ValueError(f"MR alignment record {path}: unknown reference sequence {reference!r}")
+    for sequence, matrix in transforms.items():
+        valid = (
+            sequence in layout.MR_SEQUENCES
+            and matrix.shape == (4, 4)
+            and np.isfinite(matrix).all()
+            and np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0])
+        )
+        if not valid:
+            raise ValueError(
+                f"MR alignment record {path}: transform {sequence!r} is not a 4x4 affine of a "
+                f"known sequence ({list(layout.MR_SEQUENCES)})"
+            )
+    return reference, transforms

@@ -33,7 +33,6 @@ A perturbation ``D`` acts on iUS world points; the start is ``T0 @ D``.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import zlib
 from collections.abc import Mapping
@@ -47,7 +46,14 @@ from scipy import ndimage, optimize
 from iusynth import layout
 from iusynth.fileio import atomic_path, save_nifti
 from iusynth.geometry import apply_transform, rigid_transform, rotation_matrix, unit
-from iusynth.preprocessing import Grid, check_header, load_ultrasound, resample, ultrasound_fov
+from iusynth.preprocessing import (
+    Grid,
+    check_header,
+    load_ultrasound,
+    read_alignment_record,
+    resample,
+    ultrasound_fov,
+)
 from iusynth.registration import (
     RegistrationOptions,
     reg_aladin,
@@ -268,46 +274,6 @@ def tre(us_to_mr: np.ndarray, us_points: np.ndarray, mr_points: np.ndarray) -> f
     return float(target_registration_errors(us_to_mr, us_points, mr_points).mean())
 
 
-def read_alignment_record(path: Path, subject: str) -> tuple[str, dict[str, np.ndarray]]:
-    """The reference sequence and MR -> MR transforms of an align-mr record (JSON).
-
-    ``transforms[seq]`` maps reference MR world -> that sequence's world; sequences it
-    does not name (the reference, or all with ``align_mr_sequences: false``) are identity.
-    """
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-        reference = record["reference_sequence"]
-        transforms = {
-            sequence: np.asarray(matrix, dtype=float)
-            for sequence, matrix in record["transforms"].items()
-        }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"MR alignment record {path} is unreadable or malformed ({error!r}): expected the "
-            "align-mr stage's JSON with 'subject', 'reference_sequence' and 'transforms'"
-        ) from error
-    if record.get("subject") != subject:
-        raise ValueError(
-            f"MR alignment record {path} is for {record.get('subject')!r}, not {subject!r}"
-        )
-    if reference not in layout.MR_SEQUENCES:
-        raise ValueError(f"MR alignment record {path}: unknown reference sequence {reference!r}")
-    for sequence, matrix in transforms.items():
-        valid = (
-            sequence in layout.MR_SEQUENCES
-            and matrix.shape == (4, 4)
-            and np.isfinite(matrix).all()
-            and np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0])
-        )
-        if not valid:
-            raise ValueError(
-                f"MR alignment record {path}: transform {sequence!r} is not a 4x4 affine of a "
-                f"known sequence ({list(layout.MR_SEQUENCES)})"
-            )
-    return reference, transforms
-
-
 def sequence_landmarks(
     subject_dir: Path, subject: str, reference: str, mr_alignment: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -444,22 +410,22 @@ def fov_mask_in_grid(
 # --- synthetic volumes -----------------------------------------------------------------
 
 
-def synthesise_volume(
+def synthesise_volumes(
     model_path: Path,
     stack_dir: Path,
-    sequence: str,
+    outputs: Mapping[str, Path],
     temperature: float,
-    output: Path,
     device: str = "auto",
     batch_slices: int = 16,
     seed: int = 0,
 ) -> None:
-    """Synthesise an MR sequence from a subject's iUS slices; write it as a 3D NIfTI.
+    """Synthesise MR sequences from a subject's iUS slices; write each as a 3D NIfTI.
 
-    Every slice of the stack (``results/slices/<cohort>/<subject>``) goes through the
+    Every slice of the stack (``results/slices/<cohort>/<subject>``) goes once through the
     trained model (``model.pt``) with the iUS as the only input, at ``temperature`` (0: the
-    deterministic mean). The volume is uint8 0..255 in the stack's grid (meta.json's
-    ``grid_affine``), 0 outside the iUS field of view; written atomically to ``output``.
+    deterministic mean); the model gives every sequence from that one pass. Each sequence
+    of ``outputs`` (sequence -> NIfTI path) is written atomically as uint8 0..255 in the
+    stack's grid (meta.json's ``grid_affine``), 0 outside the iUS field of view.
     """
     import torch
 
@@ -477,22 +443,26 @@ def synthesise_volume(
             f"{stack_dir}/meta.json has no grid_shape / grid_affine: re-run export_slices"
         )
     synthesizer = load_synthesizer([Path(model_path)], device)
-    if sequence not in synthesizer.targets(("US",)):
+    given = synthesizer.targets(("US",))
+    missing = [sequence for sequence in outputs if sequence not in given]
+    if missing:
         raise ValueError(
-            f"model {model_path} does not synthesise {sequence} from the iUS alone "
-            f"(it gives {list(synthesizer.targets(('US',)))})"
+            f"model {model_path} does not synthesise {missing} from the iUS alone "
+            f"(it gives {list(given)})"
         )
     torch.manual_seed(seed)
     positions = np.arange(stack.images.shape[0])
-    slices = synthesise_stack(synthesizer, stack, ("US",), temperature, 1, positions, batch_slices)[
-        sequence
-    ][0]
+    synthesised = synthesise_stack(
+        synthesizer, stack, ("US",), temperature, 1, positions, batch_slices
+    )
     indices = np.asarray(meta["slice_indices"])
-    volume = np.zeros(tuple(meta["grid_shape"]), np.uint8)
-    fov = np.zeros(volume.shape, bool)
-    volume[:, :, indices] = np.moveaxis(slices, 0, 2)
+    affine = np.asarray(meta["grid_affine"])
+    fov = np.zeros(tuple(meta["grid_shape"]), bool)
     fov[:, :, indices] = np.moveaxis(np.asarray(stack.fov, bool), 0, 2)
-    save_nifti(output, np.where(fov, volume, 0).astype(np.uint8), np.asarray(meta["grid_affine"]))
+    for sequence, output in outputs.items():
+        volume = np.zeros(fov.shape, np.uint8)
+        volume[:, :, indices] = np.moveaxis(synthesised[sequence][0], 0, 2)
+        save_nifti(output, np.where(fov, volume, 0).astype(np.uint8), affine)
 
 
 # --- the experiment --------------------------------------------------------------------
@@ -509,7 +479,7 @@ def run_subject(
 
     Reads the subject's iUS, MR sequences and landmarks from ``subject_dir``, the MR -> MR
     alignment record (JSON of the align-mr stage) and, for the synthesis method, the
-    synthetic volume of each sequence (``synthetic[seq]``, from :func:`synthesise_volume`).
+    synthetic volume of each sequence (``synthetic[seq]``, from :func:`synthesise_volumes`).
     Rows (:data:`CASE_COLUMNS`): per sequence the subject has among ``settings.sequences``,
     method, bin and repeat, the perturbation, the TRE of the ground truth (the landmark
     fit's residual), before and after registration, and ``reg_aladin``'s seconds. Both
@@ -533,7 +503,7 @@ def run_subject(
             if path is None or not Path(path).is_file():
                 raise FileNotFoundError(
                     f"subject {subject}: no synthetic {sequence} volume "
-                    f"({path or 'none given'}); run synthesise_volume for it first"
+                    f"({path or 'none given'}); run synthesise_volumes for it first"
                 )
     us_path = layout.subject_file(subject_dir, subject, "US")
     us_image = load_ultrasound(us_path)
@@ -549,15 +519,18 @@ def run_subject(
             save_nifti(mask_path, mask.astype(np.uint8), us_image.affine)
             references |= {(s, "direct"): (us_path, mask_path) for s in sequences}
         if "synthesis" in settings.methods:
+            masks: dict[tuple[tuple[int, ...], bytes], Path] = {}  # one per synthetic grid
             for sequence in sequences:
                 volume_path = Path(synthetic[sequence])
                 volume = check_header(volume_path)
-                mask = fov_mask_in_grid(
-                    us_image, us_path, volume.affine, volume.shape, settings.mask_erosion_mm
-                )
-                mask_path = Path(workdir) / f"synthetic_{sequence}_mask.nii.gz"
-                save_nifti(mask_path, mask.astype(np.uint8), volume.affine)
-                references[(sequence, "synthesis")] = (volume_path, mask_path)
+                grid = (tuple(volume.shape), np.asarray(volume.affine).tobytes())
+                if grid not in masks:
+                    mask = fov_mask_in_grid(
+                        us_image, us_path, volume.affine, volume.shape, settings.mask_erosion_mm
+                    )
+                    masks[grid] = Path(workdir) / f"synthetic_mask_{len(masks)}.nii.gz"
+                    save_nifti(masks[grid], mask.astype(np.uint8), volume.affine)
+                references[(sequence, "synthesis")] = (volume_path, masks[grid])
         for sequence in sequences:
             mr_path = layout.subject_file(subject_dir, subject, sequence)
             check_header(mr_path)
