@@ -31,13 +31,10 @@ def read_paper_results(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _paper_value(paper: pd.DataFrame, method: str, direction: str, metric: str) -> float:
-    rows = paper[
-        (paper["experiment"] == "synthesis")
-        & (paper["method"] == method)
-        & (paper["direction"] == direction)
-        & (paper["metric"] == metric)
-    ]
+def _paper_value(paper: pd.DataFrame, **criteria: str) -> float:
+    """The published value whose columns equal ``criteria`` (NaN where the paper has none)."""
+    chosen = np.logical_and.reduce([paper[column] == value for column, value in criteria.items()])
+    rows = paper[chosen]
     return float(rows["value"].iloc[0]) if len(rows) else float("nan")
 
 
@@ -89,7 +86,13 @@ def synthesis_table(
                         row[f"{metric}{suffix}"] = value
                 row["lpips_note"] = "" if lpips_available else LPIPS_ABSENT
                 for metric in ("psnr", "ssim", "lpips"):
-                    row[f"paper_{metric}"] = _paper_value(paper, method, direction.name, metric)
+                    row[f"paper_{metric}"] = _paper_value(
+                        paper,
+                        experiment="synthesis",
+                        method=method,
+                        direction=direction.name,
+                        metric=metric,
+                    )
                     row[f"gap_{metric}"] = row[metric] - row[f"paper_{metric}"]
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -375,13 +378,9 @@ def segmentation_table(
             chosen = per_case[(per_case["set"] == set_name) & (per_case["method"] == method)]
             dice = chosen["dice"].astype(float) * 100.0
             assd = chosen["assd_mm"].astype(float)
-            published = paper[
-                (paper["experiment"] == "segmentation")
-                & (paper["set"] == set_name)
-                & (paper["method"] == method)
-                & (paper["metric"] == "dice")
-            ]
-            paper_dice = float(published["value"].iloc[0]) if len(published) else float("nan")
+            paper_dice = _paper_value(
+                paper, experiment="segmentation", set=set_name, method=method, metric="dice"
+            )
             mean = float(dice.mean()) if len(dice) else float("nan")
             rows.append(
                 {
