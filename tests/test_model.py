@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import random
+
 import numpy as np
 import pytest
 import torch
 
-from iusynth.model.fusion import Gaussian, product_of_experts
+from iusynth.model.discriminator import PatchDiscriminator
+from iusynth.model.fusion import Gaussian, kl_divergence, product_of_experts, sampled_kl
 from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
 from iusynth.slices import SliceStack
 from iusynth.training import (
     Trainer,
     TrainingConfig,
-    input_subsets,
     reconstruction_l1,
     train,
+    training_steps,
 )
 
 TINY = ModelConfig(
@@ -23,7 +28,6 @@ TINY = ModelConfig(
     latent_levels=4,
     base_channels=4,
     max_channels=8,
-    top_latent=8,
     expand=2,
     head_blocks=1,
     head_channels=4,
@@ -31,7 +35,13 @@ TINY = ModelConfig(
     discriminator_layers=3,
 )
 TINY_TRAINING = TrainingConfig(
-    epochs=4, batch_slices=4, kl_warmup_epochs=2, gan_start_epoch=2, checkpoint_every=2
+    epochs=4,
+    batch_slices=4,
+    kl_warmup_epochs=2,
+    gan_start_epoch=3,
+    discriminator_start_epoch=2,
+    optimiser_reset_epoch=2,
+    checkpoint_every=2,
 )
 
 
@@ -53,7 +63,10 @@ def test_paper_model_size_and_latent_shapes():
     model = MMHVAE(ModelConfig())
     counts = parameter_counts(model)
     print({part: f"{n / 1e6:.3f} M" for part, n in counts.items()})
-    assert 12.5e6 <= counts["total"] <= 15e6
+    assert counts["total"] == 13_774_770  # the authors' MHVAE2D at the paper's size
+    discriminator = PatchDiscriminator()
+    assert sum(p.numel() for p in discriminator.parameters()) == 4_856_257
+    assert discriminator(torch.zeros(1, 1, 192, 192)).shape == (1, 1, 1, 1)
     images = torch.rand(1, 4, 192, 192) * 2 - 1
     observed = torch.tensor([[True, False, False, False]])
     with torch.no_grad():
@@ -71,23 +84,47 @@ def test_paper_model_size_and_latent_shapes():
     assert synthesis.images.shape == (1, 4, 192, 192) and len(synthesis.kl) == 7
 
 
-def test_product_of_one_expert_and_a_flat_prior_is_that_expert():
+@pytest.mark.parametrize("weighting, power", [("authors", 1), ("textbook", 2)])
+def test_product_of_one_expert_and_a_flat_prior_is_that_expert(weighting, power):
     expert = Gaussian(torch.randn(3, 5), torch.randn(3, 5) * 0.5)
     flat = Gaussian(torch.zeros(3, 5), torch.full((3, 5), 30.0))
-    fused = product_of_experts([flat, expert])
+    fused = product_of_experts([flat, expert], weighting=weighting)
     torch.testing.assert_close(fused.mean, expert.mean, atol=1e-6, rtol=0)
     torch.testing.assert_close(fused.log_std, expert.log_std, atol=1e-6, rtol=0)
 
 
-def test_fused_precision_is_the_sum_of_precisions_and_masks_drop_experts():
+def test_authors_product_weighs_experts_by_one_over_sigma():
     experts = [Gaussian(torch.randn(2, 7), torch.randn(2, 7) * 0.3) for _ in range(3)]
-    fused = product_of_experts(experts)
+    fused = product_of_experts(experts)  # the authors' weighting is the default
+    weights = [1 / e.std for e in experts]
+    torch.testing.assert_close(fused.std, 1 / sum(weights))
+    torch.testing.assert_close(
+        fused.mean, sum(w * e.mean for w, e in zip(weights, experts, strict=True)) / sum(weights)
+    )
+
+
+def test_textbook_precision_is_the_sum_of_precisions_and_masks_drop_experts():
+    experts = [Gaussian(torch.randn(2, 7), torch.randn(2, 7) * 0.3) for _ in range(3)]
+    fused = product_of_experts(experts, weighting="textbook")
     precision = sum(torch.exp(-2 * e.log_std) for e in experts)
     torch.testing.assert_close(torch.exp(-2 * fused.log_std), precision)
     weights = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
-    masked = product_of_experts(experts, weights)
-    alone = product_of_experts([experts[0], experts[2]])
-    torch.testing.assert_close(masked.mean[0], alone.mean[0])
+    for weighting in ("authors", "textbook"):
+        masked = product_of_experts(experts, weights, weighting)
+        alone = product_of_experts([experts[0], experts[2]], weighting=weighting)
+        torch.testing.assert_close(masked.mean[0], alone.mean[0])
+
+
+def test_sampled_kl_is_the_log_density_difference_and_analytic_kl_its_mean():
+    q = Gaussian(torch.randn(4, 6), torch.randn(4, 6) * 0.2)
+    p = Gaussian(torch.randn(4, 6), torch.randn(4, 6) * 0.2)
+    z = q.sample(1.0)
+    normal_q = torch.distributions.Normal(q.mean, q.std)
+    normal_p = torch.distributions.Normal(p.mean, p.std)
+    expected = (normal_q.log_prob(z) - normal_p.log_prob(z)).sum(dim=1)
+    torch.testing.assert_close(sampled_kl(q, p, z), expected)
+    closed = torch.distributions.kl_divergence(normal_q, normal_p).sum(dim=1)
+    torch.testing.assert_close(kl_divergence(q, p), closed)
 
 
 def test_a_missing_modality_changes_nothing_but_its_absence():
@@ -125,32 +162,91 @@ def test_temperature_zero_is_deterministic_and_one_is_not():
     assert model(images, nothing, temperature=0.7).images.shape == (2, 4, 32, 32)  # prior only
 
 
-def test_input_subsets_of_the_mixture():
+def test_training_steps_of_the_mixture_and_the_other_modes():
     modalities = ("US", "T2", "ceT1", "FLAIR")
-    assert input_subsets((0, 1, 3), "all", modalities) == [(0, 1, 3)]
-    mixture = input_subsets((0, 1, 2, 3), "mixture", modalities)
-    assert mixture[0] == (0, 1, 2, 3) and (0,) in mixture and len(mixture) == 9  # all, iUS, 7 MR
-    assert all(0 not in s for s in mixture[2:])
-    assert input_subsets((1, 2), "unimodal", modalities) == [(1, 2), (1,), (2,)]
+    mixture = training_steps((0, 1, 2, 3), "mixture", modalities)
+    assert len(mixture) == 7  # one step per non-empty subset of the 3 MR sequences
+    assert all(step[0] == (0, 1, 2, 3) and step[1] == (0,) for step in mixture)
+    assert [step[2] for step in mixture[:3]] == [(1,), (2,), (3,)]
+    assert mixture[-1][2] == (1, 2, 3)
+    assert len(training_steps((0, 1, 3), "mixture", modalities)) == 3
+    assert training_steps((0,), "mixture", modalities) == []  # no MR: skipped
+    assert training_steps((0, 1, 3), "all", modalities) == [[(0, 1, 3)]]
+    assert training_steps((1, 2), "unimodal", modalities) == [[(1, 2), (1,), (2,)]]
+    assert training_steps((0, 1), "mixture", ("US", "T2")) == [[(0, 1), (0,), (1,)]]  # MHVAE
+    rng = random.Random(0)
+    drawn = training_steps((0, 1, 2, 3), "mixture", modalities, "random", rng)
+    assert len(drawn) == 1 and drawn[0][2] in [step[2] for step in mixture]
 
 
-def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
-    trainer = Trainer(
-        TINY, TrainingConfig(epochs=10, batch_slices=4, subsets="all"), [stack(2)], []
-    )
+@pytest.mark.parametrize(
+    "present, steps",
+    [
+        ((True, True, True, True), 7),
+        ((True, True, False, True), 3),
+        ((True, False, False, False), 0),
+    ],
+)
+def test_one_epoch_takes_one_optimiser_step_per_mr_subset(present, steps):
+    trainer = Trainer(TINY, TINY_TRAINING, [stack(7, present=present)], [])
+    calls = []
+    trainer.optimiser.register_step_post_hook(lambda *args: calls.append(1))
+    row = trainer.run_epoch()
+    assert row["steps"] == steps == len(calls)
+
+
+def test_step_loss_is_the_authors_sum_of_three_passes():
+    """The loss of one step, recomputed here from the raw outputs with the authors' formula."""
+    config = TrainingConfig(
+        epochs=10, batch_slices=4, kl_warmup_epochs=4, gan_start_epoch=3,
+        discriminator_start_epoch=3, optimiser_reset_epoch=None,
+    )  # fmt: skip
+    trainer = Trainer(TINY, config, [stack(2, present=(True, True, False, True))], [])
     batch = trainer.train.batch(0, np.random.default_rng(0), flip=False, start=0)
-    observed = torch.ones(4, 4, dtype=torch.bool)
+    passes = [(0, 1, 3), (0,), (1, 3)]
+    epoch = 3  # KL weight 3/4 of 1e-3, GAN on
+    twin = copy.deepcopy(trainer.model)
+    torch.manual_seed(11)
+    expected = 0.0
+    b, m, h, w = batch.images.shape
+    for index, subset in enumerate(passes):
+        observed = torch.zeros(b, m, dtype=torch.bool)
+        observed[:, list(subset)] = True
+        synthesis = twin(batch.images, observed, batch.fov, 1.0)
+        l1 = (
+            sum(
+                torch.nn.L1Loss()(synthesis.images[:, k], batch.images[:, k]) / 2 for k in (0, 1, 3)
+            )
+            / 3
+        )  # the present modalities: US, T2, FLAIR
+        kl = sum(level.sum() for level in synthesis.kl)
+        expected += float(l1 + 0.75e-3 * kl / (b * h * w * 4))  # KL / (16*192*192*4) at paper size
+        if index > 0:  # the GAN term of the iUS-alone and MR-subset passes, all four outputs
+            scores = [
+                d(synthesis.images[:, k : k + 1]) for k, d in enumerate(trainer.discriminators)
+            ]
+            gan = sum(torch.nn.MSELoss()(s, torch.ones_like(s)) for s in scores) / 4
+            expected += float(0.05 * gan)
+    torch.manual_seed(11)
+    losses = trainer.step(batch, passes, epoch)
+    assert losses.loss == pytest.approx(expected, rel=1e-5)
+    assert losses.gan_d > 0  # the discriminators trained after the step
 
-    def loss() -> float:
-        trainer.model.eval()
-        with torch.no_grad():
-            synthesis = trainer.model(batch.images, observed, batch.fov, temperature=0.0)
-        kl = sum(k.mean() for k in synthesis.kl) / (32 * 32)
-        return float(reconstruction_l1(synthesis.images, batch.images, batch.present) + 1e-3 * kl)
 
-    before = loss()
-    trainer.step(batch, epoch=0)
-    assert loss() < before
+def test_gan_discriminator_and_optimiser_schedules_follow_the_configured_epochs():
+    trainer = Trainer(TINY, TINY_TRAINING, [stack(8)], [])
+    optimisers = []
+    for _ in range(4):
+        trainer.run_epoch()
+        optimisers.append(trainer.optimiser)  # the one each epoch trained with
+    rows = trainer.history
+    assert [row["gan_d"] > 0 for row in rows] == [False, True, True, True]  # from epoch 2
+    assert [row["gan_g"] > 0 for row in rows] == [False, False, True, True]  # from epoch 3
+    assert optimisers[0] is not optimisers[1] and optimisers[1] is optimisers[3]  # reset at 2
+    lr0, lr_min = TINY_TRAINING.learning_rate, TINY_TRAINING.final_learning_rate
+    cosine = lr_min + (lr0 - lr_min) * (1 + math.cos(math.pi * 2 / 5)) / 2  # T_max epochs + 1
+    assert rows[0]["lr"] == pytest.approx(lr0) and rows[1]["lr"] == pytest.approx(cosine)
+    assert [row["kl_weight"] for row in rows] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3])
 
 
 def test_kill_and_resume_gives_the_same_weights(tmp_path):

@@ -98,6 +98,7 @@ class TranslatorTrainer:
             config.discriminator_channels,
             config.discriminator_layers,
             in_channels=len(config.inputs) + len(config.targets),
+            max_multiplier=8,
         ).to(self.device)
         betas = (0.5, 0.999)
         self.optimiser = torch.optim.Adam(
@@ -167,7 +168,8 @@ class TranslatorTrainer:
         self.d_optimiser.zero_grad(set_to_none=True)
         fake_pairs = torch.cat([inputs, outputs.detach()], 1)
         real_pairs = torch.cat([inputs, real], 1)
-        gan_d = lsgan_discriminator_loss(
+        # Pix2Pix halves the discriminator's loss to slow it relative to the generator
+        gan_d = 0.5 * lsgan_discriminator_loss(
             self.discriminator(real_pairs), self.discriminator(fake_pairs)
         )
         gan_d.backward()

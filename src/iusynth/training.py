@@ -1,19 +1,29 @@
-"""Training of MMHVAE and its variants: subsets, losses, schedule, checkpoints, resume.
+"""Training of MMHVAE and its variants: steps, losses, schedule, checkpoints, resume.
 
-One epoch takes, from every training volume in a shuffled order, one batch of contiguous
-axial slices (randomly flipped left-right). For each batch the input subsets are
-enumerated (or one is drawn) from the modalities the volume has:
+By default every detail follows the authors' training script. An epoch visits every
+training volume once, in a shuffled order; from each it takes one batch of contiguous
+axial slices (a random window, the volume flipped along its first array axis with
+probability 1/2). The modalities *present* are those acquired and not all background in
+the window. Each optimiser step sums the losses of several passes (input subsets):
 
-- ``all``: every available modality, nothing else;
-- ``mixture``: all available, iUS alone, and every non-empty subset of the available MR
-  sequences (MMHVAE's mixture of products of experts; for MHVAE's iUS + T2: both, iUS
-  alone, T2 alone);
-- ``unimodal``: all available and each single modality (MVAE's sub-sampled terms).
+- ``mixture`` (MMHVAE, MHVAE): one step per non-empty subset S of the present MR
+  sequences, each summing three passes: all present modalities, iUS alone, S (a volume
+  with 3 MR sequences gives 7 steps per epoch, one with no MR none);
+- ``all``: one step, one pass with every present modality;
+- ``unimodal`` (MVAE's sub-sampled terms, ours): one step: all present, then each alone.
 
-Loss per subset: L1 over the present modalities (missing ones are neither input nor
-target) + w_kl * KL (summed over levels, per pixel) with w_kl ramped linearly over the
-first epochs + w_gan * LSGAN on the modalities that were not input, from a given epoch.
-Adamax with a cosine schedule for the generator, Adam for the discriminators.
+``subset_sampling: random`` (ours, for short schedules) takes one step per volume: one
+random S (mixture) or one random single modality (unimodal).
+
+Loss of a pass: (mean |output - target| / 2) averaged over the present modalities;
+w_kl * KL / (batch x H x W x modalities), KL summed over batch and levels (a single-sample
+estimate, or closed form with ``kl: analytic``), w_kl ramped linearly over the first
+``kl_warmup_epochs``; from ``gan_start_epoch``, w_gan * the least-squares GAN term of
+every output modality (averaged), on every pass but the first. The discriminators (one
+per modality) train after each step from ``discriminator_start_epoch``: real present
+images against the outputs of the passes that did not take that modality as input.
+Adamax with cosine decay (re-created at ``optimiser_reset_epoch``), Adam for the
+discriminators. Epoch numbers in the settings count from 1, as the authors' do.
 
 A checkpoint (weights, optimisers, schedule, random states, loss history) is written
 atomically every N epochs; a killed run resumes from it and ends with the same weights
@@ -27,6 +37,7 @@ import itertools
 import logging
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +50,6 @@ from torch import nn
 from iusynth.fileio import atomic_path
 from iusynth.model.discriminator import (
     PatchDiscriminator,
-    lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
 from iusynth.model.network import MMHVAE, ModelConfig
@@ -48,8 +58,10 @@ from iusynth.slices import SliceStack, load_slices
 log = logging.getLogger(__name__)
 
 SUBSET_MODES = ("all", "mixture", "unimodal")
+ANCHOR = "US"  # the modality every mixture step also translates from alone
 LOSS_COLUMNS = (
     "epoch",
+    "steps",
     "loss",
     "l1",
     "kl",
@@ -64,7 +76,7 @@ LOSS_COLUMNS = (
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The optimisation of one model (see the module docstring)."""
+    """The optimisation of one model (see the module docstring; epochs count from 1)."""
 
     epochs: int = 1000
     batch_slices: int = 16
@@ -75,6 +87,8 @@ class TrainingConfig:
     kl_warmup_epochs: int = 50
     gan_weight: float = 0.05
     gan_start_epoch: int | None = 800
+    discriminator_start_epoch: int | None = 790
+    optimiser_reset_epoch: int | None = 780
     subsets: str = "mixture"
     subset_sampling: str = "enumerate"
     complete_pairs: bool = False  # train only on volumes with every modality of the model
@@ -91,6 +105,15 @@ class TrainingConfig:
             )
         if self.subset_sampling not in ("enumerate", "random"):
             raise ValueError("training: subset_sampling must be 'enumerate' or 'random'")
+        if self.gan_start_epoch is not None and (
+            self.discriminator_start_epoch is None
+            or self.discriminator_start_epoch > self.gan_start_epoch
+        ):
+            raise ValueError(
+                "training: discriminator_start_epoch must be set and <= gan_start_epoch "
+                f"(got {self.discriminator_start_epoch} and {self.gan_start_epoch}): the "
+                "generator's GAN term needs a discriminator that is training"
+            )
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainingConfig:
@@ -101,35 +124,59 @@ class TrainingConfig:
         return cls(**section)
 
     def kl_weight_at(self, epoch: int) -> float:
-        """The KL weight of an epoch (0-based): a linear ramp, then constant."""
+        """The KL weight of an epoch (from 1): a linear ramp, then constant."""
         if self.kl_warmup_epochs <= 0:
             return self.kl_weight
-        return self.kl_weight * min(1.0, (epoch + 1) / self.kl_warmup_epochs)
+        return self.kl_weight * min(1.0, epoch / self.kl_warmup_epochs)
 
     def gan_on(self, epoch: int) -> bool:
-        """Whether the adversarial terms are active at an epoch (0-based)."""
+        """Whether the generator's adversarial term is active at an epoch (from 1)."""
         return self.gan_start_epoch is not None and epoch >= self.gan_start_epoch
 
+    def discriminator_on(self, epoch: int) -> bool:
+        """Whether the discriminators train at an epoch (from 1)."""
+        return (
+            self.gan_start_epoch is not None
+            and self.discriminator_start_epoch is not None
+            and epoch >= self.discriminator_start_epoch
+        )
 
-def input_subsets(
-    available: tuple[int, ...], mode: str, modalities: tuple[str, ...]
-) -> list[tuple[int, ...]]:
-    """The input subsets (modality indices) trained for a volume with ``available`` modalities."""
-    subsets = [tuple(available)]
-    if mode == "mixture":
-        us = modalities.index("US") if "US" in modalities else None
-        if us is not None and us in available:
-            subsets.append((us,))
-        mr = [index for index in available if index != us]
-        for size in range(1, len(mr) + 1):
-            subsets += list(itertools.combinations(mr, size))
-    elif mode == "unimodal":
-        subsets += [(index,) for index in available]
-    unique = []
-    for subset in subsets:
-        if subset and subset not in unique:
-            unique.append(subset)
-    return unique
+
+Subset = tuple[int, ...]
+
+
+def training_steps(
+    present: Subset,
+    mode: str,
+    modalities: tuple[str, ...],
+    sampling: str = "enumerate",
+    rng: random.Random | None = None,
+) -> list[list[Subset]]:
+    """The optimiser steps of one batch: each a list of passes (input modality indices).
+
+    ``present``: the indices of the modalities present in the batch, in order.
+    """
+    if not present:
+        return []
+    everything = tuple(present)
+    if mode == "all":
+        return [[everything]]
+    if mode == "unimodal":
+        singles = [(m,) for m in present]
+        if sampling == "random":
+            singles = [singles[rng.randrange(len(singles))]]
+        return [[everything, *singles]]
+    anchor = modalities.index(ANCHOR) if ANCHOR in modalities else None
+    others = [m for m in present if m != anchor]
+    subsets = [
+        combo
+        for size in range(1, len(others) + 1)
+        for combo in itertools.combinations(others, size)
+    ]
+    if sampling == "random" and subsets:
+        subsets = [subsets[rng.randrange(len(subsets))]]
+    alone = [(anchor,)] if anchor in present else []
+    return [[everything, *alone, subset] for subset in subsets]
 
 
 def select_device(name: str) -> torch.device:
@@ -141,7 +188,10 @@ def select_device(name: str) -> torch.device:
 
 @dataclass
 class Batch:
-    """Slices of one volume: images (B x M x H x W), fov (B x H x W), present (M,)."""
+    """Slices of one volume: images (B x M x H x W), fov (B x H x W), present (M,).
+
+    ``present``: acquired, and not all background in these slices.
+    """
 
     images: torch.Tensor
     fov: torch.Tensor
@@ -165,18 +215,22 @@ class SliceSampler:
     def batch(
         self, index: int, rng: np.random.Generator, flip: bool = True, start: int | None = None
     ) -> Batch:
-        """One batch from volume ``index`` (random start and flip unless given)."""
+        """One batch from volume ``index`` (random window and flip unless given).
+
+        The window starts in [0, slices - size - 1), the authors' draw; the flip reverses
+        the rows (the volume's first array axis).
+        """
         stack = self.stacks[index]
         count = stack.images.shape[0]
         size = min(self.batch_slices, count)
         if start is None:
-            start = int(rng.integers(0, count - size + 1))
+            start = int(rng.integers(0, max(count - size - 1, 1)))
         channels = self.channels[index]
         images = np.asarray(stack.images[start : start + size][:, channels], dtype=np.float32)
         fov = np.array(stack.fov[start : start + size], dtype=bool)
         if flip and rng.random() < 0.5:
-            images, fov = images[..., ::-1], fov[..., ::-1]
-        present = stack.present[channels]
+            images, fov = images[..., ::-1, :], fov[..., ::-1, :]
+        present = stack.present[channels] & (images > -1).any(axis=(0, 2, 3))
         return Batch(
             torch.from_numpy(np.ascontiguousarray(images)),
             torch.from_numpy(np.ascontiguousarray(fov)),
@@ -187,15 +241,15 @@ class SliceSampler:
 def reconstruction_l1(
     outputs: torch.Tensor, targets: torch.Tensor, present: torch.Tensor
 ) -> torch.Tensor:
-    """Mean absolute error over the present modalities (each modality weighs the same)."""
-    per_modality = (outputs - targets).abs().flatten(2).mean(dim=2).mean(dim=0)
+    """(Mean absolute error) / 2, averaged over the present modalities (the authors' L1)."""
+    per_modality = (outputs - targets).abs().mean(dim=(0, 2, 3)) / 2
     weights = present.to(per_modality.dtype)
     return (per_modality * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 @dataclass
 class StepLosses:
-    """Loss terms of one batch, averaged over its subsets."""
+    """Loss terms of one optimiser step (summed over its passes)."""
 
     loss: float
     l1: float
@@ -227,14 +281,9 @@ class Trainer:
             )
             for _ in model_config.modalities
         ).to(self.device)
-        self.optimiser = torch.optim.Adamax(self.model.parameters(), lr=training.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimiser, T_max=max(training.epochs, 1), eta_min=training.final_learning_rate
-        )
+        self._new_optimiser(completed_epochs=0, t_max=training.epochs)
         self.d_optimiser = torch.optim.Adam(
-            self.discriminators.parameters(),
-            lr=training.discriminator_learning_rate,
-            betas=(0.5, 0.999),
+            self.discriminators.parameters(), lr=training.discriminator_learning_rate
         )
         self.train = SliceSampler(train_stacks, model_config.modalities, training.batch_slices)
         self.val = (
@@ -245,77 +294,107 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
 
+    def _new_optimiser(self, completed_epochs: int, t_max: int) -> None:
+        """Adamax with a cosine schedule over ``t_max`` epochs, advanced to an epoch."""
+        training = self.training
+        self.optimiser = torch.optim.Adamax(self.model.parameters(), lr=training.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimiser, T_max=max(t_max, 1), eta_min=training.final_learning_rate
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # stepping before any optimiser step
+            for _ in range(completed_epochs):
+                self.scheduler.step()
+
     def _autocast(self) -> Any:
         """bf16 autocast when asked for, else a no-op context."""
         return torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.training.bf16
         )
 
-    def _subsets(self, present: torch.Tensor) -> list[tuple[int, ...]]:
-        available = tuple(int(i) for i in torch.nonzero(present).flatten())
-        subsets = input_subsets(available, self.training.subsets, self.model_config.modalities)
-        if self.training.subset_sampling == "random":
-            return [subsets[self.python_rng.randrange(len(subsets))]]
-        return subsets
+    def _observed(self, subset: Subset, batch: int) -> torch.Tensor:
+        observed = torch.zeros(
+            batch, len(self.model_config.modalities), dtype=torch.bool, device=self.device
+        )
+        observed[:, list(subset)] = True
+        return observed
 
-    def step(self, batch: Batch, epoch: int) -> StepLosses:
-        """One optimisation step on one batch (all its subsets)."""
+    def _gan_term(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The generator's LSGAN term over every output modality (averaged)."""
+        terms = [
+            lsgan_generator_loss(discriminator(outputs[:, m : m + 1]))
+            for m, discriminator in enumerate(self.discriminators)
+        ]
+        return torch.stack(terms).mean()
+
+    def step(self, batch: Batch, passes: list[Subset], epoch: int) -> StepLosses:
+        """One optimiser step: the summed losses of ``passes``; then the discriminators'."""
         training = self.training
         images = batch.images.to(self.device)
         fov = batch.fov.to(self.device)
         present = batch.present.to(self.device)
-        n_batch, n_mod = images.shape[:2]
-        pixels = images.shape[2] * images.shape[3]
+        n_batch, n_mod, height, width = images.shape
+        voxels = n_batch * height * width * n_mod
         gan = training.gan_on(epoch)
         kl_weight = training.kl_weight_at(epoch)
-        subsets = self._subsets(batch.present)
         self.model.train()
         self.optimiser.zero_grad(set_to_none=True)
-        totals = np.zeros(4)
-        fakes = []
-        for subset in subsets:
-            observed = torch.zeros(n_batch, n_mod, dtype=torch.bool, device=self.device)
-            observed[:, list(subset)] = True
+        loss = l1 = kl = gan_g = torch.zeros((), device=self.device)
+        outputs_by_pass = []
+        for index, subset in enumerate(passes):
             with self._autocast():
-                synthesis = self.model(images, observed, fov, training.temperature)
+                synthesis = self.model(
+                    images, self._observed(subset, n_batch), fov, training.temperature
+                )
                 outputs = synthesis.images.float()
-                l1 = reconstruction_l1(outputs, images, present)
-                kl = sum(level.mean() for level in synthesis.kl) / pixels
-                loss = l1 + kl_weight * kl
-                gan_g = torch.zeros((), device=self.device)
-                if gan:
-                    targets = [m for m in range(n_mod) if bool(present[m]) and m not in subset]
-                    for m in targets:
-                        gan_g = gan_g + lsgan_generator_loss(
-                            self.discriminators[m](outputs[:, m : m + 1])
-                        )
-                        fakes.append((m, outputs[:, m : m + 1].detach()))
-                    loss = loss + training.gan_weight * gan_g / max(len(targets), 1)
-            (loss / len(subsets)).backward()
-            totals += [
-                float(loss.detach()),
-                float(l1.detach()),
-                float(kl.detach()),
-                float(gan_g.detach()),
-            ]
+                pass_l1 = reconstruction_l1(outputs, images, present)
+                pass_kl = torch.stack([level.sum() for level in synthesis.kl]).sum()
+                term = pass_l1 + kl_weight * pass_kl / voxels
+                if gan and index > 0:
+                    pass_gan = training.temperature * self._gan_term(outputs)
+                    term = term + training.gan_weight * pass_gan
+                    gan_g = gan_g + pass_gan.detach()
+            loss, l1, kl = loss + term, l1 + pass_l1.detach(), kl + pass_kl.detach()
+            outputs_by_pass.append(outputs.detach())
+        loss.backward()
         self.optimiser.step()
         gan_d = 0.0
-        if fakes:
-            self.d_optimiser.zero_grad(set_to_none=True)
-            d_loss = torch.zeros((), device=self.device)
-            for m, fake in fakes:
-                with self._autocast():
-                    real = self.discriminators[m](images[:, m : m + 1])
-                    d_loss = d_loss + lsgan_discriminator_loss(real, self.discriminators[m](fake))
-            (d_loss / len(fakes)).backward()
-            self.d_optimiser.step()
-            gan_d = float(d_loss.detach()) / len(fakes)
-        totals /= len(subsets)
-        return StepLosses(*totals[:3], gan_g=float(totals[3]), gan_d=gan_d)
+        if training.discriminator_on(epoch):
+            gan_d = self._train_discriminators(images, present, passes, outputs_by_pass)
+        return StepLosses(float(loss.detach()), float(l1), float(kl), float(gan_g), gan_d)
+
+    def _train_discriminators(
+        self,
+        images: torch.Tensor,
+        present: torch.Tensor,
+        passes: list[Subset],
+        outputs_by_pass: list[torch.Tensor],
+    ) -> float:
+        """Real present images vs the outputs of passes without that modality as input."""
+        real_terms, fake_terms = [], []
+        with self._autocast():
+            for m in torch.nonzero(present).flatten().tolist():
+                discriminator = self.discriminators[m]
+                real = discriminator(images[:, m : m + 1])
+                real_terms.append(((real - 1.0) ** 2).mean())
+                fakes = [
+                    out[:, m : m + 1]
+                    for out, s in zip(outputs_by_pass, passes, strict=True)
+                    if m not in s
+                ]
+                if fakes:
+                    fake_terms.append((discriminator(torch.cat(fakes)) ** 2).mean())
+        if not fake_terms:
+            return 0.0
+        d_loss = torch.stack(real_terms).mean() + torch.stack(fake_terms).mean()
+        self.d_optimiser.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimiser.step()
+        return float(d_loss.detach())
 
     @torch.no_grad()
     def validate(self) -> float:
-        """L1 with every available modality in, temperature 0, on central validation batches."""
+        """L1 with every present modality in, temperature 0, on central validation batches."""
         if self.val is None:
             return float("nan")
         self.model.eval()
@@ -325,40 +404,51 @@ class Trainer:
             count = stack.images.shape[0]
             start = max(0, (count - self.val.batch_slices) // 2)
             batch = self.val.batch(index, rng, flip=False, start=start)
-            observed = batch.present.unsqueeze(0).expand(batch.images.shape[0], -1).to(self.device)
+            images = batch.images.to(self.device)
+            present = batch.present.to(self.device)
+            observed = present.unsqueeze(0).expand(images.shape[0], -1)
             with self._autocast():
-                outputs = self.model(
-                    batch.images.to(self.device), observed, batch.fov.to(self.device), 0.0
-                ).images.float()
-            errors.append(
-                float(
-                    reconstruction_l1(
-                        outputs, batch.images.to(self.device), batch.present.to(self.device)
-                    )
-                )
-            )
+                outputs = self.model(images, observed, batch.fov.to(self.device), 0.0)
+            errors.append(float(reconstruction_l1(outputs.images.float(), images, present)))
         return float(np.mean(errors))
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch; return its row of the loss history."""
         start = time.perf_counter()
-        epoch = self.epoch
+        training = self.training
+        epoch = self.epoch + 1
+        if epoch == training.optimiser_reset_epoch:
+            log.info("epoch %d: optimiser and schedule re-created", epoch)
+            self._new_optimiser(completed_epochs=epoch, t_max=training.epochs + 1)
+        lr = self.optimiser.param_groups[0]["lr"]
         order = self.rng.permutation(len(self.train.stacks))
-        steps = [self.step(self.train.batch(int(i), self.rng), epoch) for i in order]
+        steps = []
+        for i in order:
+            batch = self.train.batch(int(i), self.rng)
+            present = tuple(int(m) for m in torch.nonzero(batch.present).flatten())
+            for passes in training_steps(
+                present,
+                training.subsets,
+                self.model_config.modalities,
+                training.subset_sampling,
+                self.python_rng,
+            ):
+                steps.append(self.step(batch, passes, epoch))
         self.scheduler.step()
+
+        def mean(name: str) -> float:
+            return float(np.mean([getattr(s, name) for s in steps])) if steps else float("nan")
+
         row = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean([s.loss for s in steps])),
-            "l1": float(np.mean([s.l1 for s in steps])),
-            "kl": float(np.mean([s.kl for s in steps])),
-            "kl_weight": self.training.kl_weight_at(epoch),
-            "gan_g": float(np.mean([s.gan_g for s in steps])),
-            "gan_d": float(np.mean([s.gan_d for s in steps])),
-            "lr": self.optimiser.param_groups[0]["lr"],
+            "epoch": epoch,
+            "steps": len(steps),
+            **{name: mean(name) for name in ("loss", "l1", "kl", "gan_g", "gan_d")},
+            "kl_weight": training.kl_weight_at(epoch),
+            "lr": lr,
             "val_l1": float("nan"),
             "seconds": 0.0,
         }
-        self.epoch += 1
+        self.epoch = epoch
         if self.checkpoint_due():
             row["val_l1"] = self.validate()
         row["seconds"] = time.perf_counter() - start

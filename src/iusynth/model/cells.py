@@ -1,4 +1,8 @@
-"""Building blocks of the encoders, decoder and heads (NVAE-style cells)."""
+"""Building blocks of the encoders, decoder and heads (NVAE-style cells).
+
+Every instance norm is a plain one (no affine parameters, no running statistics), as in
+the authors' MMHVAE; squeeze-excitation gates are two linear layers on the channel means.
+"""
 
 from __future__ import annotations
 
@@ -13,27 +17,26 @@ def soft_clamp(x: torch.Tensor, bound: float = 10.0) -> torch.Tensor:
 
 
 def norm(channels: int) -> nn.Module:
-    """Instance normalisation with learned affine parameters."""
-    return nn.InstanceNorm2d(channels, affine=True)
+    """Instance normalisation without affine parameters."""
+    return nn.InstanceNorm2d(channels)
 
 
 class SqueezeExcitation(nn.Module):
-    """Channel attention: global pooling, bottleneck MLP, sigmoid gate."""
+    """Channel attention: channel means, a bottleneck MLP (max(C / 16, 4)), sigmoid gate."""
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 4)
+        hidden = max(channels // 16, 4)
         self.gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, hidden, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
+            nn.Linear(channels, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, channels),
             nn.Sigmoid(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reweight the channels of ``x``."""
-        return x * self.gate(x)
+        return x * self.gate(x.mean(dim=(2, 3)))[:, :, None, None]
 
 
 class EncoderResidualBlock(nn.Module):
@@ -57,7 +60,7 @@ class EncoderResidualBlock(nn.Module):
 
 
 class DecoderCell(nn.Module):
-    """NVAE-style cell: IN, 3x3 expand (x6), IN, SiLU, depthwise 5x5, IN, SiLU, SE, 1x1 back."""
+    """NVAE-style cell: IN, 3x3 expand, IN, SiLU, depthwise 5x5, IN, SiLU, SE, 1x1 back."""
 
     def __init__(self, channels: int, expand: int = 6) -> None:
         super().__init__()
@@ -80,11 +83,11 @@ class DecoderCell(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Bilinear x2, then a 3x3 convolution to the next stage's width."""
+    """Bilinear x2, then a 3x3 convolution (no bias) to the next stage's width."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Double the resolution of ``x``."""
@@ -92,12 +95,38 @@ class Upsample(nn.Module):
         return self.conv(x)
 
 
+class ConvStack(nn.Module):
+    """IN, SiLU, conv3x3, IN, SiLU, conv3x3, SE, then a weight-normed 1x1 (no bias).
+
+    The posterior networks (``in`` = decoder features + a modality's skip, ``out`` = mean
+    and log-std) and the deterministic stages of the L = 1 network (``out`` = the state)
+    share this shape.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            norm(in_channels),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, hidden, 3, padding=1),
+            norm(hidden),
+            nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            SqueezeExcitation(hidden),
+        )
+        self.out = weight_norm(nn.Conv2d(hidden, out_channels, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output map."""
+        return self.out(self.body(x))
+
+
 class GaussianHead(nn.Module):
-    """A weight-normed 1x1 convolution to (mean, log-std), the log-std soft-clamped."""
+    """A weight-normed 1x1 convolution (no bias) to (mean, log-std), both soft-clamped."""
 
     def __init__(self, in_channels: int, latent_channels: int) -> None:
         super().__init__()
-        self.conv = weight_norm(nn.Conv2d(in_channels, 2 * latent_channels, 1))
+        self.conv = weight_norm(nn.Conv2d(in_channels, 2 * latent_channels, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std maps."""
@@ -106,15 +135,15 @@ class GaussianHead(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    """Plain ResNet block of the output heads: conv3x3, IN, ReLU, conv3x3, IN, plus input."""
+    """ResNet block of the output heads: reflect-padded conv3x3, IN, ReLU, conv3x3, IN, + x."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
             norm(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
             norm(channels),
         )
 

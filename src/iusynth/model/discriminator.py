@@ -1,7 +1,9 @@
 """PatchGAN discriminators and the least-squares GAN losses.
 
-MMHVAE has one unconditional discriminator per modality (1 channel in); the Pix2Pix and
-MM-GAN baselines use a conditional one that sees the inputs beside the outputs.
+MMHVAE has one unconditional discriminator per modality (1 channel in), the authors'
+``NLayerDiscriminator(n_layers=6, ndf=64)``; the Pix2Pix and MM-GAN baselines use a
+conditional one that sees the inputs beside the outputs (Pix2Pix: 3 layers, widths up to
+8 x 64).
 """
 
 from __future__ import annotations
@@ -11,26 +13,31 @@ from torch import nn
 
 
 class PatchDiscriminator(nn.Module):
-    """Strided 4x4 convolutions with IN and LeakyReLU(0.2), ending in a 1-channel patch map."""
+    """PatchGAN: ``layers`` strided 4x4 convolutions, a stride-1 one, a 1-channel 4x4 map.
+
+    Widths ``channels`` x 1, 2, 4, ... capped at ``max_multiplier``; instance norms
+    without affine parameters after every convolution but the first and the last;
+    LeakyReLU(0.2). At 192 x 192 with 6 layers the output is 1 x 1.
+    """
 
     def __init__(
-        self, channels: int = 64, layers: int = 6, max_channels: int = 256, in_channels: int = 1
+        self, channels: int = 64, layers: int = 6, in_channels: int = 1, max_multiplier: int = 4
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = [
             nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2, inplace=True),
+            nn.LeakyReLU(0.2),
         ]
         width = channels
-        for _ in range(layers - 1):
-            out = min(width * 2, max_channels)
+        for n in range(1, layers + 1):
+            out = channels * min(2**n, max_multiplier)
             blocks += [
-                nn.Conv2d(width, out, 4, stride=2, padding=1),
-                nn.InstanceNorm2d(out, affine=True),
-                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(width, out, 4, stride=2 if n < layers else 1, padding=1),
+                nn.InstanceNorm2d(out),
+                nn.LeakyReLU(0.2),
             ]
             width = out
-        blocks.append(nn.Conv2d(width, 1, 3, padding=1))
+        blocks.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
         self.body = nn.Sequential(*blocks)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -39,10 +46,10 @@ class PatchDiscriminator(nn.Module):
 
 
 def lsgan_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Least-squares loss of the discriminator: real -> 1, fake -> 0."""
-    return 0.5 * (((real - 1.0) ** 2).mean() + (fake**2).mean())
+    """Least-squares loss of the discriminator: MSE(real, 1) + MSE(fake, 0)."""
+    return ((real - 1.0) ** 2).mean() + (fake**2).mean()
 
 
 def lsgan_generator_loss(fake: torch.Tensor) -> torch.Tensor:
-    """Least-squares loss of the generator: fake -> 1."""
+    """Least-squares loss of the generator: MSE(fake, 1)."""
     return ((fake - 1.0) ** 2).mean()

@@ -1,17 +1,31 @@
 """The generator of MMHVAE: encoders, a top-down decoder with fused posteriors, heads.
 
-Per-modality encoders, a shared top-down decoder with priors and posterior experts
-fused at every latent level, and one output head per modality.
+Per-modality encoders, a shared top-down decoder with a prior and posterior experts
+fused at every latent level, and one output head per modality, computed as the
+authors' ``MHVAE2D`` does (``load_authors_checkpoint`` loads their weights into it):
 
-The posterior expert network of a level is shared by the modalities (each modality's
-skip makes its expert); the sampled latent map is the decoder's state, upsampled to the
-next level. Latent widths are half the feature widths.
+- the top latent is a vector of ``2 * max_channels`` from a weight-normed linear layer on
+  each given modality's coarsest features (shared by the modalities), decoded by another
+  into a ``max_channels`` map;
+- each spatial stage upsamples the state (bilinear x2, conv3x3), runs a decoder cell,
+  takes the prior from the features and, per given modality, a posterior expert from the
+  features and that modality's skip (one network shared by the modalities); the fused
+  Gaussian's sample, half the stage's width, is the state passed on;
+- the heads turn the finest latent into each modality (tanh), masked by ``first given
+  modality > -1`` (order of ``modalities``).
 
 With the paper's settings (192 x 192, base width 16, widths capped at 128, six
 poolings) the seven latent levels are a 256-d vector at the top (from the 128 x 3 x 3
 features) and maps of 64 @ 6x6, 64 @ 12x12, 64 @ 24x24, 32 @ 48x48, 16 @ 96x96 and
-8 @ 192x192. With ``latent_levels`` L < 7 only the L coarsest levels are stochastic;
-finer stages decode deterministically (our reading of the paper's depth ablation).
+8 @ 192x192.
+
+``latent_levels`` L = 1 is the authors' non-hierarchical network (``MVAE2D``): only the
+top latent is stochastic and every stage ends in a deterministic block of the posterior
+network's shape instead of a latent. 1 < L < 7 (the paper's depth ablation, absent from
+the authors' code) is our reading: the L - 1 coarsest stages are stochastic, the finer
+ones deterministic as in the L = 1 network. The fusions ``average`` and ``concat``
+(zero-filled concatenation of the skips into one expert) are our reading of the paper's
+fusion ablation.
 """
 
 from __future__ import annotations
@@ -21,31 +35,40 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
+from iusynth.layout import MODALITIES
 from iusynth.model.cells import (
+    ConvStack,
     DecoderCell,
     EncoderResidualBlock,
     GaussianHead,
     ResnetBlock,
-    SqueezeExcitation,
     Upsample,
     norm,
     soft_clamp,
 )
 from iusynth.model.fusion import (
+    KL_ESTIMATORS,
+    POE_WEIGHTINGS,
     Gaussian,
     average_of_experts,
     kl_divergence,
     product_of_experts,
+    sampled_kl,
 )
 
-MODALITIES: tuple[str, ...] = ("US", "T2", "ceT1", "FLAIR")
 FUSIONS = ("poe", "average", "concat")
+OUTPUT_MASKS = ("first_input", "fov")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the generator (and its discriminators)."""
+    """Architecture of the generator (and its discriminators).
+
+    ``poe``, ``kl`` and ``output_mask`` default to the authors' behaviour; the other
+    values are our alternatives (see the README's list of deviations).
+    """
 
     modalities: tuple[str, ...] = MODALITIES
     image_size: int = 192
@@ -53,11 +76,13 @@ class ModelConfig:
     max_channels: int = 128
     downsamplings: int = 6
     latent_levels: int = 7
-    top_latent: int = 256
-    head_channels: int = 16
+    head_channels: int = 8
     expand: int = 6
     head_blocks: int = 6
     fusion: str = "poe"
+    poe: str = "authors"
+    kl: str = "sampled"
+    output_mask: str = "first_input"
     discriminator_channels: int = 64
     discriminator_layers: int = 6
 
@@ -72,8 +97,17 @@ class ModelConfig:
                 f"model: latent_levels must be in 1..{self.downsamplings + 1}, "
                 f"not {self.latent_levels}"
             )
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"model: fusion must be one of {FUSIONS}, not {self.fusion!r}")
+        for key, value, allowed in (
+            ("fusion", self.fusion, FUSIONS),
+            ("poe", self.poe, POE_WEIGHTINGS),
+            ("kl", self.kl, KL_ESTIMATORS),
+            ("output_mask", self.output_mask, OUTPUT_MASKS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"model: {key} must be one of {allowed}, not {value!r}")
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities:
+            raise ValueError(f"model: modalities {list(self.modalities)} not among {MODALITIES}")
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> ModelConfig:
@@ -92,14 +126,17 @@ class ModelConfig:
         return min(self.base_channels * 2**stage, self.max_channels)
 
     def latent_channels(self, stage: int) -> int:
-        """Latent width of a spatial stage (half its feature width)."""
+        """Width of the state leaving a spatial stage (its latent): half its feature width."""
         return self.channels(stage) // 2
 
     def state_channels(self, stage: int) -> int:
-        """Width of the decoder state leaving a stage: its latent, or its features."""
-        if stage == self.downsamplings:
-            return self.channels(stage)
-        return self.latent_channels(stage) if self.stochastic(stage) else self.channels(stage)
+        """Width of the state entering the stage below ``stage`` (the top: max_channels)."""
+        return self.max_channels if stage == self.downsamplings else self.latent_channels(stage)
+
+    @property
+    def top_latent(self) -> int:
+        """Size of the top latent vector: twice ``max_channels`` (the authors' rule)."""
+        return 2 * self.max_channels
 
     @property
     def top_size(self) -> int:
@@ -112,7 +149,7 @@ class ModelConfig:
 
 
 class Encoder(nn.Module):
-    """One modality's encoder: a feature map per stage (the skips), finest first."""
+    """One modality's encoder: the skips of stages 0..depth-1 and the top features."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -126,63 +163,56 @@ class Encoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Skips of stages 0..downsamplings for a batch of 1-channel images."""
+        """Feature maps of stages 0..depth (finest first) for a batch of 1-channel images."""
         x = self.stem(image)
-        skips = []
+        features = []
         for stage, block in enumerate(self.blocks):
             x = block(x)
-            skips.append(x)
+            features.append(x)
             if stage < len(self.downs):
                 x = self.downs[stage](x)
-        return skips
+        return features
 
 
 class PosteriorExpert(nn.Module):
-    """One modality's expert at one spatial level: (decoder features, skip) -> Gaussian."""
+    """The expert network of one level: (decoder features, a skip) -> Gaussian."""
 
-    def __init__(self, channels: int, skip_channels: int, latent_channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, latent_channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            norm(channels + skip_channels),
-            nn.SiLU(),
-            nn.Conv2d(channels + skip_channels, channels, 3, padding=1),
-            norm(channels),
-            nn.SiLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            SqueezeExcitation(channels),
-        )
-        self.head = GaussianHead(channels, latent_channels)
+        self.net = ConvStack(in_channels, channels, 2 * latent_channels)
 
-    def forward(self, features: torch.Tensor, skip: torch.Tensor) -> Gaussian:
-        """The expert's Gaussian."""
-        return Gaussian(*self.head(self.body(torch.cat([features, skip], dim=1))))
+    def forward(self, features_and_skip: torch.Tensor) -> Gaussian:
+        """The expert's Gaussian from the concatenated features and skip."""
+        mean, log_std = self.net(features_and_skip).chunk(2, dim=1)
+        return Gaussian(soft_clamp(mean), soft_clamp(log_std))
 
 
 class TopExpert(nn.Module):
-    """One modality's expert for the top vector latent, from its coarsest features."""
+    """The expert of the top vector latent, from a modality's coarsest features."""
 
-    def __init__(self, channels: int, size: int, latent: int) -> None:
+    def __init__(self, in_features: int, latent: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(channels * size * size, 2 * latent)
+        self.linear = weight_norm(nn.Linear(in_features, 2 * latent))
 
-    def forward(self, skip: torch.Tensor) -> Gaussian:
+    def forward(self, features: torch.Tensor) -> Gaussian:
         """The expert's Gaussian."""
-        mean, log_std = self.linear(skip.flatten(1)).chunk(2, dim=1)
+        mean, log_std = self.linear(features.flatten(1)).chunk(2, dim=1)
         return Gaussian(soft_clamp(mean), soft_clamp(log_std))
 
 
 class OutputHead(nn.Module):
-    """conv3x3 to the head width, ResNet blocks, conv7x7, IN, LeakyReLU, conv7x7, tanh."""
+    """[1x1 to the head width], ResNet blocks, conv7x7, IN, LeakyReLU, conv7x7, tanh."""
 
     def __init__(self, in_channels: int, channels: int, blocks: int) -> None:
         super().__init__()
+        reduce = [] if in_channels == channels else [nn.Conv2d(in_channels, channels, 1)]
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1),
+            *reduce,
             *(ResnetBlock(channels) for _ in range(blocks)),
-            nn.Conv2d(channels, channels, 7, padding=3),
+            nn.Conv2d(channels, channels, 7, padding=3, padding_mode="reflect"),
             norm(channels),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(channels, 1, 7, padding=3),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 1, 7, padding=3, padding_mode="reflect"),
             nn.Tanh(),
         )
 
@@ -208,11 +238,13 @@ class MMHVAE(nn.Module):
         self.config = config
         n = len(config.modalities)
         depth = config.downsamplings
-        concat = config.fusion == "concat"
+        fan_in = n if config.fusion == "concat" else 1
         top_c, top_s = config.channels(depth), config.top_size
         self.encoders = nn.ModuleList(Encoder(config) for _ in range(n))
-        self.top_expert = TopExpert(top_c * (n if concat else 1), top_s, config.top_latent)
-        self.top_decode = nn.Linear(config.top_latent, top_c * top_s * top_s)
+        self.top_expert = TopExpert(fan_in * top_c * top_s * top_s, config.top_latent)
+        self.top_decode = weight_norm(
+            nn.Linear(config.top_latent, config.max_channels * top_s * top_s)
+        )
         self.ups = nn.ModuleList(
             Upsample(config.state_channels(s + 1), config.channels(s)) for s in range(depth)
         )
@@ -221,58 +253,81 @@ class MMHVAE(nn.Module):
         )
         self.priors = nn.ModuleDict()
         self.experts = nn.ModuleDict()
+        self.deterministic = nn.ModuleDict()
         for stage in range(depth):
+            c, zc = config.channels(stage), config.latent_channels(stage)
             if config.stochastic(stage):
-                c, zc = config.channels(stage), config.latent_channels(stage)
                 self.priors[str(stage)] = GaussianHead(c, zc)
-                self.experts[str(stage)] = PosteriorExpert(c, c * (n if concat else 1), zc)
+                self.experts[str(stage)] = PosteriorExpert(c + fan_in * c, c, zc)
+            else:
+                self.deterministic[str(stage)] = ConvStack(c, c, zc)
         self.heads = nn.ModuleList(
-            OutputHead(config.state_channels(0), config.head_channels, config.head_blocks)
+            OutputHead(config.latent_channels(0), config.head_channels, config.head_blocks)
             for _ in range(n)
         )
 
     def _fuse(self, experts: list[Gaussian], prior: Gaussian, observed: torch.Tensor) -> Gaussian:
-        """The posterior at one level from the observed experts (and the prior)."""
+        """The posterior at one level from the experts of the active modalities (and prior)."""
         fusion = self.config.fusion
         if fusion == "poe":
             ones = torch.ones_like(observed[:, :1])
             weights = torch.cat([ones, observed], dim=1).t()
-            return product_of_experts([prior, *experts], weights)
+            return product_of_experts([prior, *experts], weights, self.config.poe)
         if fusion == "average":
             return average_of_experts(experts, observed.t(), prior)
         return experts[0]
 
-    def _skips(self, images: torch.Tensor, observed: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per modality, its encoder skips (zeros for an unobserved modality)."""
-        skips = []
-        for index, encoder in enumerate(self.encoders):
-            present = observed[:, index]
-            if not bool(present.any()):
-                skips.append([])
-                continue
-            modality_skips = encoder(images[:, index : index + 1])
-            gate = present.to(images.dtype).view(-1, 1, 1, 1)
-            skips.append([skip * gate for skip in modality_skips])
-        return skips
-
-    def _level_experts(
-        self, expert: nn.Module, skips: list[list[torch.Tensor]], stage: int, features=None
+    def _experts(
+        self,
+        expert: nn.Module,
+        skips: list[torch.Tensor],
+        active: list[int],
+        features: torch.Tensor | None = None,
     ) -> list[Gaussian]:
-        """The shared expert applied to each modality's skip (all skips at once for concat)."""
+        """The shared expert on each active modality's skip, in one batched call.
 
-        def run(skip: torch.Tensor) -> Gaussian:
-            return expert(skip) if features is None else expert(features, skip)
-
+        ``skips``: one map per modality (``None`` for inactive ones). With ``concat`` one
+        expert sees every skip, zeros for the modalities not given.
+        """
+        batch = skips[active[0]].shape[0]
         if self.config.fusion == "concat":
-            return [
-                run(torch.cat([m[stage] if m else self._zeros(skips, stage) for m in skips], dim=1))
-            ]
-        return [run(m[stage] if m else self._zeros(skips, stage)) for m in skips]
+            zeros = torch.zeros_like(skips[active[0]])
+            inputs = torch.cat([zeros if s is None else s for s in skips], dim=1)
+            if features is not None:
+                inputs = torch.cat([features, inputs], dim=1)
+            return [expert(inputs)]
+        stacked = torch.cat([skips[m] for m in active], dim=0)
+        if features is not None:
+            stacked = torch.cat([features.repeat(len(active), 1, 1, 1), stacked], dim=1)
+        fused = expert(stacked)
+        means, log_stds = fused.mean.split(batch), fused.log_std.split(batch)
+        return [Gaussian(mean, log_std) for mean, log_std in zip(means, log_stds, strict=True)]
 
-    def _zeros(self, skips: list[list[torch.Tensor]], stage: int) -> torch.Tensor:
-        """A zero skip shaped like an observed one."""
-        reference = next(modality[stage] for modality in skips if modality)
-        return torch.zeros_like(reference)
+    def _kl(self, posterior: Gaussian, prior: Gaussian, z: torch.Tensor, temperature: float):
+        """The KL term of one level per sample (``kl``: sampled or analytic)."""
+        if self.config.kl == "analytic":
+            return kl_divergence(posterior, prior)
+        if temperature > 0:
+            posterior = Gaussian(
+                posterior.mean,
+                posterior.log_std
+                + torch.log(torch.tensor(temperature, dtype=posterior.mean.dtype, device=z.device)),
+            )
+        return sampled_kl(posterior, prior, z)
+
+    def output_mask(
+        self, images: torch.Tensor, observed: torch.Tensor, fov: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Where the outputs are kept (elsewhere -1): per sample, batch x H x W, or None.
+
+        ``first_input``: the first given modality (in ``modalities`` order) above -1;
+        samples with no input keep everything. ``fov``: the field of view passed in.
+        """
+        if self.config.output_mask == "fov":
+            return None if fov is None else fov.bool()
+        first = observed.int().argmax(dim=1)
+        first_images = images[torch.arange(images.shape[0], device=images.device), first]
+        return (first_images > -1) | ~observed.any(dim=1)[:, None, None]
 
     def forward(
         self,
@@ -285,46 +340,82 @@ class MMHVAE(nn.Module):
 
         ``images``: batch x modalities x H x W in [-1, 1]; ``observed``: batch x modalities
         booleans, the inputs used (missing modalities must be False); ``fov``: batch x H x W
-        mask the outputs are restricted to (outside: -1).
+        field of view, used only with ``output_mask: fov``.
         """
         observed = observed.bool()
-        batch = images.shape[0]
         config = self.config
-        any_observed = bool(observed.any())
-        skips = self._skips(images, observed) if any_observed else []
-        top_prior = Gaussian(
-            torch.zeros(batch, config.top_latent, device=images.device, dtype=images.dtype),
-            torch.zeros(batch, config.top_latent, device=images.device, dtype=images.dtype),
-        )
-        kl = []
-        if any_observed:
-            experts = self._level_experts(self.top_expert, skips, config.downsamplings)
-            posterior = self._fuse(experts, top_prior, observed)
-        else:
-            posterior = top_prior
-        kl.append(kl_divergence(posterior, top_prior))
+        batch = images.shape[0]
+        depth = config.downsamplings
+        active = [m for m in range(len(config.modalities)) if bool(observed[:, m].any())]
+        features: list[list[torch.Tensor] | None] = [None] * len(config.modalities)
+        for m in active:
+            features[m] = self.encoders[m](images[:, m : m + 1])
+
+        def skips(stage: int) -> list[torch.Tensor | None]:
+            return [None if f is None else f[stage] for f in features]
+
+        zeros = images.new_zeros(batch, config.top_latent)
+        prior = Gaussian(zeros, zeros)
+        posterior = prior
+        if active:
+            experts = self._experts(self.top_expert, skips(depth), active)
+            posterior = self._fuse(experts, prior, observed[:, active])
         z = posterior.sample(temperature)
+        kl = [self._kl(posterior, prior, z, temperature)]
         latents = [z]
         size = config.top_size
-        x = self.top_decode(z).view(batch, config.channels(config.downsamplings), size, size)
-        for stage in reversed(range(config.downsamplings)):
-            x = self.cells[stage](self.ups[stage](x))
+        x = self.top_decode(z).view(batch, config.max_channels, size, size)
+        for stage in reversed(range(depth)):
+            h = self.cells[stage](self.ups[stage](x))
             key = str(stage)
-            if key not in self.priors:
+            if key in self.deterministic:
+                x = self.deterministic[key](h)
                 continue
-            prior = Gaussian(*self.priors[key](x))
-            if any_observed:
-                experts = self._level_experts(self.experts[key], skips, stage, features=x)
-                posterior = self._fuse(experts, prior, observed)
-            else:
-                posterior = prior
-            kl.append(kl_divergence(posterior, prior))
+            prior = Gaussian(*self.priors[key](h))
+            posterior = prior
+            if active:
+                experts = self._experts(self.experts[key], skips(stage), active, features=h)
+                posterior = self._fuse(experts, prior, observed[:, active])
             x = posterior.sample(temperature)
+            kl.append(self._kl(posterior, prior, x, temperature))
             latents.append(x)
         outputs = torch.cat([head(x) for head in self.heads], dim=1)
-        if fov is not None:
-            outputs = torch.where(fov.unsqueeze(1).bool(), outputs, torch.full_like(outputs, -1.0))
+        mask = self.output_mask(images, observed, fov)
+        if mask is not None:
+            outputs = torch.where(mask.unsqueeze(1), outputs, torch.full_like(outputs, -1.0))
         return Synthesis(outputs, kl, latents)
+
+    def translate(
+        self, images: dict[str, torch.Tensor], temperature: float = 0.0
+    ) -> dict[str, torch.Tensor]:
+        """Every modality from any non-empty subset of them (public API).
+
+        ``images``: keyed by modality name (``US``, ``T2``, ``ceT1``, ``FLAIR``; those of
+        the model), each ``(B, 1, H, W)`` in [-1, 1] with background -1. Returns all the
+        model's modalities, each ``(B, 1, H, W)``; the outputs are masked by the first
+        given modality in the model's order, as the authors' code does. Wrap the call in
+        ``torch.inference_mode()`` when no gradient is needed.
+        """
+        modalities = self.config.modalities
+        unknown = [name for name in images if name not in modalities]
+        if unknown or not images:
+            raise ValueError(
+                f"translate: expected a non-empty subset of {list(modalities)}, got {list(images)}"
+            )
+        reference = next(iter(images.values()))
+        if reference.dim() != 4 or reference.shape[1] != 1:
+            raise ValueError(
+                f"translate: images must be (B, 1, H, W), got {tuple(reference.shape)}"
+            )
+        batch, _, height, width = reference.shape
+        stacked = reference.new_full((batch, len(modalities), height, width), -1.0)
+        observed = torch.zeros(batch, len(modalities), dtype=torch.bool, device=reference.device)
+        for name, image in images.items():
+            index = modalities.index(name)
+            stacked[:, index] = image[:, 0]
+            observed[:, index] = True
+        result = self(stacked, observed, temperature=temperature).images
+        return {name: result[:, i : i + 1] for i, name in enumerate(modalities)}
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
