@@ -109,7 +109,7 @@ def _resect_convert(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    """Train one model variant on a fold of the paired cohort."""
+    """Train one model variant on a fold of the paired cohort (or convert its checkpoint)."""
     import torch
 
     from iusynth.model.network import parameter_counts
@@ -117,6 +117,12 @@ def _train(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     section = json.loads(args.settings)
+    pretrained = (section["variants"][args.variant] or {}).get("pretrained")
+    if pretrained is not None:
+        _install_pretrained(args, pretrained, f"models.variants.{args.variant}.pretrained")
+        return
+    if args.splits is None or args.slices is None:
+        raise ValueError(f"variant {args.variant} trains: --splits and --slices are needed")
     model_config, training = variant_configs(section, args.variant)
     splits = json.loads(args.splits.read_text())
     train_stacks, val_stacks = fold_stacks(
@@ -141,6 +147,42 @@ def _train(args: argparse.Namespace) -> None:
         f"{parameter_counts(trainer.model)['total']:,}",
         trainer.history[-1]["loss"],
     )
+
+
+def _install_pretrained(args: argparse.Namespace, value: Any, key: str) -> None:
+    """Convert and verify the authors' checkpoint named by ``value`` into ``args.output``."""
+    from iusynth.datasets.download import RetryPolicy
+    from iusynth.model.network import parameter_counts
+    from iusynth.pretrained import install_pretrained
+
+    model = install_pretrained(
+        value,
+        key,
+        None if args.slice_size is None else tuple(args.slice_size),
+        args.cache,
+        RetryPolicy.from_config(json.loads(args.download)) if args.download else RetryPolicy(),
+        args.output,
+        args.losses,
+    )
+    log.info(
+        "%s: %s parameters, modalities %s, %d x %d slices",
+        key,
+        f"{parameter_counts(model)['total']:,}",
+        "/".join(model.config.modalities),
+        model.config.image_size,
+        model.config.image_size,
+    )
+
+
+def _convert_pretrained(args: argparse.Namespace) -> None:
+    """Convert the authors' checkpoint (file or URL) into a workflow model.pt."""
+    value: Any = args.checkpoint
+    if args.sha256 is not None:
+        value = {("url" if "://" in args.checkpoint else "path"): args.checkpoint}
+        value["sha256"] = args.sha256
+    elif "://" in args.checkpoint:
+        raise ValueError(f"{args.checkpoint}: a URL needs --sha256 (the file's SHA-256)")
+    _install_pretrained(args, value, "--checkpoint")
 
 
 def _train_baseline(args: argparse.Namespace) -> None:
@@ -798,6 +840,17 @@ _ARGUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"required": True, "type": Path, "help": "the method's nnU-Net results folder"},
     ),
     "model-output": ("--output", {"required": True, "type": Path, "help": "model.pt to write"}),
+    "pretrained-options": [
+        (
+            "--slice-size",
+            {"type": int, "nargs": 2, "default": None, "help": "preprocessing.slice_size"},
+        ),
+        (
+            "--cache",
+            {"type": Path, "default": Path("data/pretrained"), "help": "where URLs land"},
+        ),
+        ("--download", {"default": None, "help": "the 'download' config section as JSON"}),
+    ],
 }
 
 # stage -> (help, function, argument names; a (flags, options) pair for stage-specific ones)
@@ -900,15 +953,28 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
         ],
     ),
     "train": (
-        "train one MMHVAE variant (or VAE baseline) on a fold of the paired cohort",
+        "train one MMHVAE variant (or VAE baseline) on a fold of the paired cohort; a variant "
+        "with 'pretrained' converts the authors' checkpoint instead",
         _train,
         [
             ("--variant", {"required": True, "help": "name under models.variants"}),
             ("--settings", {"required": True, "help": "the 'models' config section as JSON"}),
-            "splits",
-            "cohort-slices",
+            ("--splits", {"type": Path, "default": None, "help": "splits.json (training)"}),
+            ("--slices", {"type": Path, "default": None, "help": "slice stacks (training)"}),
+            ("--checkpoint", {"type": Path, "default": None, "help": "checkpoint to resume"}),
+            "pretrained-options",
             "threads",
-            "checkpoint",
+            "losses",
+            "model-output",
+        ],
+    ),
+    "convert-pretrained": (
+        "convert the authors' MMHVAE checkpoint (CP_main_1000.pth) into a workflow model.pt",
+        _convert_pretrained,
+        [
+            ("--checkpoint", {"required": True, "help": "the authors' .pth file, or its URL"}),
+            ("--sha256", {"default": None, "help": "its SHA-256 (required for a URL)"}),
+            "pretrained-options",
             "losses",
             "model-output",
         ],
@@ -1189,8 +1255,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _, arguments) in STAGES.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
         for argument in arguments:
-            flags, options = _ARGUMENTS[argument] if isinstance(argument, str) else argument
-            command.add_argument(flags, **options)
+            spec = _ARGUMENTS[argument] if isinstance(argument, str) else argument
+            for flags, options in spec if isinstance(spec, list) else [spec]:
+                command.add_argument(flags, **options)
     return parser
 
 

@@ -87,8 +87,11 @@ def _check_models(config: dict[str, Any]) -> None:
     section = config["models"]
     height, width = config["preprocessing"]["slice_size"]
     for name, overrides in section["variants"].items():
-        architecture = {**section["architecture"], **(overrides or {}).get("architecture", {})}
         key = f"models.variants.{name}"
+        if (overrides or {}).get("pretrained") is not None:
+            _check_pretrained(key, overrides)
+            continue
+        architecture = {**section["architecture"], **(overrides or {}).get("architecture", {})}
         size = architecture.get("image_size", 192)
         poolings = architecture.get("downsamplings", 6)
         levels = architecture.get("latent_levels", 7)
@@ -107,6 +110,24 @@ def _check_models(config: dict[str, Any]) -> None:
                 f"config key '{key}': latent_levels {levels} exceeds downsamplings + 1 "
                 f"({poolings + 1})"
             )
+
+
+def _check_pretrained(key: str, overrides: dict[str, Any]) -> None:
+    """A pretrained variant takes everything from its checkpoint, which must exist."""
+    extra = sorted(set(overrides) - {"pretrained"})
+    if extra:
+        raise ConfigError(
+            f"config key '{key}': a pretrained variant takes its architecture from the "
+            f"checkpoint and is not trained; remove {extra}"
+        )
+    value = overrides["pretrained"]
+    path = value if isinstance(value, str) else value.get("path")
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(
+            f"config key '{key}.pretrained': {path} does not exist; give the path of the "
+            "authors' checkpoint (their pretrained/mmhvae_f0/models/CP_main_1000.pth), or "
+            "{url: ..., sha256: ...}"
+        )
 
 
 GAN_BASELINES = ("pix2pix", "mmgan")

@@ -434,7 +434,9 @@ class Trainer:
                 self.python_rng,
             ):
                 steps.append(self.step(batch, passes, epoch))
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an epoch without any step
+            self.scheduler.step()
 
         def mean(name: str) -> float:
             return float(np.mean([getattr(s, name) for s in steps])) if steps else float("nan")

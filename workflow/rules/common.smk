@@ -1,5 +1,6 @@
 import json
 import re
+import shlex
 
 from iusynth.config import (
     GAN_BASELINES,
@@ -237,6 +238,36 @@ def variant_settings(variant):
         "variants": {variant: config["models"]["variants"][variant]},
     }
     return json.dumps(section, sort_keys=True)
+
+
+def pretrained_setting(variant):
+    """A variant's `pretrained` value (the authors' checkpoint), or None: it trains."""
+    return (config["models"]["variants"][variant] or {}).get("pretrained")
+
+
+def train_model_inputs(wildcards):
+    """Training: the splits and slice stacks; a pretrained variant: its local file, if any."""
+    value = pretrained_setting(wildcards.variant)
+    if value is None:
+        return {"splits": rules.make_splits.output[0], "slices": trainval_slice_dirs()}
+    path = value if isinstance(value, str) else value.get("path")
+    return {"pretrained": path} if path else {}
+
+
+def train_model_arguments(wildcards, input):
+    """The data arguments of `iusynth train`: slices to train on, or the checkpoint's."""
+    if pretrained_setting(wildcards.variant) is None:
+        slices = Path(input.slices[0]).parent
+        resume = f"{RESULTS}/models/{wildcards.variant}/checkpoint.pt"
+        return (
+            f"--splits {shlex.quote(input.splits)} --slices {shlex.quote(str(slices))}"
+            f" --checkpoint {shlex.quote(resume)}"
+        )
+    height, width = config["preprocessing"]["slice_size"]
+    download = shlex.quote(json.dumps(config["download"], sort_keys=True))
+    return (
+        f"--slice-size {height} {width} --cache data/pretrained --download {download}"
+    )
 
 
 def trainval_slice_dirs():

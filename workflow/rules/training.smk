@@ -1,10 +1,10 @@
 # The synthesis models: MMHVAE, its ablations and the VAE baselines, one job per variant.
+# A variant with `pretrained` converts and verifies the authors' checkpoint instead.
 
 
 rule train_model:
     input:
-        splits=rules.make_splits.output[0],
-        slices=trainval_slice_dirs(),
+        unpack(train_model_inputs),
     output:
         model=f"{RESULTS}/models/{{variant}}/model.pt",
         losses=f"{RESULTS}/models/{{variant}}/losses.csv",
@@ -25,10 +25,8 @@ rule train_model:
     params:
         iusynth=IUSYNTH,
         settings=lambda wildcards: variant_settings(wildcards.variant),
-        slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
-        checkpoint=f"{RESULTS}/models/{{variant}}/checkpoint.pt",
+        data=train_model_arguments,
     shell:
         "{params.iusynth} train --variant {wildcards.variant} --settings {params.settings:q}"
-        " --splits {input.splits:q} --slices {params.slices:q} --threads {threads}"
-        " --checkpoint {params.checkpoint:q} --losses {output.losses:q}"
+        " {params.data} --threads {threads} --losses {output.losses:q}"
         " --output {output.model:q} > {log} 2>&1"
