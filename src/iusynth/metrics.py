@@ -1,13 +1,18 @@
 """Synthesis metrics: PSNR, SSIM, L1 and LPIPS per 2D slice, and their aggregation.
 
-As in the paper's evaluation code: images in [-1, 1] are mapped to 0..255, each metric is
-computed per axial slice, only on slices whose target is not empty, with the data range
-of the target slice (max - min). PSNR and SSIM follow scikit-image's definitions
-(``peak_signal_noise_ratio``; ``structural_similarity`` with a 7x7 uniform window,
-K1 = 0.01, K2 = 0.03, sample covariance, the border of half a window left out) and are
-computed here for a whole stack of slices at once, in float64. L1 is the mean absolute
-difference in 0..255 units. Slice values are averaged per subject, subjects per method,
-and a bootstrap over subjects gives 95 % confidence intervals.
+As the authors' evaluation (``evaluation/evaluation_batch_path.py``) computes them: images
+in [-1, 1] are mapped to 0..255 integers by truncation (their ``(255 * (x + 1) / 2).int()``),
+each metric is computed per axial slice over the whole slice (outputs are already masked
+by the model), only on slices whose target is not empty, with the data range of the
+target slice (max - min). PSNR follows scikit-image's ``peak_signal_noise_ratio``. SSIM
+follows ``structural_similarity`` (uniform window of 7, K1 = 0.01, K2 = 0.03, sample
+covariance, half a window cropped at the borders); the authors call it with
+``channel_axis=0`` on a 2-D slice, which makes every row a 1-D signal, a window of 7
+pixels along the row and the mean over rows: that is ``ssim: authors`` (default);
+``ssim: 2d`` is the 7 x 7 window of a grayscale image. Both are computed here for a whole
+stack of slices at once, in float64. LPIPS (AlexNet) sees 2 x / 255 - 1. L1 is the mean
+absolute difference in 0..255 units. Slice values are averaged per subject, subjects per
+method, and a bootstrap over subjects gives 95 % confidence intervals.
 """
 
 from __future__ import annotations
@@ -23,15 +28,16 @@ import torch.nn.functional as F
 from iusynth.perceptual import LPIPS, lpips_distance
 
 METRICS = ("psnr", "ssim", "lpips", "l1")
+SSIM_MODES = ("authors", "2d")
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def to_display(images: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1] as 0..255 integers (uint8), the scale every metric is computed on."""
+    """Images in [-1, 1] as 0..255 integers (uint8, truncated), the scale of every metric."""
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
     scaled = (np.asarray(array, np.float32) + 1.0) * 127.5
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.clip(np.floor(scaled), 0, 255).astype(np.uint8)
 
 
 def _as_slices(images: np.ndarray) -> torch.Tensor:
@@ -58,19 +64,24 @@ def psnr(targets: np.ndarray, outputs: np.ndarray, ranges: np.ndarray) -> np.nda
         return 10.0 * np.log10(np.asarray(ranges, np.float64) ** 2 / mse)
 
 
-def ssim(targets: np.ndarray, outputs: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Mean structural similarity per slice (scikit-image's default definition)."""
+def ssim(
+    targets: np.ndarray, outputs: np.ndarray, ranges: np.ndarray, mode: str = "authors"
+) -> np.ndarray:
+    """Mean structural similarity per slice (``mode``: see the module docstring)."""
+    if mode not in SSIM_MODES:
+        raise ValueError(f"evaluation.ssim must be one of {SSIM_MODES}, not {mode!r}")
     t, o = _as_slices(targets)[:, None], _as_slices(outputs)[:, None]
     if min(t.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs slices of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels")
     ranges_t = torch.as_tensor(np.asarray(ranges), dtype=torch.float64).view(-1, 1, 1, 1)
     c1, c2 = (SSIM_K1 * ranges_t) ** 2, (SSIM_K2 * ranges_t) ** 2
+    # A valid box filter is exactly the region scikit-image keeps after its crop.
+    window = (1, SSIM_WINDOW) if mode == "authors" else (SSIM_WINDOW, SSIM_WINDOW)
 
     def mean(x: torch.Tensor) -> torch.Tensor:
-        # A valid 7x7 box filter: exactly the region scikit-image keeps after its crop.
-        return F.avg_pool2d(x, SSIM_WINDOW, stride=1)
+        return F.avg_pool2d(x, window, stride=1)
 
-    pixels = SSIM_WINDOW**2
+    pixels = window[0] * window[1]
     unbiased = pixels / (pixels - 1)
     mu_t, mu_o = mean(t), mean(o)
     var_t = unbiased * (mean(t * t) - mu_t * mu_t)
@@ -87,13 +98,20 @@ def l1(targets: np.ndarray, outputs: np.ndarray) -> np.ndarray:
 
 
 def evaluable_slices(targets: np.ndarray) -> np.ndarray:
-    """Slices whose target (0..255) is not empty: some foreground and a non-zero range."""
+    """Slices whose target (0..255) is not empty (the authors' sum > 0) and not uniform.
+
+    A uniform slice has no data range (their code would score it -inf dB); none occurs in
+    practice, but it is left out rather than averaged in.
+    """
     flat = np.asarray(targets).reshape(len(targets), -1)
     return (flat.max(axis=1) > 0) & (flat.max(axis=1) > flat.min(axis=1))
 
 
 def slice_metrics(
-    targets: np.ndarray, outputs: np.ndarray, lpips: LPIPS | None = None
+    targets: np.ndarray,
+    outputs: np.ndarray,
+    lpips: LPIPS | None = None,
+    ssim_mode: str = "authors",
 ) -> dict[str, np.ndarray]:
     """Every metric for each slice pair (0..255 uint8 stacks, N x H x W).
 
@@ -104,7 +122,7 @@ def slice_metrics(
     ranges = data_ranges(targets)
     values = {
         "psnr": psnr(targets, outputs, ranges),
-        "ssim": ssim(targets, outputs, ranges),
+        "ssim": ssim(targets, outputs, ranges, ssim_mode),
         "l1": l1(targets, outputs),
     }
     if lpips is None:

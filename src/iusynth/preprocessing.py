@@ -5,7 +5,7 @@ grid on the iUS axes covering the iUS field of view (cropped or padded in-plane 
 fixed size), resample every MR sequence through the registration (and the MR -> MR
 alignment) and the labels into it, and normalise intensities as the papers did:
 foreground x > 0 inside the iUS field of view, clip at a high percentile, min-max to
-[-1, 1], background exactly -1.
+[-255/256, 1] (the authors' mapping), background exactly -1.
 """
 
 from __future__ import annotations
@@ -155,7 +155,12 @@ def resample_labels(
 def normalise(
     volume: np.ndarray, fov: np.ndarray, clip_percentile: float
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Map foreground (x > 0 inside ``fov``) to [-1, 1] after clipping; background to exactly -1."""
+    """Map foreground (x > 0 inside ``fov``) to [-255/256, 1]; background to exactly -1.
+
+    The authors' min-max: clipped at the ``clip_percentile`` percentile, the foreground's
+    minimum at -255/256 so that every foreground voxel stays above the background (their
+    output mask is ``input > -1``).
+    """
     foreground = (volume > 0) & fov
     out = np.full(volume.shape, -1.0, np.float32)
     if not foreground.any():
@@ -164,7 +169,7 @@ def normalise(
     high = float(np.percentile(values, clip_percentile))
     low = float(values.min())
     scaled = (np.minimum(values, high) - low) / (high - low) if high > low else np.ones_like(values)
-    out[foreground] = (2.0 * scaled - 1.0).astype(np.float32)
+    out[foreground] = (scaled * (1 + 255 / 256) - 255 / 256).astype(np.float32)
     return out, {"low": low, "high": high, "foreground_voxels": int(foreground.sum())}
 
 

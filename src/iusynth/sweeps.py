@@ -39,7 +39,7 @@ can turn the MR planes into synthetic iUS and the tumour labels ride along:
    are normalised as in preprocessing (``preprocessing.normalise``): foreground = samples
    > 0 inside the fan, statistics over all planes of the sweep per sequence (as training
    uses the whole iUS field of view of a subject), clip at ``clip_percentile``, min-max to
-   [-1, 1], background -1.
+   [-255/256, 1], background -1.
 
 The MR sequences and labels are taken to share one world frame (UPenn-GBM's are
 co-registered in one space; the headers are trusted, no registration is run). The output

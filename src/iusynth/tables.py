@@ -17,7 +17,7 @@ from iusynth.fileio import atomic_path
 from iusynth.synthesis import Direction, subset_name
 
 PAPER_COLUMNS = ["experiment", "set", "method", "direction", "metric", "value", "source"]
-LPIPS_ABSENT = "AlexNet weights absent"
+LPIPS_ABSENT = "LPIPS left out (evaluation.lpips_weights: null)"
 # Shown in %, as in the paper.
 PERCENT = {"ssim", "lpips"}
 

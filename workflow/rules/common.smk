@@ -12,6 +12,7 @@ from iusynth.config import (
 from iusynth.datasets import catalog
 from iusynth.datasets.upenn import is_archive
 from iusynth.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
+from iusynth.perceptual import WEIGHTS_FILE as LPIPS_WEIGHTS_FILE
 from iusynth.segmentation import (
     CONFIGURATION,
     DATASET_ID,
@@ -238,6 +239,14 @@ def variant_settings(variant):
         "variants": {variant: config["models"]["variants"][variant]},
     }
     return json.dumps(section, sort_keys=True)
+
+
+# The LPIPS weight file (rule lpips_weights), or none when LPIPS is left out
+LPIPS_WEIGHTS = (
+    [f"{config['evaluation']['lpips_weights']}/{LPIPS_WEIGHTS_FILE}"]
+    if config["evaluation"].get("lpips_weights")
+    else []
+)
 
 
 def pretrained_setting(variant):

@@ -79,6 +79,7 @@ rule evaluate_synthesis:
     input:
         synthesis=rules.synthesise.output[0],
         slices=lambda wildcards: slice_dir_of(wildcards.subject),
+        lpips=LPIPS_WEIGHTS,
     output:
         f"{RESULTS}/metrics/synthesis/{{method}}/{{subject}}.csv",
     log:
@@ -105,6 +106,31 @@ rule evaluate_synthesis:
         " --output {output:q} > {log} 2>&1"
 
 
+if LPIPS_WEIGHTS:
+
+    rule lpips_weights:
+        output:
+            LPIPS_WEIGHTS,
+        log:
+            f"{RESULTS}/logs/lpips_weights.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/lpips_weights.tsv"
+        conda:
+            "../../envs/evaluation.yaml"
+        threads: 1
+        resources:
+            **CPU_JOB,
+            mem_mb=2000,
+            runtime=30,
+        params:
+            iusynth=IUSYNTH,
+            folder=lambda wildcards, output: str(Path(output[0]).parent),
+            source=config["evaluation"]["lpips_source"],
+        shell:
+            "{params.iusynth} lpips-weights --folder {params.folder:q}"
+            " --source {params.source} > {log} 2>&1"
+
+
 rule synthesis_tables:
     input:
         metrics=[
@@ -113,6 +139,7 @@ rule synthesis_tables:
             for subject in EVALUATION_SUBJECTS
         ],
         paper=PAPER_RESULTS,
+        lpips=LPIPS_WEIGHTS,
     output:
         subjects=f"{RESULTS}/metrics/synthesis_subjects.csv",
         summary=f"{RESULTS}/metrics/synthesis_summary.csv",
