@@ -974,7 +974,7 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             ("--checkpoint", {"required": True, "help": "the authors' .pth file, or its URL"}),
             ("--sha256", {"default": None, "help": "its SHA-256 (required for a URL)"}),
             "pretrained-options",
-            "losses",
+            ("--losses", {"type": Path, "default": None, "help": "empty loss curves CSV"}),
             "model-output",
         ],
     ),

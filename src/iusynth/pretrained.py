@@ -96,7 +96,7 @@ def install_pretrained(
     cache: Path,
     policy: RetryPolicy,
     output: Path,
-    losses: Path,
+    losses: Path | None,
 ) -> MMHVAE:
     """Convert the configured checkpoint into ``output`` (a ``model.pt``); write no epochs.
 
@@ -123,6 +123,7 @@ def install_pretrained(
             },
             tmp,
         )
-    write_history(losses, [], LOSS_COLUMNS)
+    if losses is not None:
+        write_history(losses, [], LOSS_COLUMNS)  # no epoch was trained here
     log.info("converted the authors' checkpoint %s (SHA-256 %s)", path, record["sha256"])
     return model
