@@ -1,13 +1,18 @@
 """TCIA's NBIA v4 REST API (no authentication needed for public collections).
 
+The alternative to IDC's bucket for ReMIND (``cohorts.remind.api: nbia``); the series to
+fetch come from the plan made on IDC's index (same SeriesInstanceUIDs).
+
+- ``getImageWithMD5Hash?SeriesInstanceUID=<uid>`` returns a zip of the series' DICOM
+  files (``00000001.dcm``, ...) plus ``md5hashes.csv`` (``Filename,MD5Hash`` rows). The
+  server ignores HTTP Range and, during outages, answers 500 or sends a broken zip: a
+  series is retried whole, then checked member by member against the MD5 list (and in
+  total against a known FileSize, when one is given).
 - ``getSeries?Collection=<name>&format=json`` lists the series of a collection with their
   PatientID, Modality, SeriesDescription, ImageCount and FileSize.
-- ``getImageWithMD5Hash?SeriesInstanceUID=<uid>`` returns a zip of the series' DICOM
-  files plus ``md5hashes.csv``. The server ignores HTTP Range and, during outages, answers
-  500 or sends a broken zip: a series is retried whole, then checked member by member
-  against the MD5 list and in total against FileSize.
 - A ``.tcia`` manifest (from the TCIA web portal) holds header lines and, after
-  ``ListOfSeriesToDownload=``, one SeriesInstanceUID per line.
+  ``ListOfSeriesToDownload=``, one SeriesInstanceUID per line (newer portals put a
+  ``Series ID`` column header first).
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from iusynth.fileio import atomic_directory
 
 log = logging.getLogger(__name__)
 
-NBIA_V4 = "https://services.cancerimagingarchive.net/nbia-api/services/v4"
+NBIA_V4 = "https://nbia.cancerimagingarchive.net/nbia-api/services/v4/"
+SERIES_HEADERS = {"series id", "seriesinstanceuid", "series instance uid"}
 MD5_LIST = "md5hashes.csv"
 
 
@@ -122,6 +128,8 @@ def read_tcia_manifest(path: Path) -> list[str]:
             f"{path} is not a .tcia manifest: no 'ListOfSeriesToDownload=' line"
         ) from None
     uids = [line for line in lines[start + 1 :] if line]
+    if uids and uids[0].lower() in SERIES_HEADERS:
+        uids = uids[1:]  # a column header, not a series
     bad = [uid for uid in uids if not re.fullmatch(r"[0-9.]+", uid)]
     if bad:
         raise ValueError(f"{path}: {bad[0]!r} is not a SeriesInstanceUID")
@@ -159,6 +167,11 @@ def _verify_series_folder(folder: Path, series: Series) -> int:
         missing = set(hashes) - {p.name for p in files}
         if missing:
             raise CorruptDownload(f"series {series.uid}: {len(missing)} listed files missing")
+    elif series.file_size is None:
+        raise CorruptDownload(
+            f"series {series.uid}: no {MD5_LIST} in the zip, and no known size: nothing to "
+            "check its files against"
+        )
     else:
         log.warning("series %s: no %s in the zip; checked by CRC and size", series.uid, MD5_LIST)
     total = sum(p.stat().st_size for p in files)
@@ -176,6 +189,7 @@ def download_series(
     *,
     base_url: str = NBIA_V4,
     policy: RetryPolicy | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Download, verify and extract one series into ``raw_dir/<patient>/<uid>/``.
 
@@ -215,6 +229,9 @@ def download_series(
             FileRecord(tree_size(folder), record.md5),
             patient=series.patient,
             description=series.description,
+            source="nbia",
+            checksum=f"zip CRCs and {MD5_LIST} per file",
+            **(extra or {}),
         )
         return folder
     shutil.rmtree(folder, ignore_errors=True)
