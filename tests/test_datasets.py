@@ -829,3 +829,25 @@ def test_upenn_archive_is_indexed_without_extraction_and_spacing_checked(tmp_pat
     with pytest.raises(ValueError, match="voxel spacing"):
         upenn.convert_case(extracted, cases[0], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_remind_download_and_convert_stages(cases, fake_index, bucket, tmp_path):
+    """The command-line stages the rules run, on one subject, against the local bucket."""
+    from iusynth.__main__ import main
+
+    plan = remind.plan_cohort(["ReMIND-002"], ORDER, index=fake_index)
+    settings = {"attempts": 2, "backoff_s": 0.01, "connect_timeout_s": 5, "read_timeout_s": 30}
+    records = []
+    for entry in plan:
+        records.append(tmp_path / "downloads" / f"{entry.series.uid}.json")
+        main(["remind-download", "--series", json.dumps(entry.row()), "--api", "idc",
+              "--raw", str(tmp_path / "raw"), "--url", bucket.endpoint,
+              "--download", json.dumps(settings), "--output", str(records[-1])])  # fmt: skip
+    conversion = {"reference_order": ORDER, "align_mr_sequences": False, "registration": {}}
+    out = tmp_path / "cohort" / "ReMIND-002"
+    main(["remind-convert", "--records", *map(str, records), "--settings",
+          json.dumps(conversion), "--output", str(out)])  # fmt: skip
+    assert layout.scan_subject(out, "ReMIND-002").available == {"US", "ceT1", "tumor-MR"}
+    source = json.loads(layout.subject_file(out, "ReMIND-002", "source").read_text())
+    assert source["series"]["tumor-MR"]["mr"]["description"] == "2D_AX_T2_FLAIR"
+    assert source["series"]["US"]["notes"] == [NO_FRAME_OF_REFERENCE]

@@ -57,13 +57,14 @@ def _remind_convert(args: argparse.Namespace) -> None:
     from iusynth.registration import RegistrationOptions
 
     settings = json.loads(args.settings)
-    options = RegistrationOptions.from_config(settings["registration"], threads=args.threads)
+    options = (
+        RegistrationOptions.from_config(settings["registration"], threads=args.threads)
+        if settings["align_mr_sequences"]
+        else None
+    )
     records = [json.loads(Path(path).read_text()) for path in args.records]
     source = convert_subject(
-        records,
-        args.output,
-        reference_order=settings["reference_order"],
-        alignment=options if settings["align_mr_sequences"] else None,
+        records, args.output, reference_order=settings["reference_order"], alignment=options
     )
     log.info("converted %s: %s", args.output.name, sorted(source["series"]))
     for note in source["notes"]:

@@ -216,7 +216,9 @@ def remind_planned_series(wildcards):
     for entry in REMIND_PLAN[wildcards.subject]:
         if entry.series.uid == wildcards.series:
             return json.dumps(entry.row(), sort_keys=True)
-    raise WorkflowError(f"series {wildcards.series} is not planned for {wildcards.subject}")
+    raise WorkflowError(
+        f"series {wildcards.series} is not planned for {wildcards.subject}"
+    )
 
 
 def remind_conversion_settings():
