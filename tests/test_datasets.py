@@ -215,7 +215,7 @@ def test_real_index_plans_every_shipped_subject():
     assert named_roles == {"ceT1": 61, "T2": 26, "FLAIR": 8, "other": 21}
 
 
-def test_remind_plan_stage_prints_and_writes_the_plan(tmp_path, capsys):
+def test_remind_plan_stage_prints_and_writes_the_plan(tmp_path, capsys, caplog):
     from iusynth.__main__ import main
 
     output = tmp_path / "plan.tsv"
@@ -227,6 +227,12 @@ def test_remind_plan_stage_prints_and_writes_the_plan(tmp_path, capsys):
     for entry in plan:
         assert entry.series.uid in printed
     assert f"IDC index {idc.index_version()}" in printed
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
+        main(["remind-plan", "--subjects", "ReMIND-001", "--reference-order", *ORDER,
+              "--index-version", "0.0.1", "--raw", str(tmp_path / "raw"),
+              "--output", str(tmp_path / "p2.tsv")])  # fmt: skip
+    assert "planned ReMIND with idc-index-data 0.0.1" in caplog.text
+    assert not (tmp_path / "p2.tsv").exists()
 
 
 # ReMIND: downloads from IDC's bucket (s5cmd against moto on 127.0.0.1) ---------------

@@ -27,6 +27,7 @@ def _download_policy(args: argparse.Namespace) -> Any:
 
 def _remind_plan(args: argparse.Namespace) -> None:
     """Plan ReMIND's series from IDC's index; write plan.tsv and print the plan."""
+    from iusynth.datasets.idc import IndexProblem, index_version
     from iusynth.datasets.remind import (
         check_index_against_ledger,
         format_plan,
@@ -34,6 +35,12 @@ def _remind_plan(args: argparse.Namespace) -> None:
         write_plan,
     )
 
+    if args.index_version and args.index_version != index_version():
+        raise IndexProblem(
+            f"the workflow planned ReMIND with idc-index-data {args.index_version}, but this "
+            f"job's environment has {index_version()}: install the same release in both "
+            "(envs/datasets.yaml and the environment running snakemake)"
+        )
     check_index_against_ledger(args.raw)
     plan = plan_cohort(args.subjects, args.reference_order, manifest=args.manifest)
     write_plan(args.output, plan)
@@ -846,6 +853,10 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
                 {"required": True, "nargs": "+", "help": "preprocessing.reference_order"},
             ),
             ("--manifest", {"type": Path, "default": None, "help": ".tcia manifest"}),
+            (
+                "--index-version",
+                {"default": None, "help": "the idc-index-data release the DAG was planned with"},
+            ),
             "raw",
             ("--output", {"required": True, "type": Path, "help": "plan.tsv to write"}),
         ],

@@ -186,10 +186,12 @@ def remind_manifest_argument():
 # exact series of each subject are known offline, before anything is downloaded.
 REMIND_API = config["cohorts"]["remind"].get("api", "idc")
 REMIND_PLAN = {}
+REMIND_INDEX_VERSION = ""
 if COHORTS["remind"].source == "dataset":
     from iusynth.datasets import remind as remind_dataset
 
     try:
+        REMIND_INDEX_VERSION = remind_dataset.index_version()
         remind_dataset.check_index_against_ledger(COHORTS["remind"].raw)
         _manifest = config["cohorts"]["remind"].get("manifest")
         REMIND_PLAN = remind_dataset.plan_by_subject(

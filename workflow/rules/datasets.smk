@@ -51,11 +51,12 @@ if COHORTS["remind"].source == "dataset":
             subjects=COHORTS["remind"].subjects,
             order=config["preprocessing"]["reference_order"],
             manifest=remind_manifest_argument(),
+            index=REMIND_INDEX_VERSION,
             raw=COHORTS["remind"].raw,
         shell:
             "{params.iusynth} remind-plan --subjects {params.subjects}"
-            " --reference-order {params.order} {params.manifest} --raw {params.raw:q}"
-            " --output {output:q} > {log} 2>&1"
+            " --reference-order {params.order} {params.manifest} --index-version {params.index}"
+            " --raw {params.raw:q} --output {output:q} > {log} 2>&1"
 
     rule download_remind_series:
         output:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +87,6 @@ class IndexedSeries:
     size_mb: float
     crdc_uuid: str
     bucket_url: str  # s3://<bucket>/<crdc_series_uuid>/*
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (the inverse of :meth:`from_json`)."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> IndexedSeries:
-        """Rebuild from :meth:`to_json` output."""
-        return cls(**data)
 
 
 def index_file() -> Path:

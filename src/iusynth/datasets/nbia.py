@@ -8,8 +8,6 @@ fetch come from the plan made on IDC's index (same SeriesInstanceUIDs).
   server ignores HTTP Range and, during outages, answers 500 or sends a broken zip: a
   series is retried whole, then checked member by member against the MD5 list (and in
   total against a known FileSize, when one is given).
-- ``getSeries?Collection=<name>&format=json`` lists the series of a collection with their
-  PatientID, Modality, SeriesDescription, ImageCount and FileSize.
 - A ``.tcia`` manifest (from the TCIA web portal) holds header lines and, after
   ``ListOfSeriesToDownload=``, one SeriesInstanceUID per line (newer portals put a
   ``Series ID`` column header first).
@@ -19,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 import shutil
@@ -35,9 +32,7 @@ from iusynth.datasets.download import (
     Ledger,
     RetryPolicy,
     fetch,
-    fetch_text,
     md5_of,
-    new_session,
     safe_extract,
     tree_size,
     zip_validator,
@@ -53,7 +48,7 @@ MD5_LIST = "md5hashes.csv"
 
 @dataclass(frozen=True)
 class Series:
-    """One series of a collection, as the NBIA listing describes it."""
+    """One series to download from NBIA (its size, when known, is checked too)."""
 
     uid: str
     patient: str
@@ -62,57 +57,6 @@ class Series:
     study_description: str
     image_count: int
     file_size: int | None
-
-    @classmethod
-    def from_listing(cls, row: dict[str, Any]) -> Series:
-        """Build from one row of ``getSeries`` JSON."""
-        size = row.get("FileSize")
-        return cls(
-            uid=str(row["SeriesInstanceUID"]),
-            patient=str(row.get("PatientID", "")),
-            modality=str(row.get("Modality", "")),
-            description=str(row.get("SeriesDescription", "")),
-            study_description=str(row.get("StudyDesc", row.get("StudyDescription", ""))),
-            image_count=int(row.get("ImageCount", 0) or 0),
-            file_size=int(size) if size not in (None, "") else None,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (the inverse of :meth:`from_json`)."""
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Series:
-        """Rebuild from :meth:`to_json` output."""
-        return cls(**data)
-
-
-def list_series(
-    collection: str,
-    *,
-    base_url: str = NBIA_V4,
-    policy: RetryPolicy | None = None,
-) -> list[Series]:
-    """Every series of a collection, from the NBIA listing."""
-    text = fetch_text(
-        f"{base_url.rstrip('/')}/getSeries",
-        session=new_session(),
-        policy=policy,
-        params={"Collection": collection, "format": "json"},
-    )
-    try:
-        rows = json.loads(text) if text.strip() else []
-    except json.JSONDecodeError as error:
-        raise DownloadError(
-            f"the NBIA listing of collection {collection!r} at {base_url} is not JSON "
-            f"({error}; starts with {text[:80]!r}): the API may be down, rerun later"
-        ) from error
-    if not isinstance(rows, list) or not rows:
-        raise DownloadError(
-            f"the NBIA listing of collection {collection!r} at {base_url} is empty: check the "
-            "collection name"
-        )
-    return [Series.from_listing(row) for row in rows]
 
 
 def read_tcia_manifest(path: Path) -> list[str]:
