@@ -273,28 +273,45 @@ def remind_case(patient: str = "ReMIND-001", *, us_frame_of_reference: bool = Tr
     return RemindCase(patient, series, expected, markers, shapes, mask, "T2", plan)
 
 
-def remind_case_on_other_mr(patient: str, moved: np.ndarray) -> RemindCase:
+def remind_case_on_other_mr(
+    patient: str, moved: np.ndarray, anatomy: np.ndarray | None = None
+) -> RemindCase:
     """A patient whose only tumour mask was drawn on a 2D FLAIR (none of our sequences).
 
     The 2D FLAIR was acquired after the patient moved: its world is the ceT1's mapped by
     ``moved`` (RAS, ceT1 world -> 2D FLAIR world). The iUS lacks FrameOfReferenceUID.
+    With ``anatomy``, both MR show that volume (so a registration can find ``moved``).
     """
-    shape = (12, 10, 9)
+    shape = (12, 10, 9) if anatomy is None else anatomy.shape
     ce_origin = np.array([-21.0, -31.0, 9.0])
-    ce = _mr(patient, "ceT1", "3D_AX_T1_postcontrast", "Preop", ORIENTATION_AX, (1.0, 1.0, 1.0),
-             ce_origin, (4, 6, 2), shape)  # fmt: skip
     flair_ras = moved @ LPS_TO_RAS @ factory.lps_affine(ORIENTATION_AX, (1.0, 1.0, 1.0), ce_origin)
     flair_lps = LPS_TO_RAS @ flair_ras
     rotation = flair_lps[:3, :3]
     orientation = np.concatenate([rotation[:, 0], rotation[:, 1]])
-    flair = _mr(patient, "FLAIR-2D", "2D_AX_T2_FLAIR", "Preop", orientation, (1.0, 1.0, 1.0),
-                flair_lps[:3, 3], (1, 1, 1), shape)  # fmt: skip
+    if anatomy is None:
+        ce = _mr(patient, "ceT1", "3D_AX_T1_postcontrast", "Preop", ORIENTATION_AX,
+                 (1.0, 1.0, 1.0), ce_origin, (4, 6, 2), shape)  # fmt: skip
+        flair = _mr(patient, "FLAIR-2D", "2D_AX_T2_FLAIR", "Preop", orientation, (1.0, 1.0, 1.0),
+                    flair_lps[:3, 3], (1, 1, 1), shape)  # fmt: skip
+    else:
+        ce, flair = (
+            FakeSeries(key, description, "Preop", factory.mr_series(
+                anatomy, axes, (1.0, 1.0, 1.0), origin, patient=patient, description=description,
+            ))
+            for key, description, axes, origin in (
+                ("ceT1", "3D_AX_T1_postcontrast", ORIENTATION_AX, ce_origin),
+                ("FLAIR-2D", "2D_AX_T2_FLAIR", orientation, flair_lps[:3, 3]),
+            )
+        )  # fmt: skip
     us = factory.us_secondary_capture(
         _marked((14, 11, 10), (5, 2, 6), 255.0).clip(0, 255), ORIENTATION_OBLIQUE,
         (0.5, 0.5, 0.6), np.array([-10.0, -5.0, 30.0]), patient=patient, frame_of_reference=None,
     )  # fmt: skip
     mask = np.zeros(shape, np.uint8)
-    mask[2:5, 3:6, 4:7] = 1
+    centre = [n // 2 for n in shape]
+    mask[
+        centre[0] - 2 : centre[0] + 1, centre[1] - 2 : centre[1] + 1, centre[2] - 1 : centre[2] + 2
+    ] = 1
     seg = factory.segmentation(
         flair.datasets, mask, "tumor seg - MR ref: 2D_AX_T2_FLAIR", referenced=False
     )

@@ -857,3 +857,33 @@ def test_remind_download_and_convert_stages(cases, fake_index, bucket, tmp_path)
     source = json.loads(layout.subject_file(out, "ReMIND-002", "source").read_text())
     assert source["series"]["tumor-MR"]["mr"]["description"] == "2D_AX_T2_FLAIR"
     assert source["series"]["US"]["notes"] == [NO_FRAME_OF_REFERENCE]
+
+
+def test_mask_on_another_mr_is_aligned_by_niftyreg(bucket, tmp_path):
+    """The same, with reg_aladin finding how the patient moved (no stand-in)."""
+    from scipy import ndimage
+
+    from iusynth.registration import RegistrationOptions
+
+    rng = np.random.default_rng(0)
+    anatomy = ndimage.gaussian_filter(rng.normal(size=(48, 48, 36)), 3)
+    anatomy = (anatomy - anatomy.min()) / np.ptp(anatomy) * 2000
+    case = fake.remind_case_on_other_mr("ReMIND-003", MOVED, anatomy)
+    index = fake.write_index(tmp_path / "index.parquet", [case])
+    fake.publish_on_bucket(bucket, [case])
+    plan = remind.plan_cohort([case.patient], ORDER, index=index)
+    records = download_all(plan, tmp_path / "raw", tmp_path / "records", bucket.endpoint)
+    out = tmp_path / "cohort" / case.patient
+    source = remind.convert_subject(
+        records[case.patient], out, reference_order=ORDER,
+        alignment=RegistrationOptions(levels=3, threads=2),
+    )  # fmt: skip
+    found = np.asarray(source["series"]["tumor-MR"]["reference_to_mr"])
+    np.testing.assert_allclose(found[:3, :3], MOVED[:3, :3], atol=0.02)
+    np.testing.assert_allclose(found[:3, 3], MOVED[:3, 3], atol=1.0)
+    image = nib.load(layout.subject_file(out, case.patient, "tumor-MR"))
+    got = np.array(sorted(mask_world(image)))
+    want = np.array(sorted(
+        tuple(fake.world_of(case.expected_ras["ceT1"], v)) for v in np.argwhere(case.seg_mask)
+    ))  # fmt: skip
+    assert np.abs(got.mean(axis=0) - want.mean(axis=0)).max() < 1.0  # within a voxel
