@@ -1,8 +1,10 @@
 """Measure the real-dataset code on this machine; write benchmarks/datasets.md.
 
-Runs the download, verification and conversion code against the test suite's local
-server (127.0.0.1), on series of realistic size, and times the dry run of each dataset
-config. Run from the repository root:  python -m benchmarks.datasets_benchmark
+Plans ReMIND from IDC's real index (idc-index-data) and counts the series per role; runs
+the download, verification and conversion code against the test suite's local servers
+(127.0.0.1: the NBIA fake, and moto's S3 server for IDC's bucket through s5cmd), on
+series of realistic size; times the dry run of each dataset config. Run from the
+repository root:  python -m benchmarks.datasets_benchmark
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from iusynth.datasets import catalog, idc, nbia, remind
 from iusynth.datasets import download as dl
-from iusynth.datasets import nbia
 from iusynth.datasets.dicom import series_volume
 from tests import dicom_factory as factory
 from tests import fake_servers as fake
@@ -52,9 +55,125 @@ def dry_run(configfile: str, workdir: Path) -> tuple[float, int]:
     return seconds, total
 
 
-def main() -> None:
-    """Run every measurement and write the Markdown table."""
+ORDER = ["T2", "ceT1", "FLAIR"]
+
+
+def remind_plan_section() -> tuple[list[str], tuple[str, str, str]]:
+    """The plan of the shipped ReMIND subjects from IDC's index, counted per role."""
+    subjects = catalog.remind_subjects()
+    seconds, plan = timed(remind.plan_cohort, subjects, ORDER)
+    listing = idc.read_collection("ReMIND")
+    by_subject = remind.plan_by_subject(plan)
+    counts = Counter(entry.role for entry in plan)
+    sizes = Counter()
+    for entry in plan:
+        sizes[entry.role] += entry.series.size_mb
+    several = Counter(entry.role for entry in plan if entry.candidates > 1)
+    descriptions = {
+        role: Counter(e.series.description for e in plan if e.role == role) for role in counts
+    }
+    named, masks = Counter(), Counter()
+    for series in listing:
+        if series.patient in by_subject and remind.series_role(series) == "SEG":
+            masks[series.patient] += 1
+            planned = {e.series.description: e.role for e in by_subject[series.patient]}
+            role = planned.get(remind.seg_reference(series))
+            named[role if role in ORDER else "another series"] += 1
+    chosen = Counter(e.label_on for e in plan if e.role == "SEG")
+    lines = [
+        f"## ReMIND planned from IDC's index (idc-index-data {idc.index_version()})",
+        "",
+        f"{len(subjects)} shipped subjects (`resources/datasets/remind_subjects.txt`), reference "
+        f"order {ORDER}. Sizes from the index's `series_size_MB`.",
+        "",
+        "| role | subjects with it | series descriptions | size (GB) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for role in remind.ROLES:
+        names = ", ".join(f"{d} {n}" for d, n in descriptions.get(role, Counter()).most_common())
+        if role == "SEG":  # all 'tumor seg - MR ref: <MR>': list the MRs
+            names = "tumor seg - MR ref: " + names.replace("tumor seg - MR ref: ", "")
+        extra = f" ({several[role]} with several candidates)" if several[role] else ""
+        lines.append(f"| {role} | {counts[role]}{extra} | {names} | {sizes[role] / 1000:.2f} |")
+    lines += [
+        f"| all | {len(by_subject)} | {len(plan)} series | {sum(sizes.values()) / 1000:.2f} |",
+        "",
+        f"Pre-operative `tumor seg` series of these subjects: {sum(masks.values())}, on all "
+        f"{len(masks)} subjects, {sum(n > 1 for n in masks.values())} with more than one. By "
+        "the MR their description names: "
+        + ", ".join(f"{role} {n}" for role, n in named.most_common())
+        + ". The mask planned per subject (the one on the reference MR first) is drawn on: "
+        + ", ".join(f"{role} {n}" for role, n in chosen.most_common())
+        + " (SEG_MR: another MR, downloaded and aligned to the reference MR).",
+        "",
+    ]
+    row = ("plan 103 ReMIND subjects from IDC's index (offline)", f"{seconds:.2f} s", "")
+    return lines, row
+
+
+def idc_rows(tmp: Path) -> list[tuple[str, str, str]]:
+    """IDC downloads (s5cmd) from moto's S3 server over loopback, verified by ETag."""
+    from tests.fake_s3 import LocalBucket
+
     rows = []
+    bucket = LocalBucket()
+    try:
+        rng = np.random.default_rng(5)
+        big = bytes(128) + b"DICM" + rng.integers(0, 255, 100 * 10**6, dtype=np.uint8).tobytes()
+        small = [
+            bytes(128) + b"DICM" + rng.integers(0, 255, 131_000, dtype=np.uint8).tobytes()
+            for _ in range(176)
+        ]
+        series = []
+        for name, bodies in (("US_pre_dura", [big]), ("3D_AX_T2_SPACE", small)):
+            uuid = f"00000000-0000-0000-0000-{len(series):012d}"
+            for index, body in enumerate(bodies):
+                bucket.put(f"{uuid}/{index:08d}.dcm", body)
+            size = sum(len(body) for body in bodies)
+            series.append(
+                idc.IndexedSeries(
+                    f"1.2.3.{len(series)}",
+                    "P",
+                    "Preop",
+                    "MR",
+                    "",
+                    name,
+                    len(bodies),
+                    size / 1e6,
+                    uuid,
+                    f"s3://idc-open-data/{uuid}/*",
+                )
+            )
+        ledger = dl.Ledger(tmp / "idc" / "ledger.jsonl")
+        for item in series:
+            seconds, _ = timed(
+                idc.download_series, item, "P", tmp / "idc", ledger, endpoint=bucket.endpoint,
+                policy=POLICY,
+            )  # fmt: skip
+            rows.append(
+                (
+                    f"IDC series {item.description} ({item.size_mb:.0f} MB, {item.instances} "
+                    f"object{'s' * (item.instances > 1)}) through s5cmd: copy, ETag and size "
+                    "checks",
+                    f"{seconds:.2f} s",
+                    f"{item.size_mb / seconds:.0f} MB/s",
+                )
+            )
+        seconds, _ = timed(
+            idc.download_series, series[1], "P", tmp / "idc", ledger, endpoint=bucket.endpoint,
+            policy=POLICY,
+        )  # fmt: skip
+        rows.append(("the same series on a rerun (ledger: verified, skipped)",
+                     f"{seconds * 1000:.0f} ms", ""))  # fmt: skip
+    finally:
+        bucket.stop()
+    return rows
+
+
+def main() -> None:
+    """Run every measurement and write the Markdown tables."""
+    plan_lines, plan_row = remind_plan_section()
+    rows = [plan_row]
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         state = fake.FakeServer()
@@ -112,23 +231,27 @@ def main() -> None:
             seconds, _ = timed(series_volume, series_folder)
             rows.append(("DICOM MR series -> volume (highdicom)", f"{seconds:.2f} s", ""))
 
-            us_shape = (400, 300, 250)
-            us = factory.us_volume(
-                np.random.default_rng(2).integers(0, 255, us_shape).astype(float),
-                fake.ORIENTATION_OBLIQUE, (0.3, 0.3, 0.4), np.zeros(3), patient="P",
-            )  # fmt: skip
-            factory.write_datasets([us], tmp / "us")
-            seconds, _ = timed(series_volume, tmp / "us")
-            rows.append(
-                (
-                    f"multi-frame iUS {us_shape[0]}x{us_shape[1]}x{us_shape[2]} "
-                    f"({np.prod(us_shape) / 2**20:.0f} MB) -> volume",
-                    f"{seconds:.2f} s",
-                    "",
+            us_shape = (747, 611, 222)  # ReMIND's largest iUS (columns, rows, frames)
+            volume = np.random.default_rng(2).integers(0, 255, us_shape, dtype=np.uint8)
+            for frame_of_reference, how in (("generate", "highdicom"), (None, "frame positions")):
+                us = factory.us_secondary_capture(
+                    volume, fake.ORIENTATION_OBLIQUE, (0.3, 0.3, 0.4), np.zeros(3), patient="P",
+                    frame_of_reference=frame_of_reference,
+                )  # fmt: skip
+                folder = tmp / f"us-{how.replace(' ', '-')}"
+                factory.write_datasets([us], folder)
+                seconds, _ = timed(series_volume, folder)
+                rows.append(
+                    (
+                        f"iUS as ReMIND has it (multi-frame byte SC, {us_shape[0]}x{us_shape[1]}"
+                        f"x{us_shape[2]}, {np.prod(us_shape) / 1e6:.0f} MB) -> volume ({how})",
+                        f"{seconds:.2f} s",
+                        "",
+                    )
                 )
-            )
         finally:
             httpd.shutdown()
+        rows += idc_rows(tmp)
         for configfile in ("remind.yaml", "resect.yaml"):
             seconds, jobs = dry_run(configfile, tmp / configfile)
             rows.append(
@@ -143,8 +266,13 @@ def main() -> None:
         "",
         f"Written by `python -m benchmarks.datasets_benchmark` on {platform.node()} "
         f"({platform.processor() or platform.machine()}, Python {platform.python_version()}).",
-        "Transfers are over loopback from the test suite's fake servers: they measure this",
-        "code (streaming, checksums, extraction), not TCIA's or NIRD's bandwidth.",
+        "",
+        *plan_lines,
+        "## Timings",
+        "",
+        "Transfers are over loopback from the test suite's fake servers (NBIA, and moto's S3",
+        "server for IDC's bucket): they measure this code (streaming, s5cmd, checksums,",
+        "extraction), not TCIA's, IDC's or NIRD's bandwidth.",
         "",
         "| what | time | rate / size |",
         "| --- | --- | --- |",

@@ -8,10 +8,12 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_US_VOLUME = "1.2.840.10008.5.1.4.1.1.6.2"
+MULTIFRAME_GRAYSCALE_BYTE_SC = "1.2.840.10008.5.1.4.1.1.7.2"
 
 
 def _base(
@@ -140,8 +142,78 @@ def us_volume(
     return ds
 
 
-def segmentation(source: list[Dataset], mask: np.ndarray, description: str) -> Dataset:
-    """A binary DICOM SEG of ``mask`` (same axes as the source volume) drawn on ``source``."""
+def us_secondary_capture(
+    volume: np.ndarray,
+    orientation: np.ndarray,
+    spacing: tuple[float, float, float],
+    origin: np.ndarray,
+    *,
+    patient: str = "P1",
+    description: str = "US_pre_dura",
+    frame_of_reference: str | None = "generate",
+    frame_order: list[int] | None = None,
+) -> Dataset:
+    """A 3D iUS as ReMIND publishes it: Multi-frame Grayscale Byte Secondary Capture.
+
+    Written as PixelMed's NRRDToDicom does: 8-bit frames, pixel spacing and orientation in
+    the shared functional groups, one plane position per frame in the per-frame groups,
+    and no Image Position / Orientation at the top level. ``frame_of_reference=None``
+    leaves FrameOfReferenceUID out; ``frame_order`` stores the slices in another order.
+    """
+    affine = lps_affine(orientation, spacing, origin)
+    ds = _base(MULTIFRAME_GRAYSCALE_BYTE_SC, "US", patient, generate_uid(), "")
+    del ds.FrameOfReferenceUID
+    if frame_of_reference is not None:
+        ds.FrameOfReferenceUID = (
+            generate_uid() if frame_of_reference == "generate" else frame_of_reference
+        )
+    ds.SeriesDescription = description
+    ds.InstanceNumber = 1
+    ds.ConversionType = "WSD"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+    ds.NumberOfFrames = volume.shape[2]
+    ds.ContentDate = "20200101"
+    ds.ContentTime = "120000"
+    ds.FrameIncrementPointer = Tag("PerFrameFunctionalGroupsSequence")
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+    measures.SliceThickness = float(spacing[2])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    plane = Dataset()
+    plane.ImageOrientationPatient = [float(v) for v in orientation]
+    shared.PlaneOrientationSequence = Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    order = list(range(volume.shape[2])) if frame_order is None else list(frame_order)
+    frames = []
+    for k in order:
+        item = Dataset()
+        position = Dataset()
+        position.ImagePositionPatient = [
+            float(v) for v in affine[:3, :3] @ [0, 0, k] + affine[:3, 3]
+        ]
+        item.PlanePositionSequence = Sequence([position])
+        content = Dataset()
+        content.InStackPositionNumber = k + 1
+        item.FrameContentSequence = Sequence([content])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    pixels = np.ascontiguousarray(np.transpose(volume[:, :, order], (2, 1, 0)).astype(np.uint8))
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def segmentation(
+    source: list[Dataset], mask: np.ndarray, description: str, *, referenced: bool = True
+) -> Dataset:
+    """A binary DICOM SEG of ``mask`` (same axes as the source volume) drawn on ``source``.
+
+    ``referenced=False`` drops the references to the source series and images, as in
+    ReMIND, whose SEGs name their MR only in the series description.
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -154,7 +226,7 @@ def segmentation(source: list[Dataset], mask: np.ndarray, description: str) -> D
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
     )
     frames = np.ascontiguousarray(np.transpose(mask, (2, 1, 0)).astype(np.uint8))
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=ordered,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -169,6 +241,12 @@ def segmentation(source: list[Dataset], mask: np.ndarray, description: str) -> D
         device_serial_number="1",
         series_description=description,
     )
+    if not referenced:
+        del seg.ReferencedSeriesSequence
+        for frame in seg.PerFrameFunctionalGroupsSequence:
+            if "DerivationImageSequence" in frame:
+                del frame.DerivationImageSequence
+    return seg
 
 
 def write_datasets(datasets: list[Dataset], folder: Path) -> list[Path]:

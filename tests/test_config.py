@@ -32,6 +32,10 @@ def test_shipped_configs_are_valid(micro_config):
         ({"cohorts": {"upenn": {"source": "internet"}}}, "'cohorts.upenn.source'"),
         ({"cohorts": {"resect": {"source": "local"}}}, "missing config key 'cohorts.resect.path'"),
         (
+            {"cohorts": {"remind": {"source": "dataset", "raw": "d", "api": "s3"}}},
+            "'cohorts.remind.api'",
+        ),
+        (
             {"demo": {"misalignment": {"translation_mm": [8.0, 3.0]}}},
             "'demo.misalignment.translation_mm'",
         ),
@@ -100,6 +104,10 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
             "missing config key 'cohorts.upenn.package'",
         ),
         (
+            {"resect": {"source": "dataset", "raw": "d", "api": "idc"}},
+            "'cohorts.resect.api' only applies to cohort remind",
+        ),
+        (
             {"remind": {"source": "dataset", "raw": "d", "manifest": "nowhere.tcia"}},
             "'cohorts.remind.manifest': file 'nowhere.tcia' does not exist",
         ),
@@ -131,6 +139,11 @@ def test_dataset_cohorts_resolve_offline():
     assert (
         str(cohorts["resect"].root).endswith("cohorts/resect") and cohorts["resect"].raw.name == "s"
     )
+    for api in ("idc", "nbia"):
+        validate_config(
+            merged_config({"cohorts": {"remind": {"source": "dataset", "raw": "r", "api": api}}}),
+            SCHEMA,
+        )
     with pytest.raises(ConfigError, match=r"missing config key 'cohorts\.remind\.raw'"):
         validate_config(merged_config({"cohorts": {"remind": {"source": "dataset"}}}), SCHEMA)
 

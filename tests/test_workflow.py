@@ -246,8 +246,10 @@ def job_counts(output: str) -> dict[str, int]:
         (
             "remind.yaml",
             {
-                "list_remind_series": 1,
-                "download_remind_subject": 103,
+                "plan_remind": 1,
+                # the series planned from IDC's index: 103 iUS, 66 T2, 97 ceT1, 15 FLAIR,
+                # 103 tumour SEGs and the 15 other MRs some of them were drawn on
+                "download_remind_series": 399,
                 "convert_remind_subject": 103,
             },
         ),
@@ -313,7 +315,8 @@ def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
         overlay.write_text(
             "cohorts:\n  resect:\n    source: dataset\n"
             f"    raw: '{tmp_path / 'raw'}'\n    subjects: [Case1]\n"
-            f"    url: '{state.url}/resect'\n    segmentation_url: '{state.url}/osf/zip'\n"
+            f"    url: '{state.url}{fake.RESECT_HOSTS[1]}'\n"
+            f"    segmentation_url: '{state.url}/osf/zip'\n"
         )
         result = snakemake(
             "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), str(overlay),
@@ -374,3 +377,25 @@ def test_slurm_profile_requests_gpus_only_for_gpu_rules(tmp_path):
         else:
             assert "gpu" not in fields and "gpu_model" not in fields, (rule, resources)
             assert fields["slurm_partition"] == "cpu", (rule, resources)
+
+
+def test_remind_dry_run_shows_the_planned_series_offline(tmp_path):
+    """The DAG holds one download job per series planned from IDC's index, by real UID."""
+    from iusynth.datasets import remind
+
+    overlay = tmp_path / "two.yaml"
+    overlay.write_text(
+        "cohorts:\n  remind:\n    subjects: [ReMIND-001, ReMIND-055]\n"
+        "preprocessing:\n  splits:\n    folds: 2\nsegmentation:\n  nnunet:\n    folds: 2\n"
+    )
+    result = snakemake(
+        "-n", "--configfile", str(REPO / "config" / "remind.yaml"), str(overlay),
+        "-d", str(tmp_path / "run"),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    plan = remind.plan_cohort(["ReMIND-001", "ReMIND-055"], ["T2", "ceT1", "FLAIR"])
+    for entry in plan:
+        assert f"downloads/remind/{entry.subject}/{entry.series.uid}.json" in output
+    assert job_counts(output)["download_remind_series"] == len(plan) == 7
+    assert "results/cohorts/remind/plan.tsv" in output

@@ -25,34 +25,57 @@ def _download_policy(args: argparse.Namespace) -> Any:
     return RetryPolicy.from_config(json.loads(args.download))
 
 
-def _remind_list(args: argparse.Namespace) -> None:
-    """List the ReMIND collection's series (optionally restricted to a .tcia manifest)."""
-    from iusynth.datasets.remind import write_listing
+def _remind_plan(args: argparse.Namespace) -> None:
+    """Plan ReMIND's series from IDC's index; write plan.tsv and print the plan."""
+    from iusynth.datasets.idc import IndexProblem, index_version
+    from iusynth.datasets.remind import (
+        check_index_against_ledger,
+        format_plan,
+        plan_cohort,
+        write_plan,
+    )
 
-    write_listing(args.output, args.url, args.manifest, _download_policy(args), args.raw)
+    if args.index_version and args.index_version != index_version():
+        raise IndexProblem(
+            f"the workflow planned ReMIND with idc-index-data {args.index_version}, but this "
+            f"job's environment has {index_version()}: install the same release in both "
+            "(envs/datasets.yaml and the environment running snakemake)"
+        )
+    check_index_against_ledger(args.raw)
+    plan = plan_cohort(args.subjects, args.reference_order, manifest=args.manifest)
+    write_plan(args.output, plan)
+    print(format_plan(plan))
 
 
 def _remind_download(args: argparse.Namespace) -> None:
-    """Download and verify one ReMIND patient's series."""
-    from iusynth.datasets.remind import download_subject
+    """Download and verify one planned ReMIND series (IDC bucket or NBIA)."""
+    from iusynth.datasets.remind import PlannedSeries, download_series
 
-    download_subject(
-        args.subject,
-        args.listing,
-        args.raw,
-        args.output,
-        base_url=args.url,
-        policy=_download_policy(args),
+    entry = PlannedSeries.from_row(json.loads(args.series))
+    download_series(
+        entry, args.raw, args.output, api=args.api, url=args.url, policy=_download_policy(args)
     )
-    log.info("downloaded %s", args.subject)
+    log.info("downloaded %s %s (%s)", entry.subject, entry.role, entry.series.description)
 
 
 def _remind_convert(args: argparse.Namespace) -> None:
     """Convert one downloaded ReMIND patient to the canonical layout."""
     from iusynth.datasets.remind import convert_subject
+    from iusynth.registration import RegistrationOptions
 
-    source = convert_subject(args.record, args.output)
+    settings = json.loads(args.settings)
+    options = (
+        RegistrationOptions.from_config(settings["registration"], threads=args.threads)
+        if settings["align_mr_sequences"]
+        else None
+    )
+    records = [json.loads(Path(path).read_text()) for path in args.records]
+    source = convert_subject(
+        records, args.output, reference_order=settings["reference_order"], alignment=options
+    )
     log.info("converted %s: %s", args.output.name, sorted(source["series"]))
+    for note in source["notes"]:
+        log.warning("%s: %s", args.output.name, note)
 
 
 def _upenn_extract(args: argparse.Namespace) -> None:
@@ -86,7 +109,7 @@ def _resect_download(args: argparse.Namespace) -> None:
     from iusynth.datasets.resect import download_subject
 
     download_subject(
-        args.subject, args.raw, args.output, base_url=args.url, policy=_download_policy(args)
+        args.subject, args.raw, args.output, base_urls=args.url, policy=_download_policy(args)
     )
     log.info("downloaded %s", args.subject)
 
@@ -872,23 +895,30 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
             ("subject_dirs", {"nargs": "+", "help": "subject folders (named by subject id)"}),
         ],
     ),
-    "remind-list": (
-        "list the ReMIND collection's series from TCIA (NBIA v4)",
-        _remind_list,
+    "remind-plan": (
+        "plan ReMIND's series from IDC's index (offline); write plan.tsv and print it",
+        _remind_plan,
         [
-            "raw",
-            "url",
+            ("--subjects", {"required": True, "nargs": "+", "help": "ReMIND patients"}),
+            (
+                "--reference-order",
+                {"required": True, "nargs": "+", "help": "preprocessing.reference_order"},
+            ),
             ("--manifest", {"type": Path, "default": None, "help": ".tcia manifest"}),
-            "download",
-            "json",
+            (
+                "--index-version",
+                {"default": None, "help": "the idc-index-data release the DAG was planned with"},
+            ),
+            "raw",
+            ("--output", {"required": True, "type": Path, "help": "plan.tsv to write"}),
         ],
     ),
     "remind-download": (
-        "download and verify one ReMIND patient's series",
+        "download and verify one planned ReMIND series (IDC's bucket or TCIA's NBIA)",
         _remind_download,
         [
-            "subject",
-            ("--listing", {"required": True, "type": Path, "help": "remind-list output"}),
+            ("--series", {"required": True, "help": "the plan's row of the series, as JSON"}),
+            ("--api", {"required": True, "choices": ["idc", "nbia"], "help": "where from"}),
             "raw",
             "url",
             "download",
@@ -899,7 +929,15 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
         "convert one downloaded ReMIND patient (DICOM) to the canonical layout",
         _remind_convert,
         [
-            ("--record", {"required": True, "type": Path, "help": "remind-download record"}),
+            (
+                "--records",
+                {"required": True, "nargs": "+", "type": Path, "help": "remind-download records"},
+            ),
+            (
+                "--settings",
+                {"required": True, "help": "reference_order, align_mr_sequences, registration"},
+            ),
+            "threads",
             "folder",
         ],
     ),
@@ -935,7 +973,20 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], None], list[Any]]] =
     "resect-download": (
         "download and verify one RESECT case (NIRD archive)",
         _resect_download,
-        ["subject", "raw", "url", "download", "json"],
+        [
+            "subject",
+            "raw",
+            (
+                "--url",
+                {
+                    "required": True,
+                    "action": "append",
+                    "help": "the archive's RESECT folder (repeat: addresses tried in turn)",
+                },
+            ),
+            "download",
+            "json",
+        ],
     ),
     "resect-segmentations": (
         "download and extract RESECT-SEG (OSF)",

@@ -248,6 +248,7 @@ _DATASET_ONLY_KEYS = {
     "url": None,
     "segmentation_url": "resect",
     "manifest": "remind",
+    "api": "remind",
     "package": "upenn",
     "checksums": "upenn",
 }

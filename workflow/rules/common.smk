@@ -130,6 +130,8 @@ def registration_records(wildcards):
 def final_targets():
     """Everything the workflow produces (but the benchmark summary, which comes last)."""
     targets = [cohort_manifest(name) for name in COHORTS]
+    if COHORTS["remind"].source == "dataset":
+        targets.append(f"{RESULTS}/cohorts/remind/plan.tsv")
     targets += [
         f"{RESULTS}/qc/cohorts/{cohort.name}/{subject}.png"
         for cohort in COHORTS.values()
@@ -160,7 +162,15 @@ def subject_choice(name):
 
 def dataset_url(name):
     """The server root of a downloaded dataset (the config's, else the known one)."""
+    if name == "remind":
+        return config["cohorts"]["remind"].get("url", catalog.REMIND_APIS[REMIND_API])
     return config["cohorts"][name].get("url", catalog.DATASETS[name].default_url)
+
+
+def resect_url_arguments():
+    """The --url options of resect-download: the config's address, else both known ones."""
+    url = config["cohorts"]["resect"].get("url")
+    return " ".join(f"--url '{u}'" for u in ([url] if url else catalog.RESECT_URLS))
 
 
 def resect_segmentation_url():
@@ -169,9 +179,57 @@ def resect_segmentation_url():
 
 
 def remind_manifest_argument():
-    """The --manifest option of remind-list, or nothing."""
+    """The --manifest option of remind-plan, or nothing."""
     manifest = config["cohorts"]["remind"].get("manifest")
     return f"--manifest '{manifest}'" if manifest else ""
+
+
+# ReMIND is planned from IDC's index (package idc-index-data) while the DAG is built: the
+# exact series of each subject are known offline, before anything is downloaded.
+REMIND_API = config["cohorts"]["remind"].get("api", "idc")
+REMIND_PLAN = {}
+REMIND_INDEX_VERSION = ""
+if COHORTS["remind"].source == "dataset":
+    from iusynth.datasets import remind as remind_dataset
+
+    try:
+        REMIND_INDEX_VERSION = remind_dataset.index_version()
+        remind_dataset.check_index_against_ledger(COHORTS["remind"].raw)
+        _manifest = config["cohorts"]["remind"].get("manifest")
+        REMIND_PLAN = remind_dataset.plan_by_subject(
+            remind_dataset.plan_cohort(
+                COHORTS["remind"].subjects,
+                config["preprocessing"]["reference_order"],
+                manifest=Path(_manifest).expanduser() if _manifest else None,
+            )
+        )
+    except ValueError as error:  # IndexProblem, a bad manifest
+        raise WorkflowError(str(error)) from None
+
+
+def remind_series_records(wildcards):
+    """The download records of one ReMIND subject's planned series."""
+    return [
+        f"{RESULTS}/downloads/remind/{wildcards.subject}/{entry.series.uid}.json"
+        for entry in REMIND_PLAN[wildcards.subject]
+    ]
+
+
+def remind_planned_series(wildcards):
+    """One planned series of a ReMIND subject as JSON (what remind-download fetches)."""
+    for entry in REMIND_PLAN[wildcards.subject]:
+        if entry.series.uid == wildcards.series:
+            return json.dumps(entry.row(), sort_keys=True)
+    raise WorkflowError(
+        f"series {wildcards.series} is not planned for {wildcards.subject}"
+    )
+
+
+def remind_conversion_settings():
+    """What remind-convert reads of 'preprocessing': the reference MR and MR alignment."""
+    section = config["preprocessing"]
+    keys = ("reference_order", "align_mr_sequences", "registration")
+    return json.dumps({key: section[key] for key in keys}, sort_keys=True)
 
 
 def upenn_package_root():

@@ -32,13 +32,42 @@ rule write_cohort_manifest:
 
 if COHORTS["remind"].source == "dataset":
 
-    rule list_remind_series:
+    rule plan_remind:
         output:
-            f"{DOWNLOADS}/remind/series.json",
+            f"{RESULTS}/cohorts/remind/plan.tsv",
         log:
-            f"{RESULTS}/logs/list_remind_series.log",
+            f"{RESULTS}/logs/plan_remind.log",
         benchmark:
-            f"{RESULTS}/benchmarks/list_remind_series.tsv"
+            f"{RESULTS}/benchmarks/plan_remind.tsv"
+        conda:
+            "../../envs/datasets.yaml"
+        threads: 1
+        resources:
+            **CPU_JOB,
+            mem_mb=2000,
+            runtime=10,
+        params:
+            iusynth=IUSYNTH,
+            subjects=COHORTS["remind"].subjects,
+            order=config["preprocessing"]["reference_order"],
+            manifest=remind_manifest_argument(),
+            index=REMIND_INDEX_VERSION,
+            raw=COHORTS["remind"].raw,
+        shell:
+            "{params.iusynth} remind-plan --subjects {params.subjects}"
+            " --reference-order {params.order} {params.manifest} --index-version {params.index}"
+            " --raw {params.raw:q} --output {output:q} > {log} 2>&1"
+
+    rule download_remind_series:
+        output:
+            f"{DOWNLOADS}/remind/{{subject}}/{{series}}.json",
+        log:
+            f"{RESULTS}/logs/download_remind_series/{{subject}}/{{series}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download_remind_series/{{subject}}/{{series}}.tsv"
+        wildcard_constraints:
+            subject=subject_choice("remind"),
+            series=r"[0-9]+(\.[0-9]+)*",
         retries: 2
         conda:
             "../../envs/datasets.yaml"
@@ -46,49 +75,22 @@ if COHORTS["remind"].source == "dataset":
         resources:
             **CPU_JOB,
             mem_mb=1000,
-            runtime=30,
+            runtime=120,
         params:
             iusynth=IUSYNTH,
-            raw=COHORTS["remind"].raw,
-            url=dataset_url("remind"),
-            manifest=remind_manifest_argument(),
-            download=DOWNLOAD_SETTINGS,
-        shell:
-            "{params.iusynth} remind-list --raw {params.raw:q} --url {params.url:q}"
-            " {params.manifest} --download {params.download:q} --output {output:q} > {log} 2>&1"
-
-    rule download_remind_subject:
-        input:
-            rules.list_remind_series.output[0],
-        output:
-            f"{DOWNLOADS}/remind/{{subject}}.json",
-        log:
-            f"{RESULTS}/logs/download_remind_subject/{{subject}}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/download_remind_subject/{{subject}}.tsv"
-        wildcard_constraints:
-            subject=subject_choice("remind"),
-        retries: 2
-        conda:
-            "../../envs/datasets.yaml"
-        threads: 1
-        resources:
-            **CPU_JOB,
-            mem_mb=2000,
-            runtime=240,
-        params:
-            iusynth=IUSYNTH,
+            series=remind_planned_series,
+            api=REMIND_API,
             raw=COHORTS["remind"].raw,
             url=dataset_url("remind"),
             download=DOWNLOAD_SETTINGS,
         shell:
-            "{params.iusynth} remind-download --subject {wildcards.subject} --listing {input:q}"
+            "{params.iusynth} remind-download --series {params.series:q} --api {params.api}"
             " --raw {params.raw:q} --url {params.url:q} --download {params.download:q}"
             " --output {output:q} > {log} 2>&1"
 
     rule convert_remind_subject:
         input:
-            rules.download_remind_subject.output[0],
+            remind_series_records,
         output:
             directory(f"{RESULTS}/cohorts/remind/{{subject}}"),
         log:
@@ -99,15 +101,17 @@ if COHORTS["remind"].source == "dataset":
             subject=subject_choice("remind"),
         conda:
             "../../envs/datasets.yaml"
-        threads: 1
+        threads: 2
         resources:
             **CPU_JOB,
             mem_mb=8000,
             runtime=30,
         params:
             iusynth=IUSYNTH,
+            settings=remind_conversion_settings(),
         shell:
-            "{params.iusynth} remind-convert --record {input:q} --output {output:q} > {log} 2>&1"
+            "{params.iusynth} remind-convert --records {input:q} --settings {params.settings:q}"
+            " --threads {threads} --output {output:q} > {log} 2>&1"
 
 
 if COHORTS["upenn"].source == "dataset":
@@ -208,11 +212,11 @@ if COHORTS["resect"].source == "dataset":
         params:
             iusynth=IUSYNTH,
             raw=COHORTS["resect"].raw,
-            url=dataset_url("resect"),
+            urls=resect_url_arguments(),
             download=DOWNLOAD_SETTINGS,
         shell:
             "{params.iusynth} resect-download --subject {wildcards.subject}"
-            " --raw {params.raw:q} --url {params.url:q} --download {params.download:q}"
+            " --raw {params.raw:q} {params.urls} --download {params.download:q}"
             " --output {output:q} > {log} 2>&1"
 
     rule download_resect_segmentations:

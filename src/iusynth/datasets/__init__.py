@@ -2,6 +2,8 @@
 
 - :mod:`~iusynth.datasets.download`: HTTP with retries, size/MD5 checks, atomic files,
   safe archive extraction and a per-dataset ledger of verified files.
+- :mod:`~iusynth.datasets.idc`: IDC's series index (``idc-index-data``, offline) and
+  series from IDC's public bucket through ``s5cmd``, checked against the bucket's ETags.
 - :mod:`~iusynth.datasets.nbia`: the TCIA NBIA v4 REST API and ``.tcia`` manifests.
 - :mod:`~iusynth.datasets.dicom`: DICOM (MR series, multi-frame iUS, SEG) to NIfTI.
 - :mod:`~iusynth.datasets.remind`, :mod:`~iusynth.datasets.upenn`,

@@ -30,9 +30,19 @@ REMIND = DatasetInfo(
         "ReMIND (TCIA, DOI 10.7937/3RAG-D070) is licensed CC BY 4.0: cite the dataset and "
         "TCIA in any publication"
     ),
-    default_url="https://services.cancerimagingarchive.net/nbia-api/services/v4",
-    how_to_get="downloaded by the workflow from TCIA's NBIA REST API (about 43.5 GB in all)",
+    default_url="https://s3.amazonaws.com",
+    how_to_get=(
+        "planned offline from IDC's index (idc-index-data) and downloaded by the workflow "
+        "from IDC's public bucket (about 43.5 GB for the whole collection), or from TCIA's "
+        "NBIA REST API with cohorts.remind.api: nbia"
+    ),
 )
+# Where ReMIND's series come from, by cohorts.remind.api: IDC's public bucket (S3 endpoint;
+# the bucket and folder of each series are in IDC's index), or TCIA's NBIA v4 REST API.
+REMIND_APIS = {
+    "idc": "https://s3.amazonaws.com",
+    "nbia": "https://nbia.cancerimagingarchive.net/nbia-api/services/v4/",
+}
 UPENN = DatasetInfo(
     name="UPenn-GBM",
     cohort="upenn",
@@ -54,8 +64,17 @@ RESECT = DatasetInfo(
         "RESECT (NIRD, DOI 10.11582/2017.00004) is licensed CC BY 4.0; RESECT-SEG (OSF jv8bk) "
         "is licensed CC BY-NC-SA 4.0: non-commercial use only, share alike"
     ),
-    default_url="https://ns9999k.webs.sigma2.no/10.11582_2017.00004/RESECT",
+    default_url=(
+        "https://data.archive.sigma2.no/dataset/5686d8fa-2003-4837-8e66-8e887fabe21e/download/"
+        "RESECT"
+    ),
     how_to_get="downloaded by the workflow from the NIRD archive and OSF",
+)
+# The two documented addresses of RESECT's folder in the NIRD archive (each holds
+# NIFTI/Case{N}/...): the archive's download service, then its read-only S3 gateway.
+RESECT_URLS: tuple[str, ...] = (
+    RESECT.default_url,
+    "https://s3.nird.sigma2.no/archive-ro/5686d8fa-2003-4837-8e66-8e887fabe21e/RESECT",
 )
 RESECT_SEG_URL = "https://files.osf.io/v1/resources/jv8bk/providers/osfstorage/?zip="
 DATASETS = {info.cohort: info for info in (REMIND, UPENN, RESECT)}

@@ -1,20 +1,22 @@
 """TCIA's NBIA v4 REST API (no authentication needed for public collections).
 
-- ``getSeries?Collection=<name>&format=json`` lists the series of a collection with their
-  PatientID, Modality, SeriesDescription, ImageCount and FileSize.
+The alternative to IDC's bucket for ReMIND (``cohorts.remind.api: nbia``); the series to
+fetch come from the plan made on IDC's index (same SeriesInstanceUIDs).
+
 - ``getImageWithMD5Hash?SeriesInstanceUID=<uid>`` returns a zip of the series' DICOM
-  files plus ``md5hashes.csv``. The server ignores HTTP Range and, during outages, answers
-  500 or sends a broken zip: a series is retried whole, then checked member by member
-  against the MD5 list and in total against FileSize.
+  files (``00000001.dcm``, ...) plus ``md5hashes.csv`` (``Filename,MD5Hash`` rows). The
+  server ignores HTTP Range and, during outages, answers 500 or sends a broken zip: a
+  series is retried whole, then checked member by member against the MD5 list (and in
+  total against a known FileSize, when one is given).
 - A ``.tcia`` manifest (from the TCIA web portal) holds header lines and, after
-  ``ListOfSeriesToDownload=``, one SeriesInstanceUID per line.
+  ``ListOfSeriesToDownload=``, one SeriesInstanceUID per line (newer portals put a
+  ``Series ID`` column header first).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 import shutil
@@ -30,9 +32,7 @@ from iusynth.datasets.download import (
     Ledger,
     RetryPolicy,
     fetch,
-    fetch_text,
     md5_of,
-    new_session,
     safe_extract,
     tree_size,
     zip_validator,
@@ -41,13 +41,14 @@ from iusynth.fileio import atomic_directory
 
 log = logging.getLogger(__name__)
 
-NBIA_V4 = "https://services.cancerimagingarchive.net/nbia-api/services/v4"
+NBIA_V4 = "https://nbia.cancerimagingarchive.net/nbia-api/services/v4/"
+SERIES_HEADERS = {"series id", "seriesinstanceuid", "series instance uid"}
 MD5_LIST = "md5hashes.csv"
 
 
 @dataclass(frozen=True)
 class Series:
-    """One series of a collection, as the NBIA listing describes it."""
+    """One series to download from NBIA (its size, when known, is checked too)."""
 
     uid: str
     patient: str
@@ -56,57 +57,6 @@ class Series:
     study_description: str
     image_count: int
     file_size: int | None
-
-    @classmethod
-    def from_listing(cls, row: dict[str, Any]) -> Series:
-        """Build from one row of ``getSeries`` JSON."""
-        size = row.get("FileSize")
-        return cls(
-            uid=str(row["SeriesInstanceUID"]),
-            patient=str(row.get("PatientID", "")),
-            modality=str(row.get("Modality", "")),
-            description=str(row.get("SeriesDescription", "")),
-            study_description=str(row.get("StudyDesc", row.get("StudyDescription", ""))),
-            image_count=int(row.get("ImageCount", 0) or 0),
-            file_size=int(size) if size not in (None, "") else None,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (the inverse of :meth:`from_json`)."""
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Series:
-        """Rebuild from :meth:`to_json` output."""
-        return cls(**data)
-
-
-def list_series(
-    collection: str,
-    *,
-    base_url: str = NBIA_V4,
-    policy: RetryPolicy | None = None,
-) -> list[Series]:
-    """Every series of a collection, from the NBIA listing."""
-    text = fetch_text(
-        f"{base_url.rstrip('/')}/getSeries",
-        session=new_session(),
-        policy=policy,
-        params={"Collection": collection, "format": "json"},
-    )
-    try:
-        rows = json.loads(text) if text.strip() else []
-    except json.JSONDecodeError as error:
-        raise DownloadError(
-            f"the NBIA listing of collection {collection!r} at {base_url} is not JSON "
-            f"({error}; starts with {text[:80]!r}): the API may be down, rerun later"
-        ) from error
-    if not isinstance(rows, list) or not rows:
-        raise DownloadError(
-            f"the NBIA listing of collection {collection!r} at {base_url} is empty: check the "
-            "collection name"
-        )
-    return [Series.from_listing(row) for row in rows]
 
 
 def read_tcia_manifest(path: Path) -> list[str]:
@@ -122,6 +72,8 @@ def read_tcia_manifest(path: Path) -> list[str]:
             f"{path} is not a .tcia manifest: no 'ListOfSeriesToDownload=' line"
         ) from None
     uids = [line for line in lines[start + 1 :] if line]
+    if uids and uids[0].lower() in SERIES_HEADERS:
+        uids = uids[1:]  # a column header, not a series
     bad = [uid for uid in uids if not re.fullmatch(r"[0-9.]+", uid)]
     if bad:
         raise ValueError(f"{path}: {bad[0]!r} is not a SeriesInstanceUID")
@@ -159,6 +111,11 @@ def _verify_series_folder(folder: Path, series: Series) -> int:
         missing = set(hashes) - {p.name for p in files}
         if missing:
             raise CorruptDownload(f"series {series.uid}: {len(missing)} listed files missing")
+    elif series.file_size is None:
+        raise CorruptDownload(
+            f"series {series.uid}: no {MD5_LIST} in the zip, and no known size: nothing to "
+            "check its files against"
+        )
     else:
         log.warning("series %s: no %s in the zip; checked by CRC and size", series.uid, MD5_LIST)
     total = sum(p.stat().st_size for p in files)
@@ -176,6 +133,7 @@ def download_series(
     *,
     base_url: str = NBIA_V4,
     policy: RetryPolicy | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Download, verify and extract one series into ``raw_dir/<patient>/<uid>/``.
 
@@ -215,6 +173,9 @@ def download_series(
             FileRecord(tree_size(folder), record.md5),
             patient=series.patient,
             description=series.description,
+            source="nbia",
+            checksum=f"zip CRCs and {MD5_LIST} per file",
+            **(extra or {}),
         )
         return folder
     shutil.rmtree(folder, ignore_errors=True)

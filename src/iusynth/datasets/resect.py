@@ -1,15 +1,21 @@
 """RESECT from the NIRD archive and RESECT-SEG from OSF: download, verify, convert.
 
 RESECT publishes, per case, ``NIFTI/Case{N}/MRI/Case{N}-{T1,FLAIR}.nii.gz``,
-``NIFTI/Case{N}/US/Case{N}-US-before.nii.gz`` (each with an ``.md5`` sidecar) and
+``NIFTI/Case{N}/US/Case{N}-US-before.nii.gz`` and
 ``NIFTI/Case{N}/Landmarks/Case{N}-MRI-beforeUS.tag``: MNI tag points, FLAIR then iUS, in
-RAS world millimetres. Its T1 is gadolinium-enhanced (our ceT1). RESECT-SEG's zip holds
+RAS world millimetres (case 11 may have none). Its T1 is gadolinium-enhanced (our ceT1).
+The archive serves the same folder from two documented addresses
+(:data:`~iusynth.datasets.catalog.RESECT_URLS`), tried in turn. ``.md5`` sidecars are
+documented for the US files only: they are required there; an MR file or the landmarks
+use a sidecar when the archive has one, else the SHA-256 computed at download is recorded
+(ledger and ``source.json`` say which). RESECT-SEG's zip holds
 ``Case{N}/Case{N}-US-before-tumor.nii.gz`` and ``Case{N}/Case{N}-FLAIR-tumor.nii.gz``; OSF
 builds that zip on the fly, so it has no published checksum (its CRCs are checked).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -18,6 +24,7 @@ from typing import Any
 from iusynth import layout
 from iusynth.datasets.catalog import RESECT, resect_case
 from iusynth.datasets.download import (
+    CHUNK_BYTES,
     MD5_HEX,
     DownloadError,
     FileRecord,
@@ -36,6 +43,11 @@ from iusynth.tags import read_tag_file, write_tag_file
 
 log = logging.getLogger(__name__)
 
+SIDECAR_REQUIRED = frozenset({"US"})  # the files whose .md5 the archive documents
+OPTIONAL_FILES = frozenset({"landmarks"})  # case 11 may have no landmark file
+PUBLISHED = "published MD5 (.md5 sidecar)"
+COMPUTED = "no checksum published: SHA-256 computed at download"
+
 
 def case_files(case: int) -> dict[str, str]:
     """The files of one case, by our file kind, relative to the archive's root."""
@@ -46,6 +58,15 @@ def case_files(case: int) -> dict[str, str]:
         "US": f"{root}/US/Case{case}-US-before.nii.gz",
         "landmarks": f"{root}/Landmarks/Case{case}-MRI-beforeUS.tag",
     }
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _sidecar_md5(url: str, session: Any, policy: RetryPolicy, required: bool) -> str | None:
@@ -62,8 +83,42 @@ def _sidecar_md5(url: str, session: Any, policy: RetryPolicy, required: bool) ->
     return match.group(0).lower()
 
 
+def _fetch_case_file(
+    kind: str, relative: str, path: Path, base_urls: list[str], session: Any, policy: RetryPolicy
+) -> tuple[FileRecord, str, str | None] | None:
+    """Fetch one file from the first address that serves it: (record, url, published MD5).
+
+    None for an optional file that no address has (HTTP 404 everywhere).
+    """
+    problems = []
+    for base in base_urls:
+        url = f"{base.rstrip('/')}/{relative}"
+        try:
+            expected = _sidecar_md5(url, session, policy, required=kind in SIDECAR_REQUIRED)
+            return (
+                fetch(url, path, session=session, policy=policy, expected_md5=expected),
+                url,
+                (expected),
+            )
+        except DownloadError as error:
+            problems.append(str(error))
+            log.warning("%s: %s", relative, error)
+    if kind in OPTIONAL_FILES and all("HTTP 404" in problem for problem in problems):
+        return None
+    raise DownloadError(
+        f"{relative} could not be downloaded from any of {base_urls} ("
+        + " | ".join(problems)
+        + "); if the archive moved, set cohorts.resect.url"
+    )
+
+
 def download_subject(
-    subject: str, raw_dir: Path, output: Path, *, base_url: str, policy: RetryPolicy
+    subject: str,
+    raw_dir: Path,
+    output: Path,
+    *,
+    base_urls: list[str] | tuple[str, ...],
+    policy: RetryPolicy,
 ) -> None:
     """Download and verify one RESECT case's files; write a record of them."""
     case = resect_case(subject)
@@ -71,15 +126,31 @@ def download_subject(
     announce_licence(raw_dir, RESECT.name, RESECT.licence)
     ledger = Ledger(raw_dir / "ledger.jsonl")
     session = new_session()
-    record: dict[str, Any] = {"subject": subject, "files": {}}
+    record: dict[str, Any] = {"subject": subject, "files": {}, "checksums": {}}
     for kind, relative in case_files(case).items():
         path = raw_dir / relative
-        if ledger.verified(relative) is None:
-            url = f"{base_url.rstrip('/')}/{relative}"
-            expected = _sidecar_md5(url, session, policy, required=kind != "landmarks")
-            file = fetch(url, path, session=session, policy=policy, expected_md5=expected)
-            ledger.record(relative, path, file, checksum="published" if expected else "none")
+        entry = ledger.verified(relative)
+        if entry is None:
+            fetched = _fetch_case_file(kind, relative, path, list(base_urls), session, policy)
+            if fetched is None:
+                log.warning(
+                    "%s has no %s on the archive: converted without landmarks (left out of "
+                    "the landmark errors only)",
+                    subject,
+                    Path(relative).name,
+                )
+                continue
+            file, url, published = fetched
+            checks = {"checksum": PUBLISHED} if published else {"checksum": COMPUTED}
+            checks["sha256"] = sha256_of(path)
+            ledger.record(relative, path, file, url=url, **checks)
+            entry = ledger.verified(relative)
         record["files"][kind] = str(path.resolve())
+        record["checksums"][kind] = {
+            "checksum": entry.get("checksum", COMPUTED),
+            "md5": entry["md5"],
+            "sha256": entry.get("sha256"),
+        }
     write_json(output, record)
 
 
@@ -125,12 +196,19 @@ def convert_subject(
         for kind in ("ceT1", "FLAIR", "US"):
             load_nifti(files[kind])  # a readable 3D volume, or an error naming the file
             shutil.copyfile(files[kind], layout.subject_file(tmp, subject, kind))
-        pairs = read_tag_file(files["landmarks"])
-        write_tag_file(
-            layout.subject_file(tmp, subject, "landmarks"),
-            pairs,
-            comment=f"RESECT case {case}: FLAIR point, then iUS (before resection) point, RAS mm",
-        )
+        source["checksums"] = record.get("checksums", {})
+        if "landmarks" in files:
+            pairs = read_tag_file(files["landmarks"])
+            write_tag_file(
+                layout.subject_file(tmp, subject, "landmarks"),
+                pairs,
+                comment=(
+                    f"RESECT case {case}: FLAIR point, then iUS (before resection) point, RAS mm"
+                ),
+            )
+        else:
+            log.warning("%s: no landmark file; converted without landmarks", subject)
+            source["notes"] = ["no landmark file on the archive: no landmark errors"]
         if segmentations is not None:
             masks = {
                 "tumor-US": _find_one(segmentations, f"Case{case}-US-before-tumor.nii.gz"),

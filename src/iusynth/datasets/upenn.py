@@ -135,33 +135,84 @@ def read_checksums(path: Path) -> dict[str, str]:
 
 
 def find_checksum_list(package_root: Path) -> Path:
-    """The package's MD5 list: a file whose name contains 'md5', near its root."""
-    for depth in range(3):
-        pattern = "/".join(["*"] * (depth + 1))
-        found = sorted(
-            p for p in Path(package_root).glob(pattern) if p.is_file() and "md5" in p.name.lower()
-        )
-        if found:
-            return found[0]
+    """The package's MD5 list near its root: ``UPENN-GBM.sums`` (any ``*.sums``), else ``*md5*``."""
+    for matches in (
+        lambda p: p.suffix.lower() == ".sums",
+        lambda p: "md5" in p.name.lower(),
+    ):
+        for depth in range(3):
+            pattern = "/".join(["*"] * (depth + 1))
+            found = sorted(
+                p for p in Path(package_root).glob(pattern) if p.is_file() and matches(p)
+            )
+            if found:
+                return found[0]
     raise FileNotFoundError(
-        f"no MD5 list (a file named like '*md5*') in {package_root}: set cohorts.upenn.checksums "
-        "to the package's checksum file"
+        f"no checksum list (UPENN-GBM.sums, or a file named like '*md5*') in {package_root}: "
+        "set cohorts.upenn.checksums to the package's checksum file"
     )
+
+
+OLD_FOLDER = "old"  # superseded copies some cases keep (same names, other MD5s): ignored
+
+
+def _package_keys(
+    listed: dict[str, str], nifti_root: Path
+) -> tuple[dict[str, tuple[str, str]], int]:
+    """Checksums keyed by path relative to the NIfTI root (``images_structural/...``).
+
+    A listed path (``UPENN-GBM/NIfTI-files/images_structural/...``) is cut at its first
+    folder that the NIfTI root holds. Paths through an ``old/`` folder are left out.
+    Returns key -> (listed path, MD5), and how many ``old/`` lines were left out.
+    """
+    top = {entry.name for entry in nifti_root.iterdir() if entry.is_dir()}
+    keyed, old = {}, 0
+    for name, digest in listed.items():
+        parts = PurePosixPath(name).parts
+        if OLD_FOLDER in (part.lower() for part in parts[:-1]):
+            old += 1
+            continue
+        start = next((i for i, part in enumerate(parts) if part in top), None)
+        if start is not None:
+            keyed["/".join(parts[start:])] = (name, digest)
+    return keyed, old
+
+
+def _case_listed(key: str, case: str) -> bool:
+    """Whether a key (relative to the NIfTI root) is one of a case's files we read."""
+    folder, _, rest = key.partition("/")
+    if folder == STRUCTURAL:
+        return rest.startswith(f"{case}/")
+    return folder in ("images_segm", "automated_segm") and rest.startswith(f"{case}_")
 
 
 def verify_package(
     package_root: Path, checksums: Path | None, cases: list[str], output: Path, raw_dir: Path
 ) -> dict[str, Any]:
-    """Check every listed file of the wanted cases against the MD5 list; record the result."""
+    """Check every file of the wanted cases against the package's MD5 list; record the result.
+
+    The list (``UPENN-GBM.sums``: ``<md5>  <relative path>``) is keyed by relative path, not
+    by file name: the ``old/`` folders of some cases hold same-named files with other MD5s
+    and are ignored. A listed file of a wanted case missing from the package is an error.
+    """
     from iusynth.datasets.catalog import UPENN
     from iusynth.datasets.download import FileRecord, Ledger, announce_licence, md5_of
     from iusynth.fileio import write_json
 
     announce_licence(raw_dir, UPENN.name, UPENN.licence)
     package_root = Path(package_root)
+    nifti_root = find_structural(package_root).parent
     checksum_path = Path(checksums) if checksums else find_checksum_list(package_root)
-    listed = read_checksums(checksum_path)
-    by_name = {PurePosixPath(name).name: digest for name, digest in listed.items()}
+    keyed, old = _package_keys(read_checksums(checksum_path), nifti_root)
+    for case in cases:
+        for key, (name, _) in keyed.items():
+            if _case_listed(key, case) and not (nifti_root / key).is_file():
+                raise FileNotFoundError(
+                    f"{checksum_path} lists {name} (case {case}), which is not in the package "
+                    f"({nifti_root / key} does not exist): the package is incomplete; download "
+                    "that file (or the package) again with Aspera, or remove the case from "
+                    "cohorts.upenn.subjects"
+                )
     ledger = Ledger(Path(raw_dir) / "ledger.jsonl")
     verified, unlisted = 0, []
     for case in cases:
@@ -172,15 +223,16 @@ def verify_package(
             if ledger.verified(key) is not None:
                 verified += 1
                 continue
-            expected = by_name.get(path.name)
-            if expected is None:
+            listed = keyed.get(path.relative_to(nifti_root).as_posix())
+            if listed is None:
                 unlisted.append(path.name)
                 continue
             digest = md5_of(path)
-            if digest != expected:
+            if digest != listed[1]:
                 raise ValueError(
                     f"{path} fails its MD5 check against {checksum_path} ({digest} != "
-                    f"{expected}): the download is corrupt; fetch this file again with Aspera"
+                    f"{listed[1]}, line {listed[0]}): the download is corrupt; fetch this file "
+                    "again with Aspera"
                 )
             ledger.record(key, path, FileRecord(path.stat().st_size, digest))
             verified += 1
@@ -197,6 +249,7 @@ def verify_package(
         "cases": len(cases),
         "files_verified": verified,
         "files_unlisted": sorted(unlisted),
+        "old_lines_ignored": old,
     }
     write_json(output, summary)
     return summary
