@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from iusynth.datasets import catalog, idc, nbia, remind
-from iusynth.datasets import download as dl
-from iusynth.datasets.dicom import series_volume
+from iusynth.cohorts.datasets import catalog, idc, nbia, remind
+from iusynth.cohorts.datasets import download as dl
+from iusynth.cohorts.datasets.dicom import series_volume
 from tests import dicom_factory as factory
 from tests import fake_servers as fake
 

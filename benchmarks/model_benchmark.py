@@ -20,12 +20,12 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from iusynth.config import merge_config
+from iusynth.core.config import merge_config
 from iusynth.model.authors import AUTHORS_MODALITIES, load_authors_checkpoint
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
-from iusynth.slices import SliceStack
-from iusynth.training import Trainer, TrainingConfig, training_steps
+from iusynth.preprocessing.slices import SliceStack
+from iusynth.training.mmhvae import Trainer, TrainingConfig, training_steps
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "authors_mmhvae"

@@ -21,13 +21,13 @@ import torch
 import yaml
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from iusynth import metrics
-from iusynth.config import merge_config
-from iusynth.layout import MODALITIES
+from iusynth.core.config import merge_config
+from iusynth.core.layout import MODALITIES
+from iusynth.evaluation.evaluate import metrics
+from iusynth.evaluation.perceptual import LPIPS, lpips_distance
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.network import MMHVAE, ModelConfig
 from iusynth.model.translator import TranslatorConfig, UNetTranslator
-from iusynth.perceptual import LPIPS, lpips_distance
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 192

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from iusynth.config import merge_config
-from iusynth.demo.generate import DemoSettings, SimulatedSubject, generate_subject
-from iusynth.demo.plan import plan_cohort
+from iusynth.cohorts.demo.generate import DemoSettings, SimulatedSubject, generate_subject
+from iusynth.cohorts.demo.plan import plan_cohort
+from iusynth.core.config import merge_config
 
 REPO = Path(__file__).resolve().parents[1]
 

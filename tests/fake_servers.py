@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from iusynth.datasets import resect
+from iusynth.cohorts.datasets import resect
 
 from . import dicom_factory as factory
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from iusynth.datasets.download import DownloadError, RetryPolicy
+from iusynth.cohorts.datasets.download import DownloadError, RetryPolicy
 from iusynth.model.authors import (
     AUTHORS_MODALITIES,
     AuthorsCheckpointError,
     load_authors_checkpoint,
 )
 from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
-from iusynth.pretrained import install_pretrained
-from iusynth.training import load_model
+from iusynth.training.mmhvae import load_model
+from iusynth.training.pretrained import install_pretrained
 
 from .fake_servers import FakeServer, Reply, start
 

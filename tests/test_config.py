@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iusynth.config import ConfigError, resolve_cohorts, validate_config
-from iusynth.layout import SubjectEntry, write_manifest
+from iusynth.core.config import ConfigError, resolve_cohorts, validate_config
+from iusynth.core.layout import SubjectEntry, write_manifest
 
 from .conftest import REPO, merged_config
 

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from iusynth import layout
-from iusynth.datasets import catalog, idc, nbia, remind, resect, upenn
-from iusynth.datasets import download as dl
-from iusynth.datasets.dicom import NO_FRAME_OF_REFERENCE, series_volume
-from iusynth.datasets.download import DownloadError, Ledger, RetryPolicy
-from iusynth.tags import ras_to_lps, read_tag_file
+from iusynth.cohorts.datasets import catalog, idc, nbia, remind, resect, upenn
+from iusynth.cohorts.datasets import download as dl
+from iusynth.cohorts.datasets.dicom import NO_FRAME_OF_REFERENCE, series_volume
+from iusynth.cohorts.datasets.download import DownloadError, Ledger, RetryPolicy
+from iusynth.core import layout
+from iusynth.core.tags import ras_to_lps, read_tag_file
 
 from . import dicom_factory as factory
 from . import fake_servers as fake
@@ -421,7 +421,7 @@ def test_ius_without_frame_of_reference_is_built_from_frame_positions(tmp_path):
 
 def test_mask_drawn_on_another_mr_follows_the_patient(cases, fake_index, bucket, tmp_path,
                                                       monkeypatch):  # fmt: skip
-    from iusynth import registration
+    from iusynth.preprocessing.pipeline import registration
 
     case = cases[1]
     plan = remind.plan_cohort([case.patient], ORDER, index=fake_index)
@@ -863,7 +863,7 @@ def test_mask_on_another_mr_is_aligned_by_niftyreg(bucket, tmp_path):
     """The same, with reg_aladin finding how the patient moved (no stand-in)."""
     from scipy import ndimage
 
-    from iusynth.registration import RegistrationOptions
+    from iusynth.preprocessing.registration import RegistrationOptions
 
     rng = np.random.default_rng(0)
     anatomy = ndimage.gaussian_filter(rng.normal(size=(48, 48, 36)), 3)

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from iusynth import layout
-from iusynth.demo.generate import generate_subject
-from iusynth.demo.plan import COHORT_ROLES, plan_cohort
-from iusynth.demo.ultrasound import (
+from iusynth.cohorts.demo.generate import generate_subject
+from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
+from iusynth.cohorts.demo.ultrasound import (
     ProbeGeometry,
     UltrasoundSettings,
     simulate_ultrasound,
     speckle_envelope,
 )
-from iusynth.geometry import apply_transform, voxel_to_world, world_to_voxel
-from iusynth.tags import read_tag_file
+from iusynth.core import layout
+from iusynth.core.geometry import apply_transform, voxel_to_world, world_to_voxel
+from iusynth.core.tags import read_tag_file
 
 from .conftest import mean_where
 

@@ -102,7 +102,7 @@ def test_each_rule_env_lists_what_its_code_imports():
             for dep in yaml.safe_load(env.read_text())["dependencies"]
         }
         imported = set().union(*(third_party_imports(m) for m in stage_modules(stage)))
-        imported |= third_party_imports("iusynth.config")  # the Snakefile's own imports
+        imported |= third_party_imports("iusynth.core.config")  # the Snakefile's own imports
         missing = {CONDA_NAMES.get(name, name.lower()) for name in imported} - listed
         assert not missing, (
             f"rule {rule} ({env.name}) imports {sorted(missing)} but its env lacks them"

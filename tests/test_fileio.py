@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iusynth.fileio import atomic_directory, atomic_path, load_nifti, save_nifti
+from iusynth.core.fileio import atomic_directory, atomic_path, load_nifti, save_nifti
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):

@@ -13,8 +13,8 @@ import torch
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.fusion import Gaussian, kl_divergence, product_of_experts, sampled_kl
 from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
-from iusynth.slices import SliceStack
-from iusynth.training import (
+from iusynth.preprocessing.slices import SliceStack
+from iusynth.training.mmhvae import (
     Trainer,
     TrainingConfig,
     reconstruction_l1,

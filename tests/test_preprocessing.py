@@ -9,10 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from iusynth import layout
-from iusynth.fileio import save_nifti
-from iusynth.geometry import rigid_transform, rotation_matrix, voxel_to_world
-from iusynth.preprocessing import (
+from iusynth.core import layout
+from iusynth.core.fileio import save_nifti
+from iusynth.core.geometry import rigid_transform, rotation_matrix, voxel_to_world
+from iusynth.core.splits import kfold
+from iusynth.preprocessing.pipeline import (
     Grid,
     PreprocessingSettings,
     check_header,
@@ -22,9 +23,8 @@ from iusynth.preprocessing import (
     resample,
     resample_labels,
 )
-from iusynth.registration import RegistrationOptions, reg_aladin, register_subject
-from iusynth.slices import export_slices, load_slices
-from iusynth.splits import kfold
+from iusynth.preprocessing.registration import RegistrationOptions, reg_aladin, register_subject
+from iusynth.preprocessing.slices import export_slices, load_slices
 
 from .conftest import REPO
 
@@ -230,9 +230,9 @@ def test_shipped_config_documents_every_preprocessing_key():
 
 def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy):
     """RESECT-style landmarks (FLAIR world) are mapped into the reference world first."""
-    from iusynth.fileio import write_json
-    from iusynth.geometry import apply_transform
-    from iusynth.tags import LandmarkPairs, read_tag_file, write_tag_file
+    from iusynth.core.fileio import write_json
+    from iusynth.core.geometry import apply_transform
+    from iusynth.core.tags import LandmarkPairs, read_tag_file, write_tag_file
 
     sid, folder = subject_copy
     assert layout.scan_subject(folder, sid).has("landmarks")

@@ -14,26 +14,26 @@ import pytest
 import torch
 from scipy import ndimage
 
-from iusynth import layout
 from iusynth import registration_experiment as rx
-from iusynth.fileio import save_nifti
-from iusynth.geometry import apply_transform, rigid_transform, rotation_matrix
+from iusynth.core import layout
+from iusynth.core.fileio import save_nifti
+from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix
+from iusynth.core.tags import LandmarkPairs, read_tag_file, write_tag_file
 from iusynth.model.network import MMHVAE
-from iusynth.preprocessing import (
+from iusynth.preprocessing.pipeline import (
     check_header,
     fov_grid,
     read_alignment_record,
     resample,
     ultrasound_fov,
 )
-from iusynth.tables import (
+from iusynth.reporting.tables import (
     read_paper_results,
     registration_latex,
     registration_markdown,
     registration_table,
     tre_table,
 )
-from iusynth.tags import LandmarkPairs, read_tag_file, write_tag_file
 
 from .conftest import REPO
 from .test_model import TINY
@@ -143,7 +143,7 @@ def smooth_volume(shape=(48, 48, 48), seed=0) -> np.ndarray:
 
 
 def test_reg_aladin_from_an_initial_transform_recovers_a_displacement(tmp_path):
-    from iusynth.registration import reg_aladin
+    from iusynth.preprocessing.registration import reg_aladin
 
     # the floating copy sits far (25 mm, 12 degrees) from the reference: only an initial
     # transform with the right convention (reference world -> floating world) leaves

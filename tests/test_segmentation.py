@@ -156,7 +156,7 @@ def disc_planes(
 
 
 def write_stack(folder: Path, planes: seg.SubjectPlanes, slice_indices: list[int]) -> None:
-    """A slice stack (see iusynth.slices) holding ``planes`` as its US channel."""
+    """A slice stack (see iusynth.preprocessing.slices) holding ``planes`` as its US channel."""
     n, height, width = planes.images.shape
     images = np.full((n, 4, height, width), -1.0, np.float16)
     images[:, 0] = planes.images / 127.5 - 1.0
@@ -292,8 +292,8 @@ def test_tiny_fold_end_to_end(tmp_path: Path, restore_nnunet_environment) -> Non
 
 
 def test_table4_reads_the_cases_with_the_papers_dice_beside_ours(tmp_path):
-    from iusynth.figures import plot_segmentation_boxplot
-    from iusynth.tables import (
+    from iusynth.reporting.figures import plot_segmentation_boxplot
+    from iusynth.reporting.tables import (
         read_paper_results,
         segmentation_latex,
         segmentation_markdown,

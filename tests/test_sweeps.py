@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from iusynth import layout
-from iusynth.preprocessing import fov_grid, resample, ultrasound_fov
-from iusynth.slices import load_slices
-from iusynth.sweeps import VirtualSweepSettings, make_sweeps, plane_world_points
-from iusynth.synthesis import Synthesizer, synthesise_stack
+from iusynth.core import layout
+from iusynth.experiments.segmentation.sweeps import (
+    VirtualSweepSettings,
+    make_sweeps,
+    plane_world_points,
+)
+from iusynth.preprocessing.pipeline import fov_grid, resample, ultrasound_fov
+from iusynth.preprocessing.slices import load_slices
+from iusynth.synthesis.synthesizers import Synthesizer, synthesise_stack
 
 SETTINGS = VirtualSweepSettings.from_config(
     {

@@ -20,14 +20,19 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from iusynth import metrics, perceptual
-from iusynth.baselines import TranslatorTraining, load_translator, train_translator
-from iusynth.datasets.download import RetryPolicy
-from iusynth.evaluation import aggregate, evaluate_subject, write_csv
-from iusynth.figures import plot_examples, plot_temperature_sweep
+from iusynth.cohorts.datasets.download import RetryPolicy
+from iusynth.evaluation.evaluate import aggregate, evaluate_subject, metrics, perceptual, write_csv
 from iusynth.model.network import MMHVAE
 from iusynth.model.translator import TranslatorConfig, UNetTranslator
-from iusynth.synthesis import (
+from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
+from iusynth.reporting.tables import (
+    latex_escape,
+    read_paper_results,
+    render_markdown,
+    synthesis_latex,
+    synthesis_table,
+)
+from iusynth.synthesis.synthesizers import (
     Direction,
     SweepSettings,
     Synthesizer,
@@ -35,13 +40,7 @@ from iusynth.synthesis import (
     VAESynthesizer,
     synthesise_subject,
 )
-from iusynth.tables import (
-    latex_escape,
-    read_paper_results,
-    render_markdown,
-    synthesis_latex,
-    synthesis_table,
-)
+from iusynth.training.baselines import TranslatorTraining, load_translator, train_translator
 
 from .conftest import REPO
 from .fake_servers import FakeServer, Reply, start

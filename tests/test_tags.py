@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iusynth.tags import LandmarkPairs, ras_to_lps, read_tag_file, write_tag_file
+from iusynth.core.tags import LandmarkPairs, ras_to_lps, read_tag_file, write_tag_file
 
 RESECT_STYLE = """MNI Tag Point File
 Volumes = 2;

@@ -98,7 +98,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     splits = json.loads((results / "splits" / "splits.json").read_text())
     assert len(splits["folds"]) == 2 and splits["test"] == ["Case-demo001"]
     # every model variant trained, with its loss curves and a loadable generator
-    from iusynth.training import load_model
+    from iusynth.training.mmhvae import load_model
 
     for variant in ("mmhvae", "mmhvae_nogan", "mopoe", "mvae", "mhvae", "mmhvae_concat"):
         losses = pd.read_csv(results / "models" / variant / "losses.csv")
@@ -206,7 +206,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
 
 def test_local_cohort_plans_through_the_dag(generated, tmp_path):
     """A cohort in the canonical layout outside results/ is used in place, never generated."""
-    from iusynth import layout
+    from iusynth.core import layout
 
     subject, folder = generated["resect"]
     root = tmp_path / "my_resect"
@@ -383,7 +383,7 @@ def test_slurm_profile_requests_gpus_only_for_gpu_rules(tmp_path):
 
 def test_remind_dry_run_shows_the_planned_series_offline(tmp_path):
     """The DAG holds one download job per series planned from IDC's index, by real UID."""
-    from iusynth.datasets import remind
+    from iusynth.cohorts.datasets import remind
 
     overlay = tmp_path / "two.yaml"
     overlay.write_text(

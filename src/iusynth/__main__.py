@@ -20,15 +20,15 @@ log = logging.getLogger("iusynth")
 
 def _download_policy(args: argparse.Namespace) -> Any:
     """The retry policy from the 'download' config section given as JSON."""
-    from iusynth.datasets.download import RetryPolicy
+    from iusynth.cohorts.datasets.download import RetryPolicy
 
     return RetryPolicy.from_config(json.loads(args.download))
 
 
 def _remind_plan(args: argparse.Namespace) -> None:
     """Plan ReMIND's series from IDC's index; write plan.tsv and print the plan."""
-    from iusynth.datasets.idc import IndexProblem, index_version
-    from iusynth.datasets.remind import (
+    from iusynth.cohorts.datasets.idc import IndexProblem, index_version
+    from iusynth.cohorts.datasets.remind import (
         check_index_against_ledger,
         format_plan,
         plan_cohort,
@@ -49,7 +49,7 @@ def _remind_plan(args: argparse.Namespace) -> None:
 
 def _remind_download(args: argparse.Namespace) -> None:
     """Download and verify one planned ReMIND series (IDC bucket or NBIA)."""
-    from iusynth.datasets.remind import PlannedSeries, download_series
+    from iusynth.cohorts.datasets.remind import PlannedSeries, download_series
 
     entry = PlannedSeries.from_row(json.loads(args.series))
     download_series(
@@ -60,8 +60,8 @@ def _remind_download(args: argparse.Namespace) -> None:
 
 def _remind_convert(args: argparse.Namespace) -> None:
     """Convert one downloaded ReMIND patient to the canonical layout."""
-    from iusynth.datasets.remind import convert_subject
-    from iusynth.registration import RegistrationOptions
+    from iusynth.cohorts.datasets.remind import convert_subject
+    from iusynth.preprocessing.registration import RegistrationOptions
 
     settings = json.loads(args.settings)
     options = (
@@ -80,8 +80,8 @@ def _remind_convert(args: argparse.Namespace) -> None:
 
 def _upenn_extract(args: argparse.Namespace) -> None:
     """Unpack a UPenn-GBM package archive safely."""
-    from iusynth.datasets.download import safe_extract
-    from iusynth.fileio import write_json
+    from iusynth.cohorts.datasets.download import safe_extract
+    from iusynth.core.fileio import write_json
 
     files = safe_extract(args.archive, args.target)
     write_json(args.output, {"archive": str(args.archive), "files": len(files)})
@@ -90,7 +90,7 @@ def _upenn_extract(args: argparse.Namespace) -> None:
 
 def _upenn_verify(args: argparse.Namespace) -> None:
     """Check a UPenn-GBM package against its MD5 list."""
-    from iusynth.datasets.upenn import verify_package
+    from iusynth.cohorts.datasets.upenn import verify_package
 
     summary = verify_package(args.package, args.checksums, args.cases, args.output, args.raw)
     log.info("verified %d files of %d cases", summary["files_verified"], summary["cases"])
@@ -98,7 +98,7 @@ def _upenn_verify(args: argparse.Namespace) -> None:
 
 def _upenn_convert(args: argparse.Namespace) -> None:
     """Copy one UPenn-GBM case into the canonical layout."""
-    from iusynth.datasets.upenn import convert_case
+    from iusynth.cohorts.datasets.upenn import convert_case
 
     source = convert_case(args.package, args.subject, args.output)
     log.info("converted %s (%s label)", args.subject, source["label_kind"])
@@ -106,7 +106,7 @@ def _upenn_convert(args: argparse.Namespace) -> None:
 
 def _resect_download(args: argparse.Namespace) -> None:
     """Download and verify one RESECT case."""
-    from iusynth.datasets.resect import download_subject
+    from iusynth.cohorts.datasets.resect import download_subject
 
     download_subject(
         args.subject, args.raw, args.output, base_urls=args.url, policy=_download_policy(args)
@@ -116,14 +116,14 @@ def _resect_download(args: argparse.Namespace) -> None:
 
 def _resect_segmentations(args: argparse.Namespace) -> None:
     """Download and extract RESECT-SEG."""
-    from iusynth.datasets.resect import download_segmentations
+    from iusynth.cohorts.datasets.resect import download_segmentations
 
     download_segmentations(args.raw, args.output, url=args.url, policy=_download_policy(args))
 
 
 def _resect_convert(args: argparse.Namespace) -> None:
     """Lay out one downloaded RESECT case."""
-    from iusynth.datasets.resect import convert_subject
+    from iusynth.cohorts.datasets.resect import convert_subject
 
     record = json.loads(args.record.read_text())
     folder = json.loads(args.segmentations.read_text())["folder"] if args.segmentations else None
@@ -136,7 +136,7 @@ def _train(args: argparse.Namespace) -> None:
     import torch
 
     from iusynth.model.network import parameter_counts
-    from iusynth.training import fold_stacks, train, variant_configs
+    from iusynth.training.mmhvae import fold_stacks, train, variant_configs
 
     torch.set_num_threads(args.threads)
     section = json.loads(args.settings)
@@ -174,9 +174,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _install_pretrained(args: argparse.Namespace, value: Any, key: str) -> None:
     """Convert and verify the authors' checkpoint named by ``value`` into ``args.output``."""
-    from iusynth.datasets.download import RetryPolicy
+    from iusynth.cohorts.datasets.download import RetryPolicy
     from iusynth.model.network import parameter_counts
-    from iusynth.pretrained import install_pretrained
+    from iusynth.training.pretrained import install_pretrained
 
     model = install_pretrained(
         value,
@@ -212,12 +212,12 @@ def _train_baseline(args: argparse.Namespace) -> None:
     """Train one GAN baseline network (Pix2Pix for a direction, or MM-GAN)."""
     import torch
 
-    from iusynth.baselines import TranslatorTraining, train_translator
-    from iusynth.layout import MODALITIES
+    from iusynth.core.layout import MODALITIES
     from iusynth.model.network import ModelConfig
     from iusynth.model.translator import TranslatorConfig
-    from iusynth.synthesis import canonical_subset
-    from iusynth.training import fold_stacks
+    from iusynth.synthesis.synthesizers import canonical_subset
+    from iusynth.training.baselines import TranslatorTraining, train_translator
+    from iusynth.training.mmhvae import fold_stacks
 
     torch.set_num_threads(args.threads)
     section = json.loads(args.settings)
@@ -253,7 +253,7 @@ def _synthesise(args: argparse.Namespace) -> None:
     """Synthesise one subject with one method over the temperature sweep."""
     import torch
 
-    from iusynth.synthesis import SweepSettings, load_synthesizer, synthesise_subject
+    from iusynth.synthesis.synthesizers import SweepSettings, load_synthesizer, synthesise_subject
 
     torch.set_num_threads(args.threads)
     subject = args.slices.name
@@ -277,8 +277,8 @@ def _evaluate_synthesis(args: argparse.Namespace) -> None:
     """Per-slice metrics of one subject's synthesis."""
     import torch
 
-    from iusynth.evaluation import evaluate_subject, write_csv
-    from iusynth.perceptual import load_lpips
+    from iusynth.evaluation.evaluate import evaluate_subject, write_csv
+    from iusynth.evaluation.perceptual import load_lpips
 
     torch.set_num_threads(args.threads)
     section = _evaluation_settings(args)
@@ -292,16 +292,16 @@ def _evaluate_synthesis(args: argparse.Namespace) -> None:
 
 def _synthesis_tables(args: argparse.Namespace) -> None:
     """Aggregate the synthesis metrics and write Tables 1 and 2."""
-    from iusynth.evaluation import aggregate, write_csv
-    from iusynth.perceptual import WEIGHTS_FILE
-    from iusynth.synthesis import Direction
-    from iusynth.tables import (
+    from iusynth.evaluation.evaluate import aggregate, write_csv
+    from iusynth.evaluation.perceptual import WEIGHTS_FILE
+    from iusynth.reporting.tables import (
         read_paper_results,
         render_markdown,
         synthesis_latex,
         synthesis_table,
         write_table,
     )
+    from iusynth.synthesis.synthesizers import Direction
 
     section = _evaluation_settings(args)
     per_subject, summary = aggregate(
@@ -332,9 +332,9 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
 
 def _synthesis_figures(args: argparse.Namespace) -> None:
     """Plot example syntheses of every Table 1 method and the temperature sweep."""
-    from iusynth.figures import plot_examples, plot_temperature_sweep
-    from iusynth.slices import load_slices
-    from iusynth.synthesis import Direction
+    from iusynth.preprocessing.slices import load_slices
+    from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
+    from iusynth.synthesis.synthesizers import Direction
 
     section = _evaluation_settings(args)
     direction = Direction.from_config(section["figure_direction"])
@@ -378,8 +378,11 @@ def _synthesise_mr(args: argparse.Namespace) -> None:
     """Synthesise each MR sequence of the registration experiment from a subject's iUS."""
     import torch
 
-    from iusynth.fileio import atomic_directory
-    from iusynth.registration_experiment import ExperimentSettings, synthesise_volumes
+    from iusynth.core.fileio import atomic_directory
+    from iusynth.experiments.registration_tre.experiment import (
+        ExperimentSettings,
+        synthesise_volumes,
+    )
 
     torch.set_num_threads(args.threads)
     section = json.loads(args.settings)
@@ -400,9 +403,13 @@ def _registration_experiment(args: argparse.Namespace) -> None:
     """Direct vs synthesis-assisted iUS -> MR registration of one subject, from displacements."""
     import pandas as pd
 
-    from iusynth import layout
-    from iusynth.evaluation import write_csv
-    from iusynth.registration_experiment import CASE_COLUMNS, ExperimentSettings, run_subject
+    from iusynth.core import layout
+    from iusynth.evaluation.evaluate import write_csv
+    from iusynth.experiments.registration_tre.experiment import (
+        CASE_COLUMNS,
+        ExperimentSettings,
+        run_subject,
+    )
 
     settings = ExperimentSettings.from_config(
         json.loads(args.settings)["experiment"], threads=args.threads
@@ -422,9 +429,9 @@ def _registration_experiment(args: argparse.Namespace) -> None:
 
 def _registration_tables(args: argparse.Namespace) -> None:
     """Table 3 (TRE per bin, sequence and method) beside the paper's, and its figure."""
-    from iusynth.evaluation import read_metric_files, write_csv
-    from iusynth.registration_experiment import CASE_COLUMNS, plot_tre
-    from iusynth.tables import (
+    from iusynth.evaluation.evaluate import read_metric_files, write_csv
+    from iusynth.experiments.registration_tre.experiment import CASE_COLUMNS, plot_tre
+    from iusynth.reporting.tables import (
         read_paper_results,
         registration_latex,
         registration_markdown,
@@ -442,7 +449,7 @@ def _registration_tables(args: argparse.Namespace) -> None:
 
 def _virtual_sweep(args: argparse.Namespace) -> None:
     """Virtual iUS sweep planes through an MR-only subject's tumour, with MR and labels."""
-    from iusynth.sweeps import VirtualSweepSettings, make_sweeps
+    from iusynth.experiments.segmentation.sweeps import VirtualSweepSettings, make_sweeps
 
     settings = VirtualSweepSettings.from_config(json.loads(args.settings))
     meta = make_sweeps(args.subject_dir, args.subject, args.output, settings)
@@ -454,10 +461,10 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from iusynth.fileio import atomic_directory, write_json
-    from iusynth.layout import MR_SEQUENCES
-    from iusynth.slices import load_slices
-    from iusynth.synthesis import load_synthesizer, synthesise_stack
+    from iusynth.core.fileio import atomic_directory, write_json
+    from iusynth.core.layout import MR_SEQUENCES
+    from iusynth.preprocessing.slices import load_slices
+    from iusynth.synthesis.synthesizers import load_synthesizer, synthesise_stack
 
     torch.set_num_threads(args.threads)
     section = json.loads(args.settings)
@@ -494,7 +501,7 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
 
 def _segmentation_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     """The 'segmentation' section, its nnU-Net settings and the nnU-Net folders of a method."""
-    from iusynth.segmentation import NnunetPaths, SegmentationSettings
+    from iusynth.experiments.segmentation.nnunet import NnunetPaths, SegmentationSettings
 
     section = json.loads(args.settings)
     settings = SegmentationSettings.from_config({**section["nnunet"], "threads": args.threads})
@@ -504,7 +511,7 @@ def _segmentation_settings(args: argparse.Namespace) -> tuple[dict[str, Any], An
 
 def _nnunet_prepare(args: argparse.Namespace) -> None:
     """Export a method's training planes as an nnU-Net dataset; plan and preprocess it."""
-    from iusynth.segmentation import (
+    from iusynth.experiments.segmentation.nnunet import (
         DATASET_ID,
         DATASET_NAME,
         export_dataset,
@@ -527,7 +534,7 @@ def _nnunet_prepare(args: argparse.Namespace) -> None:
 
 def _nnunet_splits(args: argparse.Namespace) -> None:
     """Write the nnU-Net folds of a method's dataset, grouped by subject."""
-    from iusynth.segmentation import DATASET_ID, write_splits
+    from iusynth.experiments.segmentation.nnunet import DATASET_ID, write_splits
 
     _, settings, paths = _segmentation_settings(args)
     write_splits(paths, DATASET_ID, settings, args.output)
@@ -536,7 +543,7 @@ def _nnunet_splits(args: argparse.Namespace) -> None:
 
 def _nnunet_train(args: argparse.Namespace) -> None:
     """Train one nnU-Net fold of a method."""
-    from iusynth.segmentation import DATASET_ID, train_fold
+    from iusynth.experiments.segmentation.nnunet import DATASET_ID, train_fold
 
     _, settings, paths = _segmentation_settings(args)
     checkpoint = train_fold(paths, DATASET_ID, args.fold, settings, args.splits)
@@ -548,9 +555,9 @@ def _segment_real_ius(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from iusynth.evaluation import write_csv
-    from iusynth.fileio import save_nifti
-    from iusynth.segmentation import (
+    from iusynth.core.fileio import save_nifti
+    from iusynth.evaluation.evaluate import write_csv
+    from iusynth.experiments.segmentation.nnunet import (
         CASE_COLUMNS,
         DATASET_ID,
         planes_from_stack,
@@ -558,7 +565,7 @@ def _segment_real_ius(args: argparse.Namespace) -> None:
         score_stack,
         stack_to_grid,
     )
-    from iusynth.slices import load_slices
+    from iusynth.preprocessing.slices import load_slices
 
     _, settings, paths = _segmentation_settings(args)
     meta = load_slices(args.slices).meta
@@ -577,10 +584,10 @@ def _segment_real_ius(args: argparse.Namespace) -> None:
 
 def _segmentation_tables(args: argparse.Namespace) -> None:
     """Table 4 (Dice and ASSD per method and test set) beside the paper's, and its boxplot."""
-    from iusynth.evaluation import read_metric_files, write_csv
-    from iusynth.figures import plot_segmentation_boxplot
-    from iusynth.segmentation import CASE_COLUMNS
-    from iusynth.tables import (
+    from iusynth.evaluation.evaluate import read_metric_files, write_csv
+    from iusynth.experiments.segmentation.nnunet import CASE_COLUMNS
+    from iusynth.reporting.figures import plot_segmentation_boxplot
+    from iusynth.reporting.tables import (
         read_paper_results,
         segmentation_latex,
         segmentation_markdown,
@@ -599,15 +606,15 @@ def _segmentation_tables(args: argparse.Namespace) -> None:
 
 def _lpips_weights(args: argparse.Namespace) -> None:
     """Make the LPIPS weight file (AlexNet trunk + linear layers) from its source."""
-    from iusynth.perceptual import fetch_lpips_weights
+    from iusynth.evaluation.perceptual import fetch_lpips_weights
 
     log.info("wrote %s (from %s)", fetch_lpips_weights(args.folder, args.source), args.source)
 
 
 def _demo_subject(args: argparse.Namespace) -> None:
     """Generate one demo subject into its folder."""
-    from iusynth.demo.generate import DemoSettings, generate_subject
-    from iusynth.demo.plan import plan_cohort
+    from iusynth.cohorts.demo.generate import DemoSettings, generate_subject
+    from iusynth.cohorts.demo.plan import plan_cohort
 
     demo = json.loads(args.settings)
     plans = {plan.subject: plan for plan in plan_cohort(args.cohort, demo)}
@@ -628,7 +635,7 @@ def _demo_subject(args: argparse.Namespace) -> None:
 
 def _cohort_manifest(args: argparse.Namespace) -> None:
     """Write a cohort's subjects.tsv from its subject folders."""
-    from iusynth import layout
+    from iusynth.core import layout
 
     entries = [layout.scan_subject(Path(folder), Path(folder).name) for folder in args.subject_dirs]
     layout.write_manifest(args.output, entries)
@@ -637,7 +644,7 @@ def _cohort_manifest(args: argparse.Namespace) -> None:
 
 def _qc_subject(args: argparse.Namespace) -> None:
     """Plot the QC figure of one subject."""
-    from iusynth.qc import plot_subject
+    from iusynth.preprocessing.qc import plot_subject
 
     plot_subject(args.subject_dir, args.subject, args.output)
     log.info("wrote %s", args.output)
@@ -645,7 +652,7 @@ def _qc_subject(args: argparse.Namespace) -> None:
 
 def _registration_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """The preprocessing config section and reg_aladin options from the command line."""
-    from iusynth.registration import RegistrationOptions
+    from iusynth.preprocessing.registration import RegistrationOptions
 
     settings = json.loads(args.settings)
     return settings, RegistrationOptions.from_config(settings["registration"], threads=args.threads)
@@ -653,8 +660,8 @@ def _registration_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any
 
 def _align_mr(args: argparse.Namespace) -> None:
     """Align a subject's MR sequences to its reference sequence."""
-    from iusynth.fileio import write_json
-    from iusynth.registration import align_subject_sequences
+    from iusynth.core.fileio import write_json
+    from iusynth.preprocessing.registration import align_subject_sequences
 
     settings, options = _registration_options(args)
     if not settings["align_mr_sequences"]:
@@ -676,9 +683,9 @@ def _align_mr(args: argparse.Namespace) -> None:
 
 def _register_us(args: argparse.Namespace) -> None:
     """Register a subject's iUS to its reference MR (NiftyReg reg_aladin)."""
-    from iusynth.fileio import write_json
-    from iusynth.preprocessing import read_alignment_record
-    from iusynth.registration import register_subject
+    from iusynth.core.fileio import write_json
+    from iusynth.preprocessing.pipeline import read_alignment_record
+    from iusynth.preprocessing.registration import register_subject
 
     settings, options = _registration_options(args)
     _, alignment = read_alignment_record(args.alignment, args.subject)
@@ -704,9 +711,9 @@ def _preprocess(args: argparse.Namespace) -> None:
     """Resample and normalise a paired subject into its iUS grid."""
     import numpy as np
 
-    from iusynth import layout
-    from iusynth.fileio import atomic_directory, save_nifti, write_json
-    from iusynth.preprocessing import (
+    from iusynth.core import layout
+    from iusynth.core.fileio import atomic_directory, save_nifti, write_json
+    from iusynth.preprocessing.pipeline import (
         PreprocessingSettings,
         preprocess_subject,
         read_alignment_record,
@@ -737,7 +744,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 def _export_slices(args: argparse.Namespace) -> None:
     """Write a preprocessed subject's 2D slice stack."""
-    from iusynth.slices import export_slices
+    from iusynth.preprocessing.slices import export_slices
 
     meta = export_slices(args.preprocessed_dir, args.subject, args.output)
     log.info(
@@ -750,8 +757,8 @@ def _export_slices(args: argparse.Namespace) -> None:
 
 def _registration_table(args: argparse.Namespace) -> None:
     """Gather per-subject registration records into a CSV."""
-    from iusynth.fileio import atomic_path
-    from iusynth.registration import registration_table
+    from iusynth.core.fileio import atomic_path
+    from iusynth.preprocessing.registration import registration_table
 
     table = registration_table([json.loads(Path(path).read_text()) for path in args.records])
     with atomic_path(args.output) as tmp:
@@ -768,9 +775,9 @@ def _registration_table(args: argparse.Namespace) -> None:
 
 def _splits(args: argparse.Namespace) -> None:
     """Write the seeded train/validation folds and the test list."""
-    from iusynth import layout
-    from iusynth.fileio import write_json
-    from iusynth.splits import make_splits
+    from iusynth.core import layout
+    from iusynth.core.fileio import write_json
+    from iusynth.core.splits import make_splits
 
     settings = json.loads(args.settings)
     trainval = [entry.subject for entry in layout.read_manifest(args.trainval_manifest)]
@@ -789,7 +796,7 @@ def _splits(args: argparse.Namespace) -> None:
 
 def _qc_registration(args: argparse.Namespace) -> None:
     """Plot a subject's registration QC figure."""
-    from iusynth.qc import plot_subject_registration
+    from iusynth.preprocessing.qc import plot_subject_registration
 
     plot_subject_registration(args.subject_dir, args.subject, args.preprocessed_dir, args.output)
     log.info("wrote %s", args.output)
@@ -797,8 +804,8 @@ def _qc_registration(args: argparse.Namespace) -> None:
 
 def _benchmark_summary(args: argparse.Namespace) -> None:
     """Summarise Snakemake's benchmark files per rule."""
-    from iusynth.benchmarking import summarise_benchmarks
-    from iusynth.fileio import atomic_path
+    from iusynth.core.fileio import atomic_path
+    from iusynth.reporting.benchmarking import summarise_benchmarks
 
     table = summarise_benchmarks(args.folder, exclude=tuple(args.exclude))
     with atomic_path(args.output) as tmp:

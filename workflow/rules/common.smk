@@ -2,18 +2,18 @@ import json
 import re
 import shlex
 
-from iusynth.config import (
+from iusynth.core.config import (
     GAN_BASELINES,
     ConfigError,
     resolve_cohorts,
     run_provenance,
     validate_config,
 )
-from iusynth.datasets import catalog
-from iusynth.datasets.upenn import is_archive
-from iusynth.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
-from iusynth.perceptual import WEIGHTS_FILE as LPIPS_WEIGHTS_FILE
-from iusynth.segmentation import (
+from iusynth.cohorts.datasets import catalog
+from iusynth.cohorts.datasets.upenn import is_archive
+from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
+from iusynth.evaluation.perceptual import WEIGHTS_FILE as LPIPS_WEIGHTS_FILE
+from iusynth.experiments.segmentation.nnunet import (
     CONFIGURATION,
     DATASET_ID,
     DATASET_NAME,
@@ -21,8 +21,8 @@ from iusynth.segmentation import (
     TRAINER_NAME,
     dataset_name,
 )
-from iusynth.splits import kfold
-from iusynth.synthesis import Direction
+from iusynth.core.splits import kfold
+from iusynth.synthesis.synthesizers import Direction
 
 try:
     validate_config(
@@ -190,7 +190,7 @@ REMIND_API = config["cohorts"]["remind"].get("api", "idc")
 REMIND_PLAN = {}
 REMIND_INDEX_VERSION = ""
 if COHORTS["remind"].source == "dataset":
-    from iusynth.datasets import remind as remind_dataset
+    from iusynth.cohorts.datasets import remind as remind_dataset
 
     try:
         REMIND_INDEX_VERSION = remind_dataset.index_version()

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from iusynth.layout import MODALITIES
+from iusynth.core.layout import MODALITIES
 from iusynth.model.cells import (
     ConvStack,
     DecoderCell,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iusynth.layout import MODALITIES
+from iusynth.core.layout import MODALITIES
 
 KINDS = ("pix2pix", "mmgan")
 

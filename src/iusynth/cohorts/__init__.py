@@ -1,0 +1,1 @@
+"""Where subjects come from: the generated demo cohort and the real datasets."""

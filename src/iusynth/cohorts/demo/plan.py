@@ -1,0 +1,113 @@
+"""Which demo subjects exist and what each one has: a pure function of the config.
+
+Only the standard library is used, so the Snakefile can call :func:`plan_cohort` to
+know every subject and file before any job runs.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from iusynth.core.layout import MR_SEQUENCES
+
+
+@dataclass(frozen=True)
+class CohortRole:
+    """What a demo cohort stands in for: its modalities and labels, as in the real dataset."""
+
+    dataset: str
+    modalities: tuple[str, ...]
+    mr_labels: str  # "brats" (labels 1/2/4) or "binary" (tumour core)
+    has_ultrasound_labels: bool
+    has_landmarks: bool
+    may_miss_a_sequence: bool
+    subject_prefix: str
+
+
+COHORT_ROLES: dict[str, CohortRole] = {
+    "remind": CohortRole(
+        dataset="ReMIND (paired iUS and MR, some sequences missing)",
+        modalities=("US", *MR_SEQUENCES),
+        mr_labels="binary",
+        has_ultrasound_labels=True,
+        has_landmarks=True,
+        may_miss_a_sequence=True,
+        subject_prefix="ReMIND-demo",
+    ),
+    "upenn": CohortRole(
+        dataset="UPenn-GBM (MR only, BraTS labels)",
+        modalities=MR_SEQUENCES,
+        mr_labels="brats",
+        has_ultrasound_labels=False,
+        has_landmarks=False,
+        may_miss_a_sequence=False,
+        subject_prefix="UPENN-demo",
+    ),
+    "resect": CohortRole(
+        dataset="RESECT / RESECT-SEG (iUS, FLAIR and ceT1, landmarks, iUS tumour masks)",
+        modalities=("US", "ceT1", "FLAIR"),
+        mr_labels="binary",
+        has_ultrasound_labels=True,
+        has_landmarks=True,
+        may_miss_a_sequence=False,
+        subject_prefix="Case-demo",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DemoSubjectPlan:
+    """One demo subject: identity, tumour grade and the modalities it will have."""
+
+    cohort: str
+    subject: str
+    index: int
+    grade: str
+    modalities: tuple[str, ...]
+
+    @property
+    def role(self) -> CohortRole:
+        """The cohort's role."""
+        return COHORT_ROLES[self.cohort]
+
+    def seed_words(self, seed: int) -> list[int]:
+        """Entropy for numpy's SeedSequence: independent streams per cohort and subject."""
+        return [seed, zlib.crc32(self.cohort.encode()), self.index]
+
+
+def _chosen(chooser: random.Random, count: int, fraction: float) -> set[int]:
+    """A random set of round(fraction * count) of the indices 1..count."""
+    return set(chooser.sample(range(1, count + 1), round(fraction * count)))
+
+
+def plan_cohort(cohort: str, demo_config: dict[str, Any]) -> list[DemoSubjectPlan]:
+    """Plan the subjects of one demo cohort from the ``demo`` section of the config.
+
+    Exactly round(fraction x subjects) subjects are low grade, and (where the cohort's
+    role allows it) exactly round(fraction x subjects) lack one MR sequence, chosen at
+    random; ultrasound is never the missing modality.
+    """
+    if cohort not in COHORT_ROLES:
+        raise ValueError(f"unknown demo cohort {cohort!r}; expected one of {sorted(COHORT_ROLES)}")
+    role = COHORT_ROLES[cohort]
+    settings = demo_config["cohorts"][cohort]
+    count = settings["subjects"]
+    chooser = random.Random(f"{demo_config['seed']}:{cohort}")
+    low_grade = _chosen(chooser, count, settings["low_grade_fraction"])
+    missing_fraction = (
+        settings.get("missing_sequence_fraction", 0.0) if role.may_miss_a_sequence else 0.0
+    )
+    incomplete = _chosen(chooser, count, missing_fraction)
+    plans = []
+    for index in range(1, count + 1):
+        modalities = role.modalities
+        if index in incomplete:
+            dropped = chooser.choice([m for m in modalities if m in MR_SEQUENCES])
+            modalities = tuple(m for m in modalities if m != dropped)
+        grade = "LGG" if index in low_grade else "HGG"
+        subject = f"{role.subject_prefix}{index:03d}"
+        plans.append(DemoSubjectPlan(cohort, subject, index, grade, modalities))
+    return plans

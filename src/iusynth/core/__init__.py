@@ -1,0 +1,1 @@
+"""Shared foundations with no torch: modalities, layout, files, geometry, settings."""

@@ -1,0 +1,146 @@
+"""The canonical on-disk layout of a cohort.
+
+Every source of data (the generated demo cohort now, the real-data converters later)
+writes the same layout, so the rest of the workflow never needs to know where a subject
+came from::
+
+    <cohort root>/
+        subjects.tsv                         one row per subject, 1/0 per file kind
+        <subject>/
+            <subject>_US.nii.gz              3D intra-operative ultrasound (its own grid)
+            <subject>_T2.nii.gz              MR sequences (each in its own grid)
+            <subject>_ceT1.nii.gz
+            <subject>_FLAIR.nii.gz
+            <subject>_tumor-MR.nii.gz        tumour labels in the MR grid
+            <subject>_tumor-US.nii.gz        binary tumour mask in the ultrasound grid
+            <subject>_landmarks.tag          MNI tag file: MR point, then US point (RAS mm)
+            <subject>_truth.json             demo only: the simulation's ground truth
+            <subject>_source.json            real data: provenance (series, files chosen)
+
+Each image keeps its own grid; world coordinates follow the NIfTI convention (RAS
+millimetres) and are shared by every file of a subject up to the registrations the
+workflow estimates. MR-side annotations (``tumor-MR`` and the landmarks' MR points) are in
+the world of the reference MR sequence unless ``source.json`` names another one as
+``annotation_sequence`` (RESECT: FLAIR); the workflow then maps them through the MR -> MR
+alignment. ``tumor-MR`` holds BraTS
+labels (1 necrosis / non-enhancing core, 2 oedema, 4 enhancing) where the source has them
+and a binary mask otherwise. Only stdlib is imported here: the Snakefile imports it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MR_SEQUENCES: tuple[str, ...] = ("T2", "ceT1", "FLAIR")
+MODALITIES: tuple[str, ...] = ("US", *MR_SEQUENCES)
+LABEL_KINDS: tuple[str, ...] = ("tumor-MR", "tumor-US")
+FILE_KINDS: tuple[str, ...] = (*MODALITIES, *LABEL_KINDS, "landmarks")
+MANIFEST_NAME = "subjects.tsv"
+SUBJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+BRATS_NECROSIS = 1
+BRATS_OEDEMA = 2
+BRATS_ENHANCING = 4
+
+# Derived outputs (preprocessed subjects) use the same naming, with two more kinds.
+_SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *LABEL_KINDS, "fov")} | {
+    "landmarks": ".tag",
+    "truth": ".json",
+    "source": ".json",
+    "preprocessing": ".json",
+}
+
+
+def subject_file(subject_dir: Path, subject: str, kind: str) -> Path:
+    """Return the path of one file kind (a modality, label, landmarks or truth) of a subject."""
+    if kind not in _SUFFIXES:
+        raise ValueError(f"unknown file kind {kind!r}; expected one of {sorted(_SUFFIXES)}")
+    return Path(subject_dir) / f"{subject}_{kind}{_SUFFIXES[kind]}"
+
+
+@dataclass(frozen=True)
+class SubjectEntry:
+    """One row of a cohort manifest: a subject and the file kinds it has."""
+
+    subject: str
+    available: frozenset[str]
+
+    def has(self, kind: str) -> bool:
+        """Whether the subject has this file kind."""
+        return kind in self.available
+
+    @property
+    def mr_sequences(self) -> tuple[str, ...]:
+        """The MR sequences present, in canonical order."""
+        return tuple(seq for seq in MR_SEQUENCES if seq in self.available)
+
+
+def check_subject_id(subject: str) -> str:
+    """Return ``subject`` if it is a safe identifier for paths and wildcards, else raise."""
+    if not SUBJECT_ID_PATTERN.match(subject):
+        raise ValueError(
+            f"subject id {subject!r} must start with a letter or digit and contain only "
+            "letters, digits, '_' and '-'"
+        )
+    return subject
+
+
+def write_manifest(path: Path, entries: list[SubjectEntry]) -> None:
+    """Write a cohort manifest (``subjects.tsv``) atomically."""
+    from iusynth.core.fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["subject", *FILE_KINDS])
+        for entry in sorted(entries, key=lambda e: e.subject):
+            writer.writerow([entry.subject, *(int(entry.has(kind)) for kind in FILE_KINDS)])
+
+
+def read_manifest(path: Path) -> list[SubjectEntry]:
+    """Read a cohort manifest, with an error naming the file when it is malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"cohort manifest {path} not found: a cohort folder must hold {MANIFEST_NAME} "
+            "(written by the demo generator or the dataset converters)"
+        )
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    entries = []
+    for line_number, row in enumerate(rows, start=2):
+        missing = [col for col in ("subject", *FILE_KINDS) if col not in row]
+        if missing:
+            raise ValueError(f"{path}: line {line_number} lacks columns {missing}")
+        try:
+            available = frozenset(kind for kind in FILE_KINDS if int(row[kind]) == 1)
+            subject = check_subject_id(row["subject"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: line {line_number}: {error}") from error
+        entries.append(SubjectEntry(subject, available))
+    return entries
+
+
+def scan_subject(subject_dir: Path, subject: str) -> SubjectEntry:
+    """Build a manifest row from the files present in a subject folder."""
+    present = frozenset(
+        kind for kind in FILE_KINDS if subject_file(subject_dir, subject, kind).is_file()
+    )
+    return SubjectEntry(subject, present)
+
+
+def annotation_sequence(subject_dir: Path, subject: str, reference: str) -> str:
+    """The MR sequence whose world the subject's MR-side annotations are in.
+
+    ``source.json``'s ``annotation_sequence`` when it names a sequence the subject has,
+    else the reference sequence.
+    """
+    source = subject_file(subject_dir, subject, "source")
+    if source.is_file():
+        named = json.loads(source.read_text()).get("annotation_sequence")
+        if named in MR_SEQUENCES and subject_file(subject_dir, subject, named).is_file():
+            return named
+    return reference

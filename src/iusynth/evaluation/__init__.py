@@ -1,0 +1,1 @@
+"""Synthesis metrics (PSNR, SSIM, L1, LPIPS) per slice, subject and method."""

@@ -1,0 +1,1 @@
+"""The paper's downstream experiments: registration TRE and segmentation."""

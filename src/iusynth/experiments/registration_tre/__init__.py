@@ -1,0 +1,1 @@
+"""Direct vs synthesis-assisted registration from simulated displacements (Table 3)."""

@@ -1,0 +1,1 @@
+"""nnU-Net segmentation of real iUS trained on synthetic iUS (Table 4)."""

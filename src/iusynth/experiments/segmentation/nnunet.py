@@ -1,0 +1,760 @@
+"""Tumour segmentation in iUS with nnU-Net v2 (2D), trained on synthetic or real iUS planes.
+
+The paper's downstream experiment (MMHVAE, Table 4): a 5-fold 2D nnU-Net trained on
+synthetic iUS planes with the tumour labels of their virtual sweeps, ensembled, and
+tested on real iUS, scored per subject in 3D (Dice, ASSD in mm).
+
+nnU-Net is driven through its Python API only. Its command-line tools and its
+look-up of trainer classes by name import every trainer module, and one of them imports
+timm -> torchvision, which a CPU-only torch may not load. So this module instantiates its
+own trainer subclass (:func:`trainer_class`) and builds the inference network itself.
+
+Steps, each a function:
+
+1. :func:`export_dataset` writes a raw nnU-Net dataset (``DatasetXXX_Name``) of 2D
+   NIfTI planes named ``<subject>_<plane:04d>`` from :class:`SubjectPlanes` (synthetic
+   planes from arrays, or real iUS from a slice stack with :func:`planes_from_stack`).
+2. :func:`plan_and_preprocess`: fingerprint, default experiment planner, ``2d``
+   preprocessing.
+3. :func:`write_splits`: k folds grouped by subject, written once (by a job of its own)
+   before any fold trains; the trainer reads them from that file.
+4. :func:`train_fold` trains one fold (``checkpoint_final.pth``).
+5. :func:`predict_cases` ensembles the folds on in-memory planes.
+6. :func:`dice`, :func:`assd`, :func:`case_metrics`, :func:`score_stack` score a
+   subject's 3D mask.
+
+Every function that calls nnU-Net takes :class:`NnunetPaths` and a thread count and sets
+nnU-Net's environment variables for the call (:func:`nnunet_environment`):
+``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``, and ``OMP_NUM_THREADS``,
+``nnUNet_n_proc_DA``, ``nnUNet_def_n_proc`` set to the thread count (nnU-Net otherwise
+starts 8+ worker processes, which on a small machine makes training many times slower).
+``nnUNet_def_n_proc`` is read once, when nnU-Net is first imported, so a process should
+use one thread count throughout. nnU-Net starts worker processes with the ``spawn``
+method, so scripts that call these functions need an ``if __name__ == "__main__"`` guard.
+
+Intensities: planes are given either as uint8 0..255 or as float in [-1, 1] (the slice
+stacks' scale); :func:`to_intensity` maps both to float 0..255 with 0 outside the field
+of view. nnU-Net then z-scores every plane on its own (channel name ``US``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from iusynth.core.fileio import atomic_directory, write_json
+from iusynth.core.splits import kfold
+from iusynth.preprocessing.slices import load_slices
+from iusynth.training.mmhvae import select_device
+
+log = logging.getLogger(__name__)
+
+CONFIGURATION = "2d"
+PLANS = "nnUNetPlans"
+TRAINER_NAME = "IusynthTrainer"
+FILE_ENDING = ".nii.gz"
+LABELS = {"background": 0, "tumour": 1}
+# One dataset per method, each under its own nnU-Net folders, so the id and name are fixed.
+DATASET_ID = 501
+DATASET_NAME = "iUSTumour"
+CASE_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "method",
+    "set",
+    "dice",
+    "assd_mm",
+    "truth_voxels",
+    "prediction_voxels",
+)
+# nnU-Net's SimpleITKIO gives a 2D image this spacing along its dummy first axis
+_DUMMY_AXIS_FACTOR = 999
+_CUDA = torch.device("cuda")  # nnUNetTrainer's default device
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """nnU-Net training and inference settings (one config section, keys = field names)."""
+
+    folds: int = 5
+    seed: int = 0
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    initial_lr: float = 1e-2
+    batch_size: int | None = None  # None: as nnU-Net plans it
+    gpu_memory_target_gb: float | None = None  # None: nnU-Net's default target
+    device: str = "auto"
+    threads: int = 1
+    tile_step_size: float = 0.5
+    mirroring: bool = True
+    validate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"segmentation folds must be at least 2, not {self.folds}")
+        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"segmentation {name} must be at least 1, not {getattr(self, name)}"
+                )
+        if not 0 < self.tile_step_size <= 1:
+            raise ValueError(f"tile_step_size must be in (0, 1], not {self.tile_step_size}")
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> SegmentationSettings:
+        """Settings from a config section; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown segmentation settings {unknown}; known: {sorted(known)}")
+        return cls(**section)
+
+
+@dataclass(frozen=True)
+class NnunetPaths:
+    """nnU-Net's three folders: raw datasets, preprocessed datasets, trained models."""
+
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+    @classmethod
+    def under(cls, root: Path) -> NnunetPaths:
+        """``root/raw``, ``root/preprocessed``, ``root/results``."""
+        root = Path(root)
+        return cls(root / "raw", root / "preprocessed", root / "results")
+
+
+@contextmanager
+def nnunet_environment(paths: NnunetPaths, threads: int) -> Iterator[None]:
+    """Set nnU-Net's folder and process-count variables and torch's threads for a block.
+
+    The previous values are restored afterwards.
+    """
+    values = {
+        "nnUNet_raw": str(paths.raw),
+        "nnUNet_preprocessed": str(paths.preprocessed),
+        "nnUNet_results": str(paths.results),
+        "OMP_NUM_THREADS": str(threads),
+        "nnUNet_n_proc_DA": str(threads),
+        "nnUNet_def_n_proc": str(threads),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    saved_threads = torch.get_num_threads()
+    for folder in (paths.raw, paths.preprocessed, paths.results):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    os.environ.update(values)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass
+class SubjectPlanes:
+    """A subject's 2D iUS planes with their tumour labels.
+
+    ``images``: (n, H, W), uint8 0..255 or float in [-1, 1]. ``labels``: (n, H, W), any
+    value > 0 is tumour (None for prediction-only input). ``spacing``: mm along H and W.
+    ``fov``: (n, H, W) bool, None for "everywhere". ``planes``: the plane numbers used in
+    case names (default 0..n-1). ``subject`` is the case-name prefix and the unit the
+    folds are grouped by.
+    """
+
+    subject: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    spacing: tuple[float, float]
+    fov: np.ndarray | None = None
+    planes: np.ndarray = field(default_factory=lambda: np.empty(0, int))
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 3:
+            raise ValueError(f"{self.subject}: planes must be (n, H, W), not {self.images.shape}")
+        for name in ("labels", "fov"):
+            array = getattr(self, name)
+            if array is not None and array.shape != self.images.shape:
+                raise ValueError(
+                    f"{self.subject}: {name} {array.shape} differ from images {self.images.shape}"
+                )
+        if self.planes.size == 0:
+            self.planes = np.arange(len(self.images))
+        if len(self.planes) != len(self.images):
+            raise ValueError(f"{self.subject}: {len(self.planes)} plane numbers for {len(self)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def case_id(self, index: int) -> str:
+        """The nnU-Net case name of plane ``index``."""
+        return f"{self.subject}_{int(self.planes[index]):04d}"
+
+
+def subject_of(case_id: str) -> str:
+    """The subject of an nnU-Net case named ``<subject>_<plane:04d>``."""
+    return case_id.rsplit("_", 1)[0]
+
+
+def to_intensity(images: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
+    """Intensities of iUS planes as float32 0..255, 0 outside the field of view.
+
+    uint8 input is taken as 0..255; float input as [-1, 1] (clipped).
+    """
+    if images.dtype == np.uint8:
+        values = images.astype(np.float32)
+    elif np.issubdtype(images.dtype, np.floating):
+        values = (np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5
+    else:
+        raise TypeError(f"iUS planes must be uint8 0..255 or float in [-1, 1], not {images.dtype}")
+    if fov is not None:
+        values = np.where(fov, values, np.float32(0.0))
+    return values
+
+
+def grid_spacing(meta: dict[str, Any]) -> tuple[float, float, float]:
+    """Voxel size (mm) along the three axes of a slice stack's grid (from ``grid_affine``)."""
+    affine = np.asarray(meta["grid_affine"], float)
+    return tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+
+
+def planes_from_stack(
+    folder: Path, label: str | None = "tumor-US", subject: str | None = None
+) -> SubjectPlanes:
+    """The US channel of a slice stack as :class:`SubjectPlanes` (plane = grid slice index).
+
+    ``label`` names the label array to carry (None: no labels); ``subject`` overrides the
+    stack's subject as case-name prefix.
+    """
+    stack = load_slices(folder)
+    meta = stack.meta
+    us = meta["modalities"].index("US")
+    if not stack.present[us]:
+        raise ValueError(f"{folder}: the slice stack of {meta['subject']} has no iUS")
+    labels = None
+    if label is not None:
+        if label not in stack.labels:
+            raise ValueError(f"{folder}: no {label} labels in {meta['subject']}'s slice stack")
+        labels = np.asarray(stack.labels[label])
+    spacing = grid_spacing(meta)
+    return SubjectPlanes(
+        subject=subject or meta["subject"],
+        images=np.asarray(stack.images[:, us], np.float32),
+        labels=labels,
+        spacing=(spacing[0], spacing[1]),
+        fov=np.asarray(stack.fov, bool),
+        planes=np.asarray(meta["slice_indices"], int),
+    )
+
+
+def synthetic_planes(synthetic_dir: Path, sweep_dir: Path) -> SubjectPlanes:
+    """A subject's synthetic iUS planes with the tumour labels of its virtual sweep.
+
+    ``synthetic_dir`` holds ``us.npy`` (temperatures, planes, H, W) uint8 (the
+    synthetic-ius stage); ``sweep_dir`` the sweep it was made from (binary ``tumor-MR``
+    labels, field of view, grid). Several temperatures become more planes of the same
+    subject (augmentation), so they stay in one fold.
+    """
+    us_path = Path(synthetic_dir) / "us.npy"
+    if not us_path.is_file():
+        raise FileNotFoundError(f"{us_path} is missing: re-run the synthetic_ius rule")
+    us = np.load(us_path)
+    sweep = load_slices(sweep_dir)
+    if "tumor-MR" not in sweep.labels:
+        raise ValueError(f"{sweep_dir}: the sweep has no tumor-MR labels; re-run virtual_sweep")
+    if us.shape[1:] != sweep.fov.shape:
+        raise ValueError(
+            f"{us_path}: planes {us.shape[1:]} do not match the sweep {sweep.fov.shape} of "
+            f"{sweep_dir}; re-run synthetic_ius"
+        )
+    copies = len(us)
+    spacing = grid_spacing(sweep.meta)
+    return SubjectPlanes(
+        subject=sweep.meta["subject"],
+        images=us.reshape(-1, *us.shape[2:]),
+        labels=np.tile(np.asarray(sweep.labels["tumor-MR"]), (copies, 1, 1)),
+        spacing=(spacing[0], spacing[1]),
+        fov=np.tile(np.asarray(sweep.fov, bool), (copies, 1, 1)),
+    )
+
+
+def dataset_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's dataset folder name, ``DatasetXXX_Name``."""
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"nnU-Net dataset ids are 1..999, not {dataset_id}")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"dataset name {name!r} must be letters, digits, '_' or '-'")
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def _write_plane(path: Path, plane: np.ndarray, spacing: tuple[float, float]) -> None:
+    """One 2D plane as NIfTI; ``spacing`` is along the array's (rows, columns)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(plane)
+    image.SetSpacing((float(spacing[1]), float(spacing[0])))  # ITK order: x = columns
+    sitk.WriteImage(image, str(path), True)
+
+
+def export_dataset(
+    raw_root: Path, dataset_id: int, name: str, subjects: Iterable[SubjectPlanes]
+) -> Path:
+    """Write a raw nnU-Net 2D dataset; returns its folder ``raw_root/DatasetXXX_Name``.
+
+    One case per plane with some field of view, named ``<subject>_<plane:04d>``: image
+    ``imagesTr/<case>_0000.nii.gz`` (:func:`to_intensity`), label
+    ``labelsTr/<case>.nii.gz`` (1 where label > 0 inside the field of view, else 0). The
+    folder is replaced atomically. ``subjects`` may be a generator, so a large cohort is
+    written one subject at a time.
+    """
+    folder = Path(raw_root) / dataset_name(dataset_id, name)
+    cases: set[str] = set()
+    with atomic_directory(folder) as tmp:
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        for planes in subjects:
+            if planes.labels is None:
+                raise ValueError(f"{planes.subject}: training planes need labels")
+            fov = planes.fov if planes.fov is not None else np.ones(planes.images.shape, bool)
+            intensity = to_intensity(planes.images, fov)
+            for index in np.flatnonzero(fov.any(axis=(1, 2))):
+                case = planes.case_id(index)
+                if case in cases:
+                    raise ValueError(f"case {case} is given twice")
+                label = ((planes.labels[index] > 0) & fov[index]).astype(np.uint8)
+                _write_plane(
+                    tmp / "imagesTr" / f"{case}_0000{FILE_ENDING}", intensity[index], planes.spacing
+                )
+                _write_plane(tmp / "labelsTr" / f"{case}{FILE_ENDING}", label, planes.spacing)
+                cases.add(case)
+        if not cases:
+            raise ValueError(f"{folder.name}: no plane with a field of view to export")
+        write_json(
+            tmp / "dataset.json",
+            {
+                "name": name,
+                "channel_names": {"0": "US"},
+                "labels": LABELS,
+                "numTraining": len(cases),
+                "file_ending": FILE_ENDING,
+                "overwrite_image_reader_writer": "SimpleITKIO",
+            },
+        )
+    log.info(
+        "%s: %d planes of %d subjects", folder.name, len(cases), len({subject_of(c) for c in cases})
+    )
+    return folder
+
+
+def plan_and_preprocess(
+    paths: NnunetPaths, dataset_id: int, settings: SegmentationSettings
+) -> Path:
+    """Fingerprint, plan (default planner) and preprocess the ``2d`` configuration.
+
+    Uses ``settings.threads`` processes. ``settings.batch_size`` (when set) replaces the
+    planned batch size in the plans. Returns the plans file
+    ``nnUNet_preprocessed/DatasetXXX_Name/nnUNetPlans.json``.
+    """
+    with nnunet_environment(paths, settings.threads):
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+            extract_fingerprint_dataset,
+            plan_experiment_dataset,
+            preprocess_dataset,
+        )
+
+        extract_fingerprint_dataset(
+            dataset_id,
+            num_processes=settings.threads,
+            check_dataset_integrity=True,
+            clean=True,
+            verbose=False,
+            show_progress_bar=False,
+        )
+        _, plans_name = plan_experiment_dataset(
+            dataset_id, gpu_memory_target_in_gb=settings.gpu_memory_target_gb
+        )
+        plans_file = paths.preprocessed / find_dataset(paths, dataset_id) / f"{plans_name}.json"
+        plans = json.loads(plans_file.read_text())
+        if CONFIGURATION not in plans["configurations"]:
+            raise RuntimeError(f"{plans_file}: nnU-Net planned no {CONFIGURATION} configuration")
+        if settings.batch_size is not None:
+            plans["configurations"][CONFIGURATION]["batch_size"] = settings.batch_size
+            write_json(plans_file, plans)
+        preprocess_dataset(
+            dataset_id,
+            plans_name,
+            configurations=(CONFIGURATION,),
+            num_processes=(settings.threads,),
+            show_progress_bar=False,
+        )
+    configuration = plans["configurations"][CONFIGURATION]
+    log.info(
+        "%s: 2d patch %s, batch %d",
+        plans_file.parent.name,
+        configuration["patch_size"],
+        configuration["batch_size"],
+    )
+    return plans_file
+
+
+def grouped_splits(case_ids: Sequence[str], folds: int, seed: int) -> list[dict[str, list[str]]]:
+    """The k folds of cases, grouped by subject: all planes of a subject fall in one fold.
+
+    Subjects are shuffled with ``seed`` and dealt to the folds (:func:`iusynth.core.splits.kfold`);
+    fewer subjects than folds is an error.
+    """
+    by_subject: dict[str, list[str]] = {}
+    for case in sorted(case_ids):
+        by_subject.setdefault(subject_of(case), []).append(case)
+    if len(by_subject) < folds:
+        raise ValueError(
+            f"{folds} folds need at least {folds} subjects, but the dataset has "
+            f"{len(by_subject)}: {sorted(by_subject)}"
+        )
+    return [
+        {part: [c for s in split[part] for c in by_subject[s]] for part in ("train", "val")}
+        for split in kfold(list(by_subject), folds, seed)
+    ]
+
+
+def find_dataset(paths: NnunetPaths, dataset_id: int) -> str:
+    """The name ``DatasetXXX_Name`` of dataset ``dataset_id`` in any of nnU-Net's folders."""
+    prefix = f"Dataset{dataset_id:03d}_"
+    names = {
+        entry.name
+        for root in (paths.raw, paths.preprocessed, paths.results)
+        if Path(root).is_dir()
+        for entry in Path(root).iterdir()
+        if entry.is_dir() and entry.name.startswith(prefix)
+    }
+    if len(names) != 1:
+        found = sorted(names) or "none"
+        raise FileNotFoundError(f"need exactly one nnU-Net dataset {prefix}*, found {found}")
+    return names.pop()
+
+
+def write_splits(
+    paths: NnunetPaths, dataset_id: int, settings: SegmentationSettings, output: Path
+) -> Path:
+    """Write the folds (:func:`grouped_splits` of the preprocessed cases) to ``output``.
+
+    nnU-Net's own format (a list of ``{"train": [...], "val": [...]}``). Written once,
+    by its own job, after :func:`plan_and_preprocess` and before any fold trains; the
+    trainer reads this file (:func:`trainer_class`) rather than looking for
+    ``splits_final.json`` in the preprocessed folder, which a trainer would otherwise
+    create (ungrouped) and parallel folds would race on.
+    """
+    with nnunet_environment(paths, settings.threads):
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+        base = paths.preprocessed / find_dataset(paths, dataset_id)
+        plans = json.loads((base / f"{PLANS}.json").read_text())
+        data = base / plans["configurations"][CONFIGURATION]["data_identifier"]
+        cases = infer_dataset_class(str(data)).get_identifiers(str(data))
+    splits = grouped_splits(cases, settings.folds, settings.seed)
+    write_json(output, splits)
+    return Path(output)
+
+
+def read_splits(path: Path, folds: int) -> list[dict[str, list[str]]]:
+    """The folds of :func:`write_splits`, checked against the configured number."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run write_splits (rule nnunet_splits) first")
+    splits = json.loads(path.read_text())
+    if len(splits) != folds:
+        raise ValueError(
+            f"{path} has {len(splits)} folds, not {folds}: re-run write_splits (nnunet_splits)"
+        )
+    return splits
+
+
+def trainer_class(settings: SegmentationSettings, splits_file: Path) -> type:
+    """nnU-Net's trainer with epochs, iterations and learning rate from ``settings``.
+
+    A subclass of ``nnUNetTrainer`` named ``IusynthTrainer`` (so its models live in
+    ``IusynthTrainer__nnUNetPlans__2d``), holding ``settings`` and ``splits_file`` (from
+    :func:`write_splits`) as class attributes; its folds come from that file.
+    """
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    class IusynthTrainer(nnUNetTrainer):
+        """nnU-Net's default trainer with the workflow's schedule."""
+
+        def __init__(
+            self,
+            plans: dict,
+            configuration: str,
+            fold: int,
+            dataset_json: dict,
+            device: torch.device | None = None,
+        ) -> None:
+            # nnUNetTrainer records its __init__ arguments by name for checkpoints
+            super().__init__(plans, configuration, fold, dataset_json, device or _CUDA)
+            self.num_epochs = self.settings.epochs
+            self.num_iterations_per_epoch = self.settings.iterations_per_epoch
+            self.num_val_iterations_per_epoch = self.settings.val_iterations_per_epoch
+            self.initial_lr = self.settings.initial_lr
+
+        def do_split(self) -> tuple[list[str], list[str]]:
+            """Training and validation cases of this fold, from the workflow's splits file."""
+            fold = read_splits(self.splits_file, self.settings.folds)[self.fold]
+            self.print_to_log_file(f"fold {self.fold} from {self.splits_file}")
+            return fold["train"], fold["val"]
+
+    IusynthTrainer.settings = settings
+    IusynthTrainer.splits_file = Path(splits_file)
+    return IusynthTrainer
+
+
+def model_folder(paths: NnunetPaths, dataset_id: int) -> Path:
+    """``nnUNet_results/DatasetXXX_Name/IusynthTrainer__nnUNetPlans__2d``."""
+    return (
+        paths.results
+        / find_dataset(paths, dataset_id)
+        / f"{TRAINER_NAME}__{PLANS}__{CONFIGURATION}"
+    )
+
+
+def train_fold(
+    paths: NnunetPaths,
+    dataset_id: int,
+    fold: int,
+    settings: SegmentationSettings,
+    splits_file: Path,
+) -> Path:
+    """Train one fold; returns ``<model folder>/fold_<fold>/checkpoint_final.pth``.
+
+    Needs the folds of :func:`write_splits` (``splits_file``). An interrupted run
+    resumes from the fold's ``checkpoint_latest.pth`` (written every 50 epochs). With
+    ``settings.validate`` nnU-Net then predicts the fold's validation planes and writes
+    ``fold_<fold>/validation/summary.json`` (Dice per 2D plane, not the paper's metric).
+    """
+    if not 0 <= fold < settings.folds:
+        raise ValueError(f"fold {fold} is not one of the {settings.folds} folds")
+    with nnunet_environment(paths, settings.threads):
+        base = paths.preprocessed / find_dataset(paths, dataset_id)
+        read_splits(splits_file, settings.folds)
+        plans = json.loads((base / f"{PLANS}.json").read_text())
+        latest = model_folder(paths, dataset_id) / f"fold_{fold}" / "checkpoint_latest.pth"
+        plans["continue_training"] = latest.is_file()
+        trainer = trainer_class(settings, splits_file)(
+            plans=plans,
+            configuration=CONFIGURATION,
+            fold=fold,
+            dataset_json=json.loads((base / "dataset.json").read_text()),
+            device=select_device(settings.device),
+        )
+        if latest.is_file():
+            log.info("resuming fold %d from %s", fold, latest)
+            trainer.load_checkpoint(str(latest))
+        trainer.run_training()
+        if settings.validate:
+            trainer.perform_actual_validation()
+    return Path(trainer.output_folder) / "checkpoint_final.pth"
+
+
+def load_predictor(
+    paths: NnunetPaths, dataset_id: int, folds: Sequence[int], settings: SegmentationSettings
+) -> Any:
+    """An ``nnUNetPredictor`` ensembling the ``checkpoint_final.pth`` of ``folds``.
+
+    The network is built from the trained model's plans; mirroring at test time uses
+    the axes the trainer allowed, when ``settings.mirroring``.
+    """
+    if not folds:
+        raise ValueError("no folds to predict with")
+    with nnunet_environment(paths, settings.threads):
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+        from nnunetv2.utilities.label_handling.label_handling import (
+            determine_num_input_channels,
+        )
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        folder = model_folder(paths, dataset_id)
+        plans_manager = PlansManager(str(folder / "plans.json"))
+        configuration = plans_manager.get_configuration(CONFIGURATION)
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+        parameters = []
+        for fold in folds:
+            checkpoint = folder / f"fold_{fold}" / "checkpoint_final.pth"
+            if not checkpoint.is_file():
+                raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} first")
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            parameters.append(state["network_weights"])
+        network = nnUNetTrainer.build_network_architecture(
+            plans_manager,
+            configuration,
+            determine_num_input_channels(plans_manager, configuration, dataset_json),
+            plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+            enable_deep_supervision=False,
+        )
+        network.load_state_dict(parameters[0])
+        predictor = nnUNetPredictor(
+            tile_step_size=settings.tile_step_size,
+            use_gaussian=True,
+            use_mirroring=settings.mirroring,
+            perform_everything_on_device=True,
+            device=select_device(settings.device),
+            verbose=False,
+            allow_tqdm=False,
+        )
+        predictor.manual_initialization(
+            network,
+            plans_manager,
+            configuration,
+            parameters,
+            dataset_json,
+            TRAINER_NAME,
+            state.get("inference_allowed_mirroring_axes"),
+        )
+    return predictor
+
+
+def predict_planes(predictor: Any, planes: SubjectPlanes) -> np.ndarray:
+    """Segment every plane of a subject; (n, H, W) uint8, 0 where there is no field of view.
+
+    Planes are predicted one at a time, as nnU-Net normalises each training plane on its
+    own.
+    """
+    fov = planes.fov if planes.fov is not None else np.ones(planes.images.shape, bool)
+    intensity = to_intensity(planes.images, fov)
+    spacing = [_DUMMY_AXIS_FACTOR * max(planes.spacing), *planes.spacing]
+    masks = np.zeros(planes.images.shape, np.uint8)
+    for index in np.flatnonzero(fov.any(axis=(1, 2))):
+        segmentation = predictor.predict_single_npy_array(
+            intensity[index][None, None], {"spacing": spacing}
+        )
+        masks[index] = (np.asarray(segmentation)[0] > 0) & fov[index]
+    return masks
+
+
+def predict_cases(
+    paths: NnunetPaths,
+    dataset_id: int,
+    subjects: Iterable[SubjectPlanes],
+    settings: SegmentationSettings,
+    folds: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Ensemble prediction of ``folds`` (default: all) for each subject: {subject: masks}.
+
+    Each mask is (n, H, W) uint8 (:func:`predict_planes`).
+    """
+    predictor = load_predictor(
+        paths, dataset_id, range(settings.folds) if folds is None else folds, settings
+    )
+    with nnunet_environment(paths, settings.threads):
+        return {planes.subject: predict_planes(predictor, planes) for planes in subjects}
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two binary masks; 1.0 when both are empty, 0.0 when only one is."""
+    prediction, truth = np.asarray(prediction) > 0, np.asarray(truth) > 0
+    total = int(prediction.sum()) + int(truth.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int((prediction & truth).sum()) / total
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Voxels of a mask with a face neighbour outside it (the array edge counts as outside)."""
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+
+
+def assd(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> float:
+    """Average symmetric surface distance (mm) between two binary masks.
+
+    Surfaces are the masks' boundary voxels (:func:`_boundary`); every boundary voxel of
+    each mask contributes its distance to the nearest boundary voxel of the other
+    (Euclidean, voxel size ``spacing``), and the mean is over both sets together.
+    0.0 when both masks are empty, nan when only one is (no surface to measure to).
+    """
+    prediction, truth = np.asarray(prediction) > 0, np.asarray(truth) > 0
+    if len(spacing) != prediction.ndim or prediction.shape != truth.shape:
+        raise ValueError(
+            f"masks {prediction.shape} and {truth.shape} with spacing {tuple(spacing)} differ"
+        )
+    if not prediction.any() and not truth.any():
+        return 0.0
+    if not prediction.any() or not truth.any():
+        return float("nan")
+    edges = _boundary(prediction), _boundary(truth)
+    to_truth = ndimage.distance_transform_edt(~edges[1], sampling=spacing)
+    to_prediction = ndimage.distance_transform_edt(~edges[0], sampling=spacing)
+    distances = np.concatenate([to_truth[edges[0]], to_prediction[edges[1]]])
+    return float(distances.mean())
+
+
+def case_metrics(
+    subject: str,
+    method: str,
+    set_name: str,
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    spacing: Sequence[float],
+) -> pd.Series:
+    """One table row (:data:`CASE_COLUMNS`)."""
+    return pd.Series(
+        {
+            "subject": subject,
+            "method": method,
+            "set": set_name,
+            "dice": dice(prediction, truth),
+            "assd_mm": assd(prediction, truth, spacing),
+            "truth_voxels": int((np.asarray(truth) > 0).sum()),
+            "prediction_voxels": int((np.asarray(prediction) > 0).sum()),
+        }
+    )
+
+
+def stack_to_grid(masks: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Put a slice stack's (n, H, W) masks back into its 3D grid (slices on axis 2)."""
+    grid = np.zeros(meta["grid_shape"], np.uint8)
+    grid[:, :, meta["slice_indices"]] = np.moveaxis(np.asarray(masks, np.uint8), 0, 2)
+    return grid
+
+
+def score_stack(
+    folder: Path,
+    prediction: np.ndarray,
+    method: str,
+    set_name: str,
+    label: str = "tumor-US",
+) -> pd.Series:
+    """Score a subject's predicted (n, H, W) masks against its slice stack's 3D ``label``.
+
+    Both are placed back in the subject's grid (:func:`stack_to_grid`) and compared in 3D
+    with the grid's voxel size (:func:`case_metrics`).
+    """
+    stack = load_slices(folder)
+    if label not in stack.labels:
+        raise ValueError(f"{folder}: no {label} labels to score against")
+    truth = np.asarray(stack.labels[label])
+    if prediction.shape != truth.shape:
+        raise ValueError(f"{folder}: prediction {prediction.shape} is not {truth.shape}")
+    return case_metrics(
+        stack.meta["subject"],
+        method,
+        set_name,
+        stack_to_grid(prediction, stack.meta),
+        stack_to_grid(truth > 0, stack.meta),
+        grid_spacing(stack.meta),
+    )

@@ -1,0 +1,1 @@
+"""Registration, resampling, normalisation, slice stacks and QC figures."""

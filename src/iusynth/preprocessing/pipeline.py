@@ -1,0 +1,327 @@
+"""Model-ready volumes: every modality and label in the iUS grid, cropped and normalised.
+
+For one paired subject (iUS + MR): choose the reference MR sequence, build an isotropic
+grid on the iUS axes covering the iUS field of view (cropped or padded in-plane to a
+fixed size), resample every MR sequence through the registration (and the MR -> MR
+alignment) and the labels into it, and normalise intensities as the papers did:
+foreground x > 0 inside the iUS field of view, clip at a high percentile, min-max to
+[-255/256, 1] (the authors' mapping), background exactly -1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from iusynth.core import layout
+from iusynth.core.fileio import load_nifti
+
+QFORM_SFORM_TOLERANCE_MM = 1e-2
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: its voxel -> world (RAS) affine and its shape."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def check_header(path: Path) -> Any:
+    """Load an image and refuse headers whose qform and sform disagree.
+
+    A disagreement by a flip of x and y is the signature of LPS coordinates written into
+    one of the two (NIfTI world is RAS), and it is named as such.
+    """
+    image = load_nifti(path)
+    qform, qcode = image.header.get_qform(coded=True)
+    sform, scode = image.header.get_sform(coded=True)
+    if qcode and scode and not np.allclose(qform, sform, atol=QFORM_SFORM_TOLERANCE_MM):
+        flipped = np.diag([-1.0, -1.0, 1.0, 1.0]) @ qform
+        hint = (
+            "they differ by a flip of x and y: one of them holds LPS coordinates (NIfTI is RAS)"
+            if np.allclose(flipped, sform, atol=QFORM_SFORM_TOLERANCE_MM)
+            else "they describe different positions"
+        )
+        raise ValueError(
+            f"image {path}: qform and sform disagree ({hint}); rewrite the header with the "
+            "correct orientation before running the workflow"
+        )
+    return image
+
+
+def load_ultrasound(us_path: Path) -> Any:
+    """Load an iUS volume (header checked), refusing one with no foreground."""
+    image = check_header(us_path)
+    if not (np.asarray(image.dataobj) > 0).any():
+        raise ValueError(
+            f"iUS image {us_path} has no foreground (no voxel > 0): the acquisition is empty "
+            "or was saved with the wrong data type; re-convert it"
+        )
+    return image
+
+
+def choose_reference(entry: layout.SubjectEntry, order: list[str], subject_dir: Path) -> str:
+    """The first MR sequence of ``order`` the subject has, else a clear error."""
+    for sequence in order:
+        if entry.has(sequence):
+            return sequence
+    raise FileNotFoundError(
+        f"subject {entry.subject} has no reference MR: none of {order} is in {subject_dir} "
+        f"(expected e.g. {layout.subject_file(subject_dir, entry.subject, order[0]).name})"
+    )
+
+
+def ultrasound_fov(data: np.ndarray) -> np.ndarray:
+    """The iUS field of view: foreground (> 0) closed and filled (anechoic areas inside count)."""
+    foreground = data > 0
+    closed = ndimage.binary_closing(foreground, structure=np.ones((3, 3, 3)), iterations=2)
+    return ndimage.binary_fill_holes(closed | foreground)
+
+
+def fov_grid(
+    us_affine: np.ndarray, fov: np.ndarray, spacing_mm: float, in_plane: tuple[int, int]
+) -> Grid:
+    """An isotropic grid on the iUS axes over the field of view, in-plane size fixed.
+
+    Axes 0 and 1 are in-plane (cropped or padded around the centre of the field of view to
+    ``in_plane``); axis 2 spans the field of view and indexes the 2D slices.
+    """
+    axes = us_affine[:3, :3] / np.linalg.norm(us_affine[:3, :3], axis=0)
+    voxel_size = np.linalg.norm(us_affine[:3, :3], axis=0)
+    indices = np.argwhere(fov)
+    lo, hi = indices.min(axis=0), indices.max(axis=0)
+    extent_mm = (hi - lo) * voxel_size
+    shape = (in_plane[0], in_plane[1], int(np.floor(extent_mm[2] / spacing_mm)) + 1)
+    centre_world = us_affine[:3, :3] @ ((lo + hi) / 2.0) + us_affine[:3, 3]
+    affine = np.eye(4)
+    affine[:3, :3] = axes * spacing_mm
+    affine[:3, 3] = centre_world - affine[:3, :3] @ ((np.array(shape) - 1) / 2.0)
+    return Grid(affine, shape)
+
+
+def resample(
+    data: np.ndarray,
+    source_affine: np.ndarray,
+    grid: Grid,
+    grid_to_source_world: np.ndarray,
+    order: int,
+) -> np.ndarray:
+    """Sample ``data`` at the grid's voxels; ``grid_to_source_world`` maps grid -> source world.
+
+    Points outside the source are 0.
+    """
+    voxel_map = np.linalg.inv(source_affine) @ grid_to_source_world @ grid.affine
+    return ndimage.affine_transform(
+        np.asarray(data, dtype=np.float32),
+        voxel_map[:3, :3],
+        offset=voxel_map[:3, 3],
+        output_shape=grid.shape,
+        order=order,
+        mode="constant",
+        cval=0.0,
+    )
+
+
+def resample_labels(
+    labels: np.ndarray,
+    source_affine: np.ndarray,
+    grid: Grid,
+    grid_to_source_world: np.ndarray,
+    method: str,
+) -> np.ndarray:
+    """Resample a label map: nearest neighbour, or per-label linear interpolation + argmax."""
+    if method == "nearest":
+        return resample(labels, source_affine, grid, grid_to_source_world, order=0).astype(np.uint8)
+    if method != "linear":
+        raise ValueError(f"label interpolation must be 'nearest' or 'linear', not {method!r}")
+    values = [int(v) for v in np.unique(labels) if v != 0]
+    out = np.zeros(grid.shape, np.uint8)
+    if not values:
+        return out
+    stack = [
+        resample(labels == v, source_affine, grid, grid_to_source_world, order=1) for v in values
+    ]
+    memberships = np.stack([np.clip(1.0 - sum(stack), 0.0, 1.0), *stack])
+    codes = np.array([0, *values], dtype=np.uint8)
+    return codes[np.argmax(memberships, axis=0)]
+
+
+def normalise(
+    volume: np.ndarray, fov: np.ndarray, clip_percentile: float
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Map foreground (x > 0 inside ``fov``) to [-255/256, 1]; background to exactly -1.
+
+    The authors' min-max: clipped at the ``clip_percentile`` percentile, the foreground's
+    minimum at -255/256 so that every foreground voxel stays above the background (their
+    output mask is ``input > -1``).
+    """
+    foreground = (volume > 0) & fov
+    out = np.full(volume.shape, -1.0, np.float32)
+    if not foreground.any():
+        return out, {"low": 0.0, "high": 0.0, "foreground_voxels": 0}
+    values = volume[foreground].astype(np.float64)
+    high = float(np.percentile(values, clip_percentile))
+    low = float(values.min())
+    scaled = (np.minimum(values, high) - low) / (high - low) if high > low else np.ones_like(values)
+    out[foreground] = (scaled * (1 + 255 / 256) - 255 / 256).astype(np.float32)
+    return out, {"low": low, "high": high, "foreground_voxels": int(foreground.sum())}
+
+
+def check_overlap(
+    us_path: Path,
+    fov: np.ndarray,
+    us_affine: np.ndarray,
+    mr_path: Path,
+    mr_image: Any,
+    us_to_mr: np.ndarray,
+) -> None:
+    """Refuse a registration that leaves most of the iUS field of view outside the MR volume."""
+    points = np.argwhere(fov)[:: max(1, int(fov.sum()) // 5000)]
+    world = points @ us_affine[:3, :3].T + us_affine[:3, 3]
+    mapped = world @ us_to_mr[:3, :3].T + us_to_mr[:3, 3]
+    voxels = (mapped - mr_image.affine[:3, 3]) @ np.linalg.inv(mr_image.affine[:3, :3]).T
+    inside = np.all((voxels > -0.5) & (voxels < np.array(mr_image.shape) - 0.5), axis=1).mean()
+    if inside < 0.5:
+        raise ValueError(
+            f"only {100 * inside:.0f}% of the iUS field of view of {us_path} falls inside "
+            f"{mr_path}: the two do not share a world frame (check orientation, LPS vs RAS, "
+            "and the registration)"
+        )
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    """The ``preprocessing`` config section, for resampling and normalisation."""
+
+    reference_order: tuple[str, ...] = ("T2", "ceT1", "FLAIR")
+    spacing_mm: float = 0.5
+    slice_size: tuple[int, int] = (192, 192)
+    clip_percentile: float = 99.95
+    label_interpolation: str = "linear"
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> PreprocessingSettings:
+        """Build settings from the validated config section."""
+        return cls(
+            reference_order=tuple(section["reference_order"]),
+            spacing_mm=float(section["spacing_mm"]),
+            slice_size=(int(section["slice_size"][0]), int(section["slice_size"][1])),
+            clip_percentile=float(section["clip_percentile"]),
+            label_interpolation=section["label_interpolation"],
+        )
+
+
+def preprocess_subject(
+    subject_dir: Path,
+    subject: str,
+    us_to_mr: np.ndarray,
+    mr_alignment: dict[str, np.ndarray],
+    settings: PreprocessingSettings,
+) -> tuple[Grid, dict[str, np.ndarray], dict[str, Any]]:
+    """Resample and normalise one paired subject into its iUS field-of-view grid.
+
+    ``us_to_mr`` maps iUS world -> reference MR world; ``mr_alignment[seq]`` maps reference
+    MR world -> that sequence's world (identity when absent). Returns the grid, the volumes
+    (normalised modalities, ``fov``, labels) and a JSON-ready summary.
+    """
+    subject_dir = Path(subject_dir)
+    entry = layout.scan_subject(subject_dir, subject)
+    us_path = layout.subject_file(subject_dir, subject, "US")
+    us_image = load_ultrasound(us_path)
+    us_data = np.asarray(us_image.dataobj)
+    reference = choose_reference(entry, list(settings.reference_order), subject_dir)
+    native_fov = ultrasound_fov(us_data)
+    grid = fov_grid(us_image.affine, native_fov, settings.spacing_mm, settings.slice_size)
+    identity = np.eye(4)
+    fov = resample(native_fov, us_image.affine, grid, identity, order=1) > 0.5
+
+    raw = {"US": resample(us_data, us_image.affine, grid, identity, order=1)}
+    reference_path = layout.subject_file(subject_dir, subject, reference)
+    reference_image = check_header(reference_path)
+    check_overlap(us_path, native_fov, us_image.affine, reference_path, reference_image, us_to_mr)
+    for sequence in entry.mr_sequences:
+        image = (
+            reference_image
+            if sequence == reference
+            else check_header(layout.subject_file(subject_dir, subject, sequence))
+        )
+        world_map = mr_alignment.get(sequence, identity) @ us_to_mr
+        raw[sequence] = resample(np.asarray(image.dataobj), image.affine, grid, world_map, order=1)
+
+    volumes: dict[str, np.ndarray] = {"fov": fov.astype(np.uint8)}
+    normalisation = {}
+    for name, volume in raw.items():
+        volumes[name], normalisation[name] = normalise(volume, fov, settings.clip_percentile)
+    annotations = layout.annotation_sequence(subject_dir, subject, reference)
+    label_maps = {
+        "tumor-US": identity,
+        "tumor-MR": mr_alignment.get(annotations, identity) @ us_to_mr,
+    }
+    for kind, world_map in label_maps.items():
+        if entry.has(kind):
+            labels = check_header(layout.subject_file(subject_dir, subject, kind))
+            resampled = resample_labels(
+                np.asarray(labels.dataobj),
+                labels.affine,
+                grid,
+                world_map,
+                settings.label_interpolation,
+            )
+            volumes[kind] = np.where(fov, resampled, 0).astype(np.uint8)
+    summary = {
+        "subject": subject,
+        "reference_sequence": reference,
+        "modalities": [m for m in layout.MODALITIES if m in raw],
+        "grid_affine": grid.affine.tolist(),
+        "grid_shape": list(grid.shape),
+        "fov_voxels": int(fov.sum()),
+        "clip_percentile": settings.clip_percentile,
+        "normalisation": normalisation,
+    }
+    return grid, volumes, summary
+
+
+def read_alignment_record(path: Path, subject: str) -> tuple[str, dict[str, np.ndarray]]:
+    """The reference sequence and MR -> MR transforms of an align-mr record (JSON).
+
+    ``transforms[seq]`` maps reference MR world -> that sequence's world; sequences it
+    does not name (the reference, or all with ``align_mr_sequences: false``) are identity.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        reference = record["reference_sequence"]
+        transforms = {
+            sequence: np.asarray(matrix, dtype=float)
+            for sequence, matrix in record["transforms"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"MR alignment record {path} is unreadable or malformed ({error!r}): expected the "
+            "align-mr stage's JSON with 'subject', 'reference_sequence' and 'transforms'"
+        ) from error
+    if record.get("subject") != subject:
+        raise ValueError(
+            f"MR alignment record {path} is for {record.get('subject')!r}, not {subject!r}"
+        )
+    if reference not in layout.MR_SEQUENCES:
+        raise ValueError(f"MR alignment record {path}: unknown reference sequence {reference!r}")
+    for sequence, matrix in transforms.items():
+        valid = (
+            sequence in layout.MR_SEQUENCES
+            and matrix.shape == (4, 4)
+            and np.isfinite(matrix).all()
+            and np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0])
+        )
+        if not valid:
+            raise ValueError(
+                f"MR alignment record {path}: transform {sequence!r} is not a 4x4 affine of a "
+                f"known sequence ({list(layout.MR_SEQUENCES)})"
+            )
+    return reference, transforms

@@ -1,0 +1,162 @@
+"""Quality-control figures of a subject: orthogonal slices of every modality with label contours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from iusynth.core import layout
+from iusynth.core.fileio import atomic_path, load_nifti
+
+_VIEWS = ("axial", "coronal", "sagittal")
+_LABEL_COLOURS = {1: "red", 2: "yellow", 4: "cyan"}
+
+
+def _canonical(path: Path) -> np.ndarray:
+    """Load a volume reoriented to RAS voxel axes (for display only)."""
+    import nibabel as nib
+
+    return np.asarray(nib.as_closest_canonical(load_nifti(path)).dataobj)
+
+
+def _slices(volume: np.ndarray, centre: np.ndarray) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through ``centre``, oriented for display."""
+    i, j, k = (round(float(c)) for c in centre)
+    return [volume[:, :, k].T, volume[:, j, :].T, volume[i, :, :].T]
+
+
+def _centre(labels: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Centroid of the labels when there are any, else the middle of the grid."""
+    if labels is not None and labels.any():
+        return np.argwhere(labels > 0).mean(axis=0)
+    return (np.array(shape) - 1) / 2.0
+
+
+def _draw_row(
+    axes: np.ndarray, volume: np.ndarray, labels: np.ndarray | None, centre: np.ndarray, name: str
+) -> None:
+    """One row of three views with optional label contours."""
+    finite = volume[volume > 0]
+    vmax = np.percentile(finite, 99.5) if finite.size else 1.0
+    label_views = _slices(labels, centre) if labels is not None else [None] * 3
+    for axis, image, label, view in zip(
+        axes, _slices(volume, centre), label_views, _VIEWS, strict=True
+    ):
+        axis.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, interpolation="nearest")
+        if label is not None:
+            for value, colour in _LABEL_COLOURS.items():
+                if (label == value).any():
+                    axis.contour(label == value, levels=[0.5], colors=colour, linewidths=0.8)
+        axis.set_title(f"{name} {view}", fontsize=8)
+        axis.axis("off")
+
+
+def plot_subject(subject_dir: Path, subject: str, output: Path) -> None:
+    """Write a PNG with one row per modality (three orthogonal views) and tumour contours.
+
+    MR rows are centred on the MR tumour labels and show them; the ultrasound row is in
+    the ultrasound's own grid and shows the ultrasound tumour mask.
+    """
+    subject_dir = Path(subject_dir)
+    entry = layout.scan_subject(subject_dir, subject)
+    if not any(entry.has(m) for m in layout.MODALITIES):
+        raise FileNotFoundError(f"{subject_dir} holds no image of subject {subject}")
+    rows: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    mr_labels = (
+        _canonical(layout.subject_file(subject_dir, subject, "tumor-MR"))
+        if entry.has("tumor-MR")
+        else None
+    )
+    for sequence in entry.mr_sequences:
+        rows.append(
+            (sequence, _canonical(layout.subject_file(subject_dir, subject, sequence)), mr_labels)
+        )
+    if entry.has("US"):
+        us_labels = (
+            _canonical(layout.subject_file(subject_dir, subject, "tumor-US"))
+            if entry.has("tumor-US")
+            else None
+        )
+        rows.append(("US", _canonical(layout.subject_file(subject_dir, subject, "US")), us_labels))
+
+    figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    for row_axes, (name, volume, labels) in zip(axes, rows, strict=True):
+        if labels is not None and labels.shape != volume.shape:
+            raise ValueError(
+                f"{subject}: {name} {volume.shape} and its labels {labels.shape} differ in shape"
+            )
+        _draw_row(row_axes, volume, labels, _centre(labels, volume.shape), name)
+    figure.suptitle(f"{subject}: red core/necrosis, cyan enhancing, yellow oedema", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=90)
+    plt.close(figure)
+
+
+def _checkerboard(first: np.ndarray, second: np.ndarray, squares: int = 8) -> np.ndarray:
+    """Interleave two same-shape 2D images in a checkerboard."""
+    rows, cols = np.indices(first.shape)
+    size = max(1, min(first.shape) // squares)
+    return np.where(((rows // size) + (cols // size)) % 2 == 0, first, second)
+
+
+def plot_registration(
+    us: np.ndarray,
+    mr_before: np.ndarray,
+    mr_after: np.ndarray,
+    fov: np.ndarray,
+    title: str,
+    output: Path,
+) -> None:
+    """Checkerboards of iUS and MR (all in [-1, 1], same grid) before and after registration."""
+    centre = np.argwhere(fov).mean(axis=0) if fov.any() else (np.array(fov.shape) - 1) / 2.0
+    figure, axes = plt.subplots(2, 3, figsize=(9, 6.4), squeeze=False)
+    for row, (name, mr) in enumerate((("header only", mr_before), ("registered", mr_after))):
+        views = zip(
+            _slices(us, centre), _slices(mr, centre), _slices(fov, centre), _VIEWS, strict=True
+        )
+        for axis, (us_view, mr_view, fov_view, view) in zip(axes[row], views, strict=True):
+            rows, cols = np.nonzero(fov_view)
+            if rows.size:  # crop each view to the field of view
+                crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+                us_view, mr_view, fov_view = us_view[crop], mr_view[crop], fov_view[crop]
+            board = np.where(fov_view > 0, _checkerboard(us_view, mr_view, squares=6), -1.0)
+            axis.imshow(
+                board, cmap="gray", origin="lower", vmin=-1, vmax=1, interpolation="nearest"
+            )
+            axis.set_title(f"{name}, {view}", fontsize=8)
+            axis.axis("off")
+    figure.suptitle(f"{title}: iUS / MR checkerboard", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=90)
+    plt.close(figure)
+
+
+def plot_subject_registration(
+    subject_dir: Path, subject: str, preprocessed_dir: Path, output: Path
+) -> None:
+    """QC of one subject's registration: reference MR through the header only vs registered."""
+    import json
+
+    from iusynth.preprocessing.pipeline import Grid, normalise, resample
+
+    summary = json.loads(
+        layout.subject_file(preprocessed_dir, subject, "preprocessing").read_text()
+    )
+    reference = summary["reference_sequence"]
+    grid = Grid(np.array(summary["grid_affine"]), tuple(summary["grid_shape"]))
+    fov = np.asarray(load_nifti(layout.subject_file(preprocessed_dir, subject, "fov")).dataobj) > 0
+    us = np.asarray(load_nifti(layout.subject_file(preprocessed_dir, subject, "US")).dataobj)
+    after = np.asarray(
+        load_nifti(layout.subject_file(preprocessed_dir, subject, reference)).dataobj
+    )
+    mr_image = load_nifti(layout.subject_file(subject_dir, subject, reference))
+    header_only = resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1)
+    before, _ = normalise(header_only, fov, summary["clip_percentile"])
+    plot_registration(us, before, after, fov, f"{subject} ({reference})", output)

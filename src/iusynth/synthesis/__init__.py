@@ -1,0 +1,1 @@
+"""Synthesis of evaluation subjects by every method, swept over temperatures."""

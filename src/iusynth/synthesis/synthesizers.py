@@ -1,0 +1,306 @@
+"""Temperature-swept synthesis of evaluation subjects, written as NIfTI in their grids.
+
+A *method* is either a VAE variant (one ``model.pt`` from :func:`iusynth.training.mmhvae.train`:
+any subset of its modalities in, all of them out, stochastic) or a GAN baseline (one or
+several U-Nets from :func:`iusynth.training.baselines.train_translator`: deterministic, only the
+modalities that were not input out). Each method synthesises, for every input subset the
+subject has, every target it can, at every temperature (VAEs) with N samples (one at
+temperature 0, which is deterministic).
+
+Per subject, one folder::
+
+    <subject>_in-<T2+ceT1>_out-<US>_tau-<0.7>.nii.gz   uint8 0..255 (the evaluation scale),
+                                                      X x Y x Z x samples in the
+                                                      subject's preprocessed grid;
+                                                      background 0
+    synthesis.json                                    one record per file
+
+GAN baselines have no temperature: their files end in ``_tau-none``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iusynth.core.fileio import atomic_directory, save_nifti, write_json
+from iusynth.core.layout import MODALITIES
+from iusynth.evaluation.metrics import to_display
+from iusynth.model.network import MMHVAE
+from iusynth.model.translator import UNetTranslator, translator_inputs
+from iusynth.preprocessing.slices import SliceStack, load_slices
+from iusynth.training.baselines import load_translator
+from iusynth.training.mmhvae import load_model
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "synthesis.json"
+MODALITY_LABELS = {"US": "iUS", "T2": "T2", "ceT1": "ceT1", "FLAIR": "FLAIR"}
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A synthesis task: some modalities in, one out (input = target: reconstruction)."""
+
+    inputs: tuple[str, ...]
+    target: str
+
+    @property
+    def name(self) -> str:
+        """File- and column-safe name, e.g. ``T2+ceT1-to-US``."""
+        return f"{subset_name(self.inputs)}-to-{self.target}"
+
+    @property
+    def label(self) -> str:
+        """Display name, e.g. ``T2+ceT1 → iUS``."""
+        return (
+            f"{'+'.join(MODALITY_LABELS[m] for m in self.inputs)} → {MODALITY_LABELS[self.target]}"
+        )
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> Direction:
+        """From ``{inputs: [...], target: ...}``, checking the modality names."""
+        inputs = canonical_subset(entry["inputs"])
+        if entry["target"] not in MODALITIES:
+            raise ValueError(f"direction target {entry['target']!r}: expected one of {MODALITIES}")
+        return cls(inputs, entry["target"])
+
+
+def canonical_subset(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A subset of modalities in the canonical order (US, T2, ceT1, FLAIR)."""
+    unknown = [name for name in names if name not in MODALITIES]
+    if unknown or not names:
+        raise ValueError(f"input subset {list(names)}: expected a non-empty subset of {MODALITIES}")
+    return tuple(m for m in MODALITIES if m in names)
+
+
+def subset_name(subset: tuple[str, ...]) -> str:
+    """``T2+ceT1`` for (T2, ceT1)."""
+    return "+".join(subset)
+
+
+def temperature_tag(temperature: float | None) -> str:
+    """``0.7``, or ``none`` for a deterministic method."""
+    return "none" if temperature is None else f"{temperature:g}"
+
+
+class Synthesizer:
+    """What every method offers the evaluation: which targets it gives, and a forward pass."""
+
+    stochastic: bool
+    device: torch.device = torch.device("cpu")
+
+    def targets(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        """The modalities synthesised from ``inputs`` (empty if the inputs are not supported)."""
+        raise NotImplementedError
+
+    def __call__(
+        self, images: torch.Tensor, observed: torch.Tensor, fov: torch.Tensor, temperature: float
+    ) -> dict[str, torch.Tensor]:
+        """Per target modality, batch x H x W in [-1, 1]; ``images``: batch x 4 x H x W."""
+        raise NotImplementedError
+
+
+class VAESynthesizer(Synthesizer):
+    """A trained MMHVAE variant (its own modality subset, e.g. MHVAE's iUS and T2)."""
+
+    stochastic = True
+
+    def __init__(self, model: MMHVAE) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.modalities = tuple(model.config.modalities)
+        self.channels = [MODALITIES.index(m) for m in self.modalities]
+
+    def targets(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        """Every modality of the model, when the inputs are among them."""
+        return self.modalities if set(inputs) <= set(self.modalities) else ()
+
+    @torch.no_grad()
+    def __call__(
+        self, images: torch.Tensor, observed: torch.Tensor, fov: torch.Tensor, temperature: float
+    ) -> dict[str, torch.Tensor]:
+        """One sample of every modality."""
+        result = self.model(
+            images[:, self.channels], observed[:, self.channels], fov, temperature
+        ).images
+        return {m: result[:, i] for i, m in enumerate(self.modalities)}
+
+
+class TranslatorSynthesizer(Synthesizer):
+    """GAN baselines: Pix2Pix (one U-Net per direction) or MM-GAN (one U-Net for all)."""
+
+    stochastic = False
+
+    def __init__(self, models: list[UNetTranslator]) -> None:
+        if not models:
+            raise ValueError("a GAN baseline needs at least one trained model")
+        self.models = models
+        self.device = next(models[0].parameters()).device
+
+    def _model_for(self, inputs: tuple[str, ...]) -> list[UNetTranslator]:
+        chosen = []
+        for model in self.models:
+            config = model.config
+            if config.kind == "mmgan" and set(inputs) < set(config.inputs):
+                chosen.append(model)
+            elif config.kind == "pix2pix" and tuple(config.inputs) == inputs:
+                chosen.append(model)
+        return chosen
+
+    def targets(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        """The modalities not among the inputs that some network produces from them."""
+        produced = {t for model in self._model_for(inputs) for t in model.config.targets}
+        return tuple(m for m in MODALITIES if m in produced and m not in inputs)
+
+    @torch.no_grad()
+    def __call__(
+        self, images: torch.Tensor, observed: torch.Tensor, fov: torch.Tensor, temperature: float
+    ) -> dict[str, torch.Tensor]:
+        """The deterministic outputs (``temperature`` is ignored)."""
+        inputs = tuple(m for i, m in enumerate(MODALITIES) if bool(observed[0, i]))
+        outputs: dict[str, torch.Tensor] = {}
+        for model in self._model_for(inputs):
+            result = model(translator_inputs(model.config, images, observed))
+            result = torch.where(fov.unsqueeze(1), result, torch.full_like(result, -1.0))
+            for index, target in enumerate(model.config.targets):
+                if target not in inputs:
+                    outputs[target] = result[:, index]
+        return outputs
+
+
+def load_synthesizer(model_paths: list[Path], device: str = "auto") -> Synthesizer:
+    """The method behind one or several ``model.pt`` files (a VAE, or GAN baseline U-Nets)."""
+    states = [torch.load(path, map_location="cpu", weights_only=False) for path in model_paths]
+    if all("translator_config" in state for state in states):
+        return TranslatorSynthesizer([load_translator(path, device) for path in model_paths])
+    if len(model_paths) == 1 and "model_config" in states[0]:
+        return VAESynthesizer(load_model(model_paths[0], device))
+    raise ValueError(
+        f"{[str(p) for p in model_paths]}: expected one VAE model.pt or GAN baseline model.pt "
+        "files; re-run the training rules"
+    )
+
+
+def synthesise_stack(
+    synthesizer: Synthesizer,
+    stack: SliceStack,
+    inputs: tuple[str, ...],
+    temperature: float,
+    samples: int,
+    slice_positions: np.ndarray,
+    batch_slices: int = 16,
+) -> dict[str, np.ndarray]:
+    """Per target, samples x slices x H x W uint8 (0..255) for the chosen slice positions."""
+    device = synthesizer.device
+    names = stack.meta["modalities"]
+    order = [names.index(m) for m in MODALITIES]
+    observed_row = torch.tensor([m in inputs for m in MODALITIES])
+    targets = synthesizer.targets(inputs)
+    height, width = stack.images.shape[2:]
+    result = {
+        t: np.zeros((samples, len(slice_positions), height, width), np.uint8) for t in targets
+    }
+    for sample in range(samples):
+        for start in range(0, len(slice_positions), batch_slices):
+            chosen = slice_positions[start : start + batch_slices]
+            images = torch.from_numpy(np.asarray(stack.images[chosen][:, order], np.float32))
+            fov = torch.from_numpy(np.asarray(stack.fov[chosen], bool))
+            observed = observed_row.unsqueeze(0).expand(len(chosen), -1)
+            outputs = synthesizer(
+                images.to(device), observed.to(device), fov.to(device), temperature
+            )
+            for target, output in outputs.items():
+                result[target][sample, start : start + len(chosen)] = to_display(output)
+    return result
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What to synthesise per subject (the config's ``evaluation`` section)."""
+
+    subsets: tuple[tuple[str, ...], ...]
+    temperatures: tuple[float, ...]
+    samples: int
+    slice_step: int = 1
+    batch_slices: int = 16
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> SweepSettings:
+        """From the ``evaluation`` section of the config."""
+        return cls(
+            subsets=tuple(canonical_subset(s) for s in section["subsets"]),
+            temperatures=tuple(float(t) for t in section["temperatures"]),
+            samples=int(section["samples"]),
+            slice_step=int(section.get("slice_step", 1)),
+            batch_slices=int(section.get("batch_slices", 16)),
+            seed=int(section.get("seed", 0)),
+        )
+
+
+def synthesise_subject(
+    synthesizer: Synthesizer, stack_dir: Path, settings: SweepSettings, output_dir: Path
+) -> list[dict[str, Any]]:
+    """Synthesise one subject for every subset, target and temperature; write its folder."""
+    stack = load_slices(stack_dir)
+    meta = stack.meta
+    if "grid_shape" not in meta:
+        raise ValueError(f"{stack_dir}/meta.json has no grid_shape: re-run the export_slices rule")
+    subject = meta["subject"]
+    present = {m for m, p in zip(meta["modalities"], meta["present"], strict=True) if p}
+    positions = np.arange(0, stack.images.shape[0], settings.slice_step)
+    grid_slices = np.asarray(meta["slice_indices"])[positions]
+    affine = np.asarray(meta["grid_affine"])
+    temperatures: tuple[float | None, ...] = (
+        settings.temperatures if synthesizer.stochastic else (None,)
+    )
+    torch.manual_seed(settings.seed)
+    records = []
+    with atomic_directory(output_dir) as folder:
+        for inputs in settings.subsets:
+            if not set(inputs) <= present or not synthesizer.targets(inputs):
+                continue
+            for temperature in temperatures:
+                samples = 1 if not temperature else settings.samples
+                volumes = synthesise_stack(
+                    synthesizer,
+                    stack,
+                    inputs,
+                    temperature or 0.0,
+                    samples,
+                    positions,
+                    settings.batch_slices,
+                )
+                for target, slices in volumes.items():
+                    name = (
+                        f"{subject}_in-{subset_name(inputs)}_out-{target}"
+                        f"_tau-{temperature_tag(temperature)}.nii.gz"
+                    )
+                    volume = np.zeros((*meta["grid_shape"], samples), np.uint8)
+                    volume[:, :, grid_slices] = np.moveaxis(slices, (0, 1), (3, 2))
+                    save_nifti(folder / name, volume, affine)
+                    records.append(
+                        {
+                            "inputs": list(inputs),
+                            "target": target,
+                            "temperature": temperature,
+                            "samples": samples,
+                            "file": name,
+                        }
+                    )
+        write_json(
+            folder / INDEX_NAME,
+            {
+                "subject": subject,
+                "slice_indices": grid_slices.tolist(),
+                "records": records,
+            },
+        )
+    log.info("%s: %d volumes", subject, len(records))
+    return records

@@ -1,0 +1,1 @@
+"""Training loops: MMHVAE and its variants, the GAN baselines, pretrained weights."""

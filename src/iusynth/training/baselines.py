@@ -1,0 +1,309 @@
+"""Training of the GAN baselines (Pix2Pix, MM-GAN) on the same slices as MMHVAE.
+
+Loss: lambda_L1 * L1 (on the target modalities the volume has, inside the field of view
+as the outputs are masked to it) + LSGAN through a conditional PatchGAN that sees the
+input channels beside the outputs. Adam (beta1 0.5) for both networks, with a linear decay
+over the second half of training as in Pix2Pix.
+
+Pix2Pix trains on the volumes that have its inputs and its target. MM-GAN draws, per
+batch, a random non-empty proper subset of the volume's modalities as input; the others
+present are its targets (its "implicit conditioning"; the curriculum is left out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iusynth.core.fileio import atomic_path
+from iusynth.core.layout import MODALITIES
+from iusynth.model.discriminator import (
+    PatchDiscriminator,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+)
+from iusynth.model.translator import TranslatorConfig, UNetTranslator, translator_inputs
+from iusynth.preprocessing.slices import SliceStack
+from iusynth.training.mmhvae import SliceSampler, fit, select_device
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("epoch", "loss", "l1", "gan_g", "gan_d", "lr", "val_l1", "seconds")
+
+
+@dataclass(frozen=True)
+class TranslatorTraining:
+    """The optimisation of a GAN baseline."""
+
+    epochs: int = 200
+    batch_slices: int = 16
+    learning_rate: float = 2e-4
+    l1_weight: float = 100.0
+    gan_weight: float = 1.0
+    checkpoint_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> TranslatorTraining:
+        """Build from the config's ``baselines.training`` section."""
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"baselines.training: unknown keys {sorted(unknown)}")
+        return cls(**section)
+
+
+def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:
+    """The volumes a baseline can learn from (Pix2Pix: its inputs and target present)."""
+
+    def has(stack: SliceStack, names: tuple[str, ...]) -> bool:
+        return all(stack.present[stack.meta["modalities"].index(m)] for m in names)
+
+    if config.kind == "pix2pix":
+        return [s for s in stacks if has(s, config.inputs) and has(s, config.targets)]
+    return [s for s in stacks if int(s.present.sum()) >= 2]
+
+
+class TranslatorTrainer:
+    """Owns a U-Net, its discriminator, optimisers and data; trains, checkpoints, resumes."""
+
+    columns = COLUMNS
+
+    def __init__(
+        self,
+        config: TranslatorConfig,
+        training: TranslatorTraining,
+        train_stacks: list[SliceStack],
+        val_stacks: list[SliceStack],
+    ) -> None:
+        self.config = config
+        self.training = training
+        self.device = select_device(training.device)
+        torch.manual_seed(training.seed)
+        self.rng = np.random.default_rng(training.seed)
+        train_stacks = usable_stacks(train_stacks, config)
+        if not train_stacks:
+            raise ValueError(
+                f"{config.kind} {'+'.join(config.inputs)} -> {'+'.join(config.targets)}: "
+                "no training volume has these modalities"
+            )
+        self.model = UNetTranslator(config).to(self.device)
+        self.discriminator = PatchDiscriminator(
+            config.discriminator_channels,
+            config.discriminator_layers,
+            in_channels=len(config.inputs) + len(config.targets),
+            max_multiplier=8,
+        ).to(self.device)
+        betas = (0.5, 0.999)
+        self.optimiser = torch.optim.Adam(
+            self.model.parameters(), lr=training.learning_rate, betas=betas
+        )
+        self.d_optimiser = torch.optim.Adam(
+            self.discriminator.parameters(), lr=training.learning_rate, betas=betas
+        )
+        half = training.epochs // 2
+
+        def decay(epoch: int) -> float:
+            return 1.0 - max(0, epoch - half) / max(training.epochs - half, 1)
+
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(optimiser, decay)
+            for optimiser in (self.optimiser, self.d_optimiser)
+        ]
+        self.train = SliceSampler(train_stacks, MODALITIES, training.batch_slices)
+        val_stacks = usable_stacks(val_stacks, config)
+        self.val = (
+            SliceSampler(val_stacks, MODALITIES, training.batch_slices) if val_stacks else None
+        )
+        self.targets = [MODALITIES.index(m) for m in config.targets]
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def epochs(self) -> int:
+        """The number of epochs to train."""
+        return self.training.epochs
+
+    def _observed(self, present: torch.Tensor, batch: int) -> torch.Tensor:
+        """The input mask of a batch: Pix2Pix its inputs, MM-GAN a random proper subset."""
+        observed = torch.zeros(len(MODALITIES), dtype=torch.bool)
+        if self.config.kind == "pix2pix":
+            observed[[MODALITIES.index(m) for m in self.config.inputs]] = True
+        else:
+            available = np.flatnonzero(present.numpy())
+            size = int(self.rng.integers(1, len(available)))
+            observed[self.rng.choice(available, size=size, replace=False)] = True
+        return observed.unsqueeze(0).expand(batch, -1)
+
+    def _losses(
+        self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor, observed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs, outputs (masked to the field of view), real targets and the L1 weights."""
+        inputs = translator_inputs(self.config, images, observed)
+        outputs = self.model(inputs)
+        outputs = torch.where(fov.unsqueeze(1), outputs, torch.full_like(outputs, -1.0))
+        real = images[:, self.targets]
+        weights = (present[self.targets] & ~observed[0, self.targets]).to(images.dtype)
+        return inputs, outputs, real, weights
+
+    def step(self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor) -> list[float]:
+        """One step of both networks; returns loss, L1, generator and discriminator terms."""
+        images, fov, present = images.to(self.device), fov.to(self.device), present.to(self.device)
+        observed = self._observed(present.cpu(), images.shape[0]).to(self.device)
+        self.model.train()
+        inputs, outputs, real, weights = self._losses(images, fov, present, observed)
+        per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)
+        l1 = (per_target * weights).sum() / weights.sum().clamp(min=1.0)
+        gan_g = lsgan_generator_loss(self.discriminator(torch.cat([inputs, outputs], 1)))
+        loss = self.training.l1_weight * l1 + self.training.gan_weight * gan_g
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        self.d_optimiser.zero_grad(set_to_none=True)
+        fake_pairs = torch.cat([inputs, outputs.detach()], 1)
+        real_pairs = torch.cat([inputs, real], 1)
+        # Pix2Pix halves the discriminator's loss to slow it relative to the generator
+        gan_d = 0.5 * lsgan_discriminator_loss(
+            self.discriminator(real_pairs), self.discriminator(fake_pairs)
+        )
+        gan_d.backward()
+        self.d_optimiser.step()
+        return [float(t.detach()) for t in (loss, l1, gan_g, gan_d)]
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """L1 of the targets on central validation batches (MM-GAN: from iUS alone or MR)."""
+        if self.val is None:
+            return float("nan")
+        self.model.eval()
+        errors = []
+        rng = np.random.default_rng(0)
+        for index, stack in enumerate(self.val.stacks):
+            start = max(0, (stack.images.shape[0] - self.val.batch_slices) // 2)
+            batch = self.val.batch(index, rng, flip=False, start=start)
+            images, fov = batch.images.to(self.device), batch.fov.to(self.device)
+            present = batch.present.to(self.device)
+            observed = torch.zeros(len(MODALITIES), dtype=torch.bool, device=self.device)
+            if self.config.kind == "pix2pix":
+                observed[[MODALITIES.index(m) for m in self.config.inputs]] = True
+            else:
+                observed[0] = True  # iUS in, every MR sequence out
+            observed = observed.unsqueeze(0).expand(images.shape[0], -1)
+            _, outputs, real, weights = self._losses(images, fov, present, observed)
+            per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)
+            errors.append(float((per_target * weights).sum() / weights.sum().clamp(min=1.0)))
+        return float(np.mean(errors))
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch; return its row of the loss history."""
+        start = time.perf_counter()
+        order = self.rng.permutation(len(self.train.stacks))
+        terms = []
+        for index in order:
+            batch = self.train.batch(int(index), self.rng)
+            terms.append(self.step(batch.images, batch.fov, batch.present))
+        for scheduler in self.schedulers:
+            scheduler.step()
+        means = np.mean(terms, axis=0)
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "loss": float(means[0]),
+            "l1": float(means[1]),
+            "gan_g": float(means[2]),
+            "gan_d": float(means[3]),
+            "lr": self.optimiser.param_groups[0]["lr"],
+            "val_l1": self.validate() if self.checkpoint_due() else float("nan"),
+            "seconds": 0.0,
+        }
+        row["seconds"] = time.perf_counter() - start
+        self.history.append(row)
+        return row
+
+    def checkpoint_due(self) -> bool:
+        """Whether the epoch just finished ends with a checkpoint (and a validation)."""
+        return self.epoch % self.training.checkpoint_every == 0 or self.epoch == self.epochs
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly."""
+        return {
+            "translator_config": asdict(self.config),
+            "training": asdict(self.training),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "d_optimiser": self.d_optimiser.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "history": self.history,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state` written with the same configs."""
+        if state.get("translator_config") != asdict(self.config) or state.get("training") != asdict(
+            self.training
+        ):
+            raise ValueError("the checkpoint was written with another baseline config")
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.d_optimiser.load_state_dict(state["d_optimiser"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.history = state["history"]
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Write the state atomically."""
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
+
+    def final_state(self) -> dict[str, Any]:
+        """What ``model.pt`` holds: the configs and the U-Net's weights."""
+        return {
+            "translator_config": asdict(self.config),
+            "training": asdict(self.training),
+            "epochs": self.epoch,
+            "model": self.model.state_dict(),
+        }
+
+
+def train_translator(
+    config: TranslatorConfig,
+    training: TranslatorTraining,
+    train_stacks: list[SliceStack],
+    val_stacks: list[SliceStack],
+    output: Path,
+    checkpoint: Path,
+    losses: Path,
+    stop_after: int | None = None,
+) -> TranslatorTrainer:
+    """Train a baseline (resuming from ``checkpoint``); write the model and loss curves."""
+    return fit(
+        lambda: TranslatorTrainer(config, training, train_stacks, val_stacks),
+        output,
+        checkpoint,
+        losses,
+        stop_after,
+    )
+
+
+def load_translator(path: Path, device: str = "auto") -> UNetTranslator:
+    """A trained baseline generator from its ``model.pt``, in eval mode."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "translator_config" not in state:
+        raise ValueError(f"{path} is not a GAN baseline's model.pt (no translator_config)")
+    config = TranslatorConfig.from_config(state["translator_config"])
+    model = UNetTranslator(config)
+    model.load_state_dict(state["model"])
+    return model.to(select_device(device)).eval()

@@ -1,0 +1,648 @@
+"""Training of MMHVAE and its variants: steps, losses, schedule, checkpoints, resume.
+
+By default every detail follows the authors' training script. An epoch visits every
+training volume once, in a shuffled order; from each it takes one batch of contiguous
+axial slices (a random window, the volume flipped along its first array axis with
+probability 1/2). The modalities *present* are those acquired and not all background in
+the window. Each optimiser step sums the losses of several passes (input subsets):
+
+- ``mixture`` (MMHVAE, MHVAE): one step per non-empty subset S of the present MR
+  sequences, each summing three passes: all present modalities, iUS alone, S (a volume
+  with 3 MR sequences gives 7 steps per epoch, one with no MR none);
+- ``all``: one step, one pass with every present modality;
+- ``unimodal`` (MVAE's sub-sampled terms, ours): one step: all present, then each alone.
+
+``subset_sampling: random`` (ours, for short schedules) takes one step per volume: one
+random S (mixture) or one random single modality (unimodal).
+
+Loss of a pass: (mean |output - target| / 2) averaged over the present modalities;
+w_kl * KL / (batch x H x W x modalities), KL summed over batch and levels (a single-sample
+estimate, or closed form with ``kl: analytic``), w_kl ramped linearly over the first
+``kl_warmup_epochs``; from ``gan_start_epoch``, w_gan * the least-squares GAN term of
+every output modality (averaged), on every pass but the first. The discriminators (one
+per modality) train after each step from ``discriminator_start_epoch``: real present
+images against the outputs of the passes that did not take that modality as input.
+Adamax with cosine decay (re-created at ``optimiser_reset_epoch``), Adam for the
+discriminators. Epoch numbers in the settings count from 1, as the authors' do.
+
+A checkpoint (weights, optimisers, schedule, random states, loss history) is written
+atomically every N epochs; a killed run resumes from it and ends with the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iusynth.core.fileio import atomic_path
+from iusynth.model.discriminator import (
+    PatchDiscriminator,
+    lsgan_generator_loss,
+)
+from iusynth.model.network import MMHVAE, ModelConfig
+from iusynth.preprocessing.slices import SliceStack, load_slices
+
+log = logging.getLogger(__name__)
+
+SUBSET_MODES = ("all", "mixture", "unimodal")
+ANCHOR = "US"  # the modality every mixture step also translates from alone
+LOSS_COLUMNS = (
+    "epoch",
+    "steps",
+    "loss",
+    "l1",
+    "kl",
+    "kl_weight",
+    "gan_g",
+    "gan_d",
+    "lr",
+    "val_l1",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The optimisation of one model (see the module docstring; epochs count from 1)."""
+
+    epochs: int = 1000
+    batch_slices: int = 16
+    learning_rate: float = 2e-3
+    final_learning_rate: float = 1e-4
+    discriminator_learning_rate: float = 2e-4
+    kl_weight: float = 1e-3
+    kl_warmup_epochs: int = 50
+    gan_weight: float = 0.05
+    gan_start_epoch: int | None = 800
+    discriminator_start_epoch: int | None = 790
+    optimiser_reset_epoch: int | None = 780
+    subsets: str = "mixture"
+    subset_sampling: str = "enumerate"
+    complete_pairs: bool = False  # train only on volumes with every modality of the model
+    temperature: float = 1.0
+    checkpoint_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.subsets not in SUBSET_MODES:
+            raise ValueError(
+                f"training: subsets must be one of {SUBSET_MODES}, not {self.subsets!r}"
+            )
+        if self.subset_sampling not in ("enumerate", "random"):
+            raise ValueError("training: subset_sampling must be 'enumerate' or 'random'")
+        if self.gan_start_epoch is not None and (
+            self.discriminator_start_epoch is None
+            or self.discriminator_start_epoch > self.gan_start_epoch
+        ):
+            raise ValueError(
+                "training: discriminator_start_epoch must be set and <= gan_start_epoch "
+                f"(got {self.discriminator_start_epoch} and {self.gan_start_epoch}): the "
+                "generator's GAN term needs a discriminator that is training"
+            )
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> TrainingConfig:
+        """Build from a config section (keys as the field names)."""
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"training: unknown keys {sorted(unknown)}")
+        return cls(**section)
+
+    def kl_weight_at(self, epoch: int) -> float:
+        """The KL weight of an epoch (from 1): a linear ramp, then constant."""
+        if self.kl_warmup_epochs <= 0:
+            return self.kl_weight
+        return self.kl_weight * min(1.0, epoch / self.kl_warmup_epochs)
+
+    def gan_on(self, epoch: int) -> bool:
+        """Whether the generator's adversarial term is active at an epoch (from 1)."""
+        return self.gan_start_epoch is not None and epoch >= self.gan_start_epoch
+
+    def discriminator_on(self, epoch: int) -> bool:
+        """Whether the discriminators train at an epoch (from 1)."""
+        return (
+            self.gan_start_epoch is not None
+            and self.discriminator_start_epoch is not None
+            and epoch >= self.discriminator_start_epoch
+        )
+
+
+Subset = tuple[int, ...]
+
+
+def training_steps(
+    present: Subset,
+    mode: str,
+    modalities: tuple[str, ...],
+    sampling: str = "enumerate",
+    rng: random.Random | None = None,
+) -> list[list[Subset]]:
+    """The optimiser steps of one batch: each a list of passes (input modality indices).
+
+    ``present``: the indices of the modalities present in the batch, in order.
+    """
+    if not present:
+        return []
+    everything = tuple(present)
+    if mode == "all":
+        return [[everything]]
+    if mode == "unimodal":
+        singles = [(m,) for m in present]
+        if sampling == "random":
+            singles = [singles[rng.randrange(len(singles))]]
+        return [[everything, *singles]]
+    anchor = modalities.index(ANCHOR) if ANCHOR in modalities else None
+    others = [m for m in present if m != anchor]
+    subsets = [
+        combo
+        for size in range(1, len(others) + 1)
+        for combo in itertools.combinations(others, size)
+    ]
+    if sampling == "random" and subsets:
+        subsets = [subsets[rng.randrange(len(subsets))]]
+    alone = [(anchor,)] if anchor in present else []
+    return [[everything, *alone, subset] for subset in subsets]
+
+
+def select_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU; or the device named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Batch:
+    """Slices of one volume: images (B x M x H x W), fov (B x H x W), present (M,).
+
+    ``present``: acquired, and not all background in these slices.
+    """
+
+    images: torch.Tensor
+    fov: torch.Tensor
+    present: torch.Tensor
+
+
+class SliceSampler:
+    """Batches of contiguous slices from the training volumes, seeded."""
+
+    def __init__(
+        self, stacks: list[SliceStack], modalities: tuple[str, ...], batch_slices: int
+    ) -> None:
+        if not stacks:
+            raise ValueError("no training volume: the split's train list is empty")
+        self.stacks = stacks
+        self.batch_slices = batch_slices
+        self.channels = [
+            [stack.meta["modalities"].index(m) for m in modalities] for stack in stacks
+        ]
+
+    def batch(
+        self, index: int, rng: np.random.Generator, flip: bool = True, start: int | None = None
+    ) -> Batch:
+        """One batch from volume ``index`` (random window and flip unless given).
+
+        The window starts in [0, slices - size - 1), the authors' draw; the flip reverses
+        the rows (the volume's first array axis).
+        """
+        stack = self.stacks[index]
+        count = stack.images.shape[0]
+        size = min(self.batch_slices, count)
+        if start is None:
+            start = int(rng.integers(0, max(count - size - 1, 1)))
+        channels = self.channels[index]
+        images = np.asarray(stack.images[start : start + size][:, channels], dtype=np.float32)
+        fov = np.array(stack.fov[start : start + size], dtype=bool)
+        if flip and rng.random() < 0.5:
+            images, fov = images[..., ::-1, :], fov[..., ::-1, :]
+        present = stack.present[channels] & (images > -1).any(axis=(0, 2, 3))
+        return Batch(
+            torch.from_numpy(np.ascontiguousarray(images)),
+            torch.from_numpy(np.ascontiguousarray(fov)),
+            torch.from_numpy(present.copy()),
+        )
+
+
+def reconstruction_l1(
+    outputs: torch.Tensor, targets: torch.Tensor, present: torch.Tensor
+) -> torch.Tensor:
+    """(Mean absolute error) / 2, averaged over the present modalities (the authors' L1)."""
+    per_modality = (outputs - targets).abs().mean(dim=(0, 2, 3)) / 2
+    weights = present.to(per_modality.dtype)
+    return (per_modality * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+@dataclass
+class StepLosses:
+    """Loss terms of one optimiser step (summed over its passes)."""
+
+    loss: float
+    l1: float
+    kl: float
+    gan_g: float
+    gan_d: float
+
+
+class Trainer:
+    """Owns the model, discriminators, optimisers and data; trains, checkpoints, resumes."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        training: TrainingConfig,
+        train_stacks: list[SliceStack],
+        val_stacks: list[SliceStack],
+    ) -> None:
+        self.model_config = model_config
+        self.training = training
+        self.device = select_device(training.device)
+        torch.manual_seed(training.seed)
+        self.rng = np.random.default_rng(training.seed)
+        self.python_rng = random.Random(training.seed)
+        self.model = MMHVAE(model_config).to(self.device)
+        self.discriminators = nn.ModuleList(
+            PatchDiscriminator(
+                model_config.discriminator_channels, model_config.discriminator_layers
+            )
+            for _ in model_config.modalities
+        ).to(self.device)
+        self._new_optimiser(completed_epochs=0, t_max=training.epochs)
+        self.d_optimiser = torch.optim.Adam(
+            self.discriminators.parameters(), lr=training.discriminator_learning_rate
+        )
+        self.train = SliceSampler(train_stacks, model_config.modalities, training.batch_slices)
+        self.val = (
+            SliceSampler(val_stacks, model_config.modalities, training.batch_slices)
+            if val_stacks
+            else None
+        )
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    def _new_optimiser(self, completed_epochs: int, t_max: int) -> None:
+        """Adamax with a cosine schedule over ``t_max`` epochs, advanced to an epoch."""
+        training = self.training
+        self.optimiser = torch.optim.Adamax(self.model.parameters(), lr=training.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimiser, T_max=max(t_max, 1), eta_min=training.final_learning_rate
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # stepping before any optimiser step
+            for _ in range(completed_epochs):
+                self.scheduler.step()
+
+    def _autocast(self) -> Any:
+        """bf16 autocast when asked for, else a no-op context."""
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.training.bf16
+        )
+
+    def _observed(self, subset: Subset, batch: int) -> torch.Tensor:
+        observed = torch.zeros(
+            batch, len(self.model_config.modalities), dtype=torch.bool, device=self.device
+        )
+        observed[:, list(subset)] = True
+        return observed
+
+    def _gan_term(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The generator's LSGAN term over every output modality (averaged)."""
+        terms = [
+            lsgan_generator_loss(discriminator(outputs[:, m : m + 1]))
+            for m, discriminator in enumerate(self.discriminators)
+        ]
+        return torch.stack(terms).mean()
+
+    def step(self, batch: Batch, passes: list[Subset], epoch: int) -> StepLosses:
+        """One optimiser step: the summed losses of ``passes``; then the discriminators'."""
+        training = self.training
+        images = batch.images.to(self.device)
+        fov = batch.fov.to(self.device)
+        present = batch.present.to(self.device)
+        n_batch, n_mod, height, width = images.shape
+        voxels = n_batch * height * width * n_mod
+        gan = training.gan_on(epoch)
+        kl_weight = training.kl_weight_at(epoch)
+        self.model.train()
+        self.optimiser.zero_grad(set_to_none=True)
+        loss = l1 = kl = gan_g = torch.zeros((), device=self.device)
+        outputs_by_pass = []
+        for index, subset in enumerate(passes):
+            with self._autocast():
+                synthesis = self.model(
+                    images, self._observed(subset, n_batch), fov, training.temperature
+                )
+                outputs = synthesis.images.float()
+                pass_l1 = reconstruction_l1(outputs, images, present)
+                pass_kl = torch.stack([level.sum() for level in synthesis.kl]).sum()
+                term = pass_l1 + kl_weight * pass_kl / voxels
+                if gan and index > 0:
+                    pass_gan = training.temperature * self._gan_term(outputs)
+                    term = term + training.gan_weight * pass_gan
+                    gan_g = gan_g + pass_gan.detach()
+            loss, l1, kl = loss + term, l1 + pass_l1.detach(), kl + pass_kl.detach()
+            outputs_by_pass.append(outputs.detach())
+        loss.backward()
+        self.optimiser.step()
+        gan_d = 0.0
+        if training.discriminator_on(epoch):
+            gan_d = self._train_discriminators(images, present, passes, outputs_by_pass)
+        return StepLosses(float(loss.detach()), float(l1), float(kl), float(gan_g), gan_d)
+
+    def _train_discriminators(
+        self,
+        images: torch.Tensor,
+        present: torch.Tensor,
+        passes: list[Subset],
+        outputs_by_pass: list[torch.Tensor],
+    ) -> float:
+        """Real present images vs the outputs of passes without that modality as input."""
+        real_terms, fake_terms = [], []
+        with self._autocast():
+            for m in torch.nonzero(present).flatten().tolist():
+                discriminator = self.discriminators[m]
+                real = discriminator(images[:, m : m + 1])
+                real_terms.append(((real - 1.0) ** 2).mean())
+                fakes = [
+                    out[:, m : m + 1]
+                    for out, s in zip(outputs_by_pass, passes, strict=True)
+                    if m not in s
+                ]
+                if fakes:
+                    fake_terms.append((discriminator(torch.cat(fakes)) ** 2).mean())
+        if not fake_terms:
+            return 0.0
+        d_loss = torch.stack(real_terms).mean() + torch.stack(fake_terms).mean()
+        self.d_optimiser.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimiser.step()
+        return float(d_loss.detach())
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """L1 with every present modality in, temperature 0, on central validation batches."""
+        if self.val is None:
+            return float("nan")
+        self.model.eval()
+        errors = []
+        rng = np.random.default_rng(0)
+        for index, stack in enumerate(self.val.stacks):
+            count = stack.images.shape[0]
+            start = max(0, (count - self.val.batch_slices) // 2)
+            batch = self.val.batch(index, rng, flip=False, start=start)
+            images = batch.images.to(self.device)
+            present = batch.present.to(self.device)
+            observed = present.unsqueeze(0).expand(images.shape[0], -1)
+            with self._autocast():
+                outputs = self.model(images, observed, batch.fov.to(self.device), 0.0)
+            errors.append(float(reconstruction_l1(outputs.images.float(), images, present)))
+        return float(np.mean(errors))
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch; return its row of the loss history."""
+        start = time.perf_counter()
+        training = self.training
+        epoch = self.epoch + 1
+        if epoch == training.optimiser_reset_epoch:
+            log.info("epoch %d: optimiser and schedule re-created", epoch)
+            self._new_optimiser(completed_epochs=epoch, t_max=training.epochs + 1)
+        lr = self.optimiser.param_groups[0]["lr"]
+        order = self.rng.permutation(len(self.train.stacks))
+        steps = []
+        for i in order:
+            batch = self.train.batch(int(i), self.rng)
+            present = tuple(int(m) for m in torch.nonzero(batch.present).flatten())
+            for passes in training_steps(
+                present,
+                training.subsets,
+                self.model_config.modalities,
+                training.subset_sampling,
+                self.python_rng,
+            ):
+                steps.append(self.step(batch, passes, epoch))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an epoch without any step
+            self.scheduler.step()
+
+        def mean(name: str) -> float:
+            return float(np.mean([getattr(s, name) for s in steps])) if steps else float("nan")
+
+        row = {
+            "epoch": epoch,
+            "steps": len(steps),
+            **{name: mean(name) for name in ("loss", "l1", "kl", "gan_g", "gan_d")},
+            "kl_weight": training.kl_weight_at(epoch),
+            "lr": lr,
+            "val_l1": float("nan"),
+            "seconds": 0.0,
+        }
+        self.epoch = epoch
+        if self.checkpoint_due():
+            row["val_l1"] = self.validate()
+        row["seconds"] = time.perf_counter() - start
+        self.history.append(row)
+        return row
+
+    columns = LOSS_COLUMNS
+
+    @property
+    def epochs(self) -> int:
+        """The number of epochs to train."""
+        return self.training.epochs
+
+    def checkpoint_due(self) -> bool:
+        """Whether the epoch just finished ends with a checkpoint (and a validation)."""
+        every = self.training.checkpoint_every
+        return self.epoch % every == 0 or self.epoch == self.training.epochs
+
+    def final_state(self) -> dict[str, Any]:
+        """What ``model.pt`` holds: the configs and the generator's weights."""
+        return {
+            "model_config": asdict(self.model_config),
+            "training": asdict(self.training),
+            "epochs": self.epoch,
+            "model": self.model.state_dict(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly."""
+        return {
+            "model_config": asdict(self.model_config),
+            "training": asdict(self.training),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "discriminators": self.discriminators.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "d_optimiser": self.d_optimiser.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": self.rng.bit_generator.state,
+            "python_rng": self.python_rng.getstate(),
+            "history": self.history,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state` (same configs)."""
+        if state["model_config"] != asdict(self.model_config) or state["training"] != asdict(
+            self.training
+        ):
+            raise ValueError("the checkpoint was written with another model or training config")
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.discriminators.load_state_dict(state["discriminators"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.d_optimiser.load_state_dict(state["d_optimiser"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.python_rng.setstate(state["python_rng"])
+        self.history = state["history"]
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Write the state atomically."""
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
+
+
+def write_history(
+    path: Path, history: list[dict[str, Any]], columns: tuple[str, ...] = LOSS_COLUMNS
+) -> None:
+    """The loss curves as CSV, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def fit(
+    make_trainer: Callable[[], Any],
+    output: Path,
+    checkpoint: Path,
+    losses: Path,
+    stop_after: int | None = None,
+) -> Any:
+    """Run a trainer to its last epoch, resuming from ``checkpoint``; write model and curves.
+
+    The trainer (:class:`Trainer`, or a baseline's) has ``epoch``, ``epochs``, ``history``,
+    ``columns``, ``run_epoch()``, ``checkpoint_due()``, ``save_checkpoint(path)``,
+    ``load_state(state)`` (ValueError for another config) and ``final_state()``.
+    ``stop_after`` ends the run after that many epochs (a simulated kill, for tests).
+    """
+    from tqdm import tqdm
+
+    trainer = make_trainer()
+    if Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
+        try:
+            trainer.load_state(state)
+            log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)
+        except ValueError as error:
+            log.warning("%s: %s; training from scratch (it will be overwritten)", checkpoint, error)
+            trainer = make_trainer()
+    log.info("training on %s", trainer.device)
+    progress = tqdm(
+        total=trainer.epochs, initial=trainer.epoch, desc="epochs", unit="epoch", mininterval=5.0
+    )
+    with progress:
+        while trainer.epoch < trainer.epochs:
+            if stop_after is not None and trainer.epoch >= stop_after:
+                return trainer
+            row = trainer.run_epoch()
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['loss']:.4f}")
+            if trainer.checkpoint_due():
+                trainer.save_checkpoint(checkpoint)
+                write_history(losses, trainer.history, trainer.columns)
+    with atomic_path(output) as tmp:
+        torch.save(trainer.final_state(), tmp)
+    write_history(losses, trainer.history, trainer.columns)
+    return trainer
+
+
+def train(
+    model_config: ModelConfig,
+    training: TrainingConfig,
+    train_stacks: list[SliceStack],
+    val_stacks: list[SliceStack],
+    output: Path,
+    checkpoint: Path,
+    losses: Path,
+    stop_after: int | None = None,
+) -> Trainer:
+    """Train an MMHVAE variant (resuming from ``checkpoint``); write the model and curves."""
+    log.info("%d training volumes", len(train_stacks))
+    return fit(
+        lambda: Trainer(model_config, training, train_stacks, val_stacks),
+        output,
+        checkpoint,
+        losses,
+        stop_after,
+    )
+
+
+def load_model(path: Path, device: str = "auto") -> MMHVAE:
+    """A trained generator from a ``model.pt`` written by :func:`train`, in eval mode."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = dict(state["model_config"])
+    config["modalities"] = tuple(config["modalities"])
+    model = MMHVAE(ModelConfig(**config))
+    model.load_state_dict(state["model"])
+    return model.to(select_device(device)).eval()
+
+
+def variant_configs(section: dict[str, Any], variant: str) -> tuple[ModelConfig, TrainingConfig]:
+    """The model and training configs of one variant: the shared ones, then its overrides."""
+    if variant not in section["variants"]:
+        raise ValueError(f"models: no variant {variant!r}; known: {sorted(section['variants'])}")
+    overrides = section["variants"][variant] or {}
+    architecture = {**section["architecture"], **overrides.get("architecture", {})}
+    training = {**section["training"], **overrides.get("training", {})}
+    return ModelConfig.from_config(architecture), TrainingConfig.from_config(training)
+
+
+def _has_all(stack: SliceStack, modalities: tuple[str, ...]) -> bool:
+    """Whether a slice stack holds every one of ``modalities``."""
+    names = stack.meta["modalities"]
+    return all(stack.meta["present"][names.index(m)] for m in modalities)
+
+
+def fold_stacks(
+    splits: dict[str, Any],
+    fold: int,
+    slices_root: Path,
+    model_config: ModelConfig,
+    complete_only: bool,
+) -> tuple[list[SliceStack], list[SliceStack]]:
+    """Training and validation slice stacks of one fold (complete pairs only if asked)."""
+    if not 0 <= fold < len(splits["folds"]):
+        raise ValueError(f"models.fold {fold}: the splits have {len(splits['folds'])} folds")
+
+    def usable(subjects: list[str]) -> list[SliceStack]:
+        stacks = [
+            load_slices(Path(slices_root) / s)
+            for s in subjects
+            if (Path(slices_root) / s / "meta.json").is_file()
+        ]
+        if complete_only:
+            stacks = [stack for stack in stacks if _has_all(stack, model_config.modalities)]
+        return stacks
+
+    part = splits["folds"][fold]
+    return usable(part["train"]), usable(part["val"])
