@@ -75,7 +75,7 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
         yaml.safe_dump({"demo": {"cohorts": {"upenn": {"subjects": 2.5}}}, "colour": "red"})
     )
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"),
+        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "workflow" / "Snakefile"),
          "-d", str(tmp_path / "run"), "--configfile", str(bad)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

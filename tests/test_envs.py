@@ -88,7 +88,7 @@ def stage_modules(stage: str) -> set[str]:
 
 
 def test_every_env_file_parses_and_pins_python():
-    for env in (REPO / "envs").glob("*.yaml"):
+    for env in (REPO / "workflow" / "envs").glob("*.yaml"):
         spec = yaml.safe_load(env.read_text())
         assert "conda-forge" in spec["channels"], env
         assert any(str(dep).startswith("python") for dep in spec["dependencies"]), env

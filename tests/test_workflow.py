@@ -20,7 +20,7 @@ from .conftest import REPO
 def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
     """Run snakemake on this repository's Snakefile."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
     )  # fmt: skip
 
@@ -33,7 +33,7 @@ def test_lint_is_clean():
 
 def test_snakefmt_and_ruff_are_clean():
     snakefmt = shutil.which("snakefmt") or pytest.fail("snakefmt is not installed")
-    files = ["Snakefile", "workflow"]
+    files = ["workflow"]
     result = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     for command in (["check"], ["format", "--check"]):

@@ -15,7 +15,7 @@ rule summarise_benchmarks:
     benchmark:
         f"{RESULTS}/benchmarks/summarise_benchmarks.tsv"
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     threads: 1
     resources:
         **CPU_JOB,

@@ -25,14 +25,12 @@ from iusynth.core.splits import kfold
 from iusynth.synthesis.synthesizers import Direction
 
 try:
-    validate_config(
-        config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-    )
+    validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
     COHORTS = resolve_cohorts(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 # Stated in the report's captions (added after validation; no rule reads it).
-config["provenance"] = run_provenance(workflow.basedir, workflow.configfiles, COHORTS)
+config["provenance"] = run_provenance(REPOSITORY, workflow.configfiles, COHORTS)
 
 RESULTS = config["results"]
 
@@ -52,7 +50,7 @@ def cluster_resources(gpu):
 # Spread into every rule's resources: CPU jobs, and jobs that request a GPU.
 CPU_JOB = cluster_resources(gpu=False)
 GPU_JOB = cluster_resources(gpu=True)
-SRC = Path(workflow.basedir) / "src"
+SRC = REPOSITORY / "src"
 # Every rule runs a stage of the package's command line, from this checkout's sources.
 IUSYNTH = f'PYTHONPATH="{SRC}${{PYTHONPATH:+:$PYTHONPATH}}" python -m iusynth'
 DEMO_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source == "demo"]
@@ -62,9 +60,7 @@ PAIRED_COHORTS = [
     config["preprocessing"]["trainval_cohort"],
     config["preprocessing"]["test_cohort"],
 ]
-PAPER_RESULTS = str(
-    Path(workflow.basedir) / "resources" / "paper" / "paper_results.csv"
-)
+PAPER_RESULTS = str(REPOSITORY / "resources" / "paper" / "paper_results.csv")
 # Synthesis is evaluated on the held-out fold of the train/validation cohort (the folds
 # are a pure function of the cohort's subjects, as in the make_splits rule) and on the
 # whole test cohort; the test cohort's subjects come first (figures use the first).

@@ -18,7 +18,7 @@ rule write_cohort_manifest:
     wildcard_constraints:
         cohort="|".join(BUILT_COHORTS) or "no-built-cohort",
     conda:
-        "../../envs/demo.yaml"
+        "../envs/demo.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -40,7 +40,7 @@ if COHORTS["remind"].source == "dataset":
         benchmark:
             f"{RESULTS}/benchmarks/plan_remind.tsv"
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -70,7 +70,7 @@ if COHORTS["remind"].source == "dataset":
             series=r"[0-9]+(\.[0-9]+)*",
         retries: 2
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -100,7 +100,7 @@ if COHORTS["remind"].source == "dataset":
         wildcard_constraints:
             subject=subject_choice("remind"),
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 2
         resources:
             **CPU_JOB,
@@ -124,7 +124,7 @@ if COHORTS["upenn"].source == "dataset":
         benchmark:
             f"{RESULTS}/benchmarks/extract_upenn_package.tsv"
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -148,7 +148,7 @@ if COHORTS["upenn"].source == "dataset":
         benchmark:
             f"{RESULTS}/benchmarks/verify_upenn_package.tsv"
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -176,7 +176,7 @@ if COHORTS["upenn"].source == "dataset":
         wildcard_constraints:
             subject=subject_choice("upenn"),
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -203,7 +203,7 @@ if COHORTS["resect"].source == "dataset":
             subject=subject_choice("resect"),
         retries: 2
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -228,7 +228,7 @@ if COHORTS["resect"].source == "dataset":
             f"{RESULTS}/benchmarks/download_resect_segmentations.tsv"
         retries: 2
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -256,7 +256,7 @@ if COHORTS["resect"].source == "dataset":
         wildcard_constraints:
             subject=subject_choice("resect"),
         conda:
-            "../../envs/datasets.yaml"
+            "../envs/datasets.yaml"
         threads: 1
         resources:
             **CPU_JOB,

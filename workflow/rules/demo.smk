@@ -11,7 +11,7 @@ rule generate_demo_subject:
     wildcard_constraints:
         cohort="|".join(DEMO_COHORTS) or "no-demo-cohort",
     conda:
-        "../../envs/demo.yaml"
+        "../envs/demo.yaml"
     threads: 1
     resources:
         **CPU_JOB,

@@ -12,7 +12,7 @@ rule align_mr_sequences:
     benchmark:
         f"{RESULTS}/benchmarks/align_mr_sequences/{{cohort}}/{{subject}}.tsv"
     conda:
-        "../../envs/registration.yaml"
+        "../envs/registration.yaml"
     threads: 2
     resources:
         **CPU_JOB,
@@ -37,7 +37,7 @@ rule register_us_to_mr:
     benchmark:
         f"{RESULTS}/benchmarks/register_us_to_mr/{{cohort}}/{{subject}}.tsv"
     conda:
-        "../../envs/registration.yaml"
+        "../envs/registration.yaml"
     threads: 2
     resources:
         **CPU_JOB,
@@ -63,7 +63,7 @@ rule resample_and_normalise:
     benchmark:
         f"{RESULTS}/benchmarks/resample_and_normalise/{{cohort}}/{{subject}}.tsv"
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -88,7 +88,7 @@ rule export_slices:
     benchmark:
         f"{RESULTS}/benchmarks/export_slices/{{cohort}}/{{subject}}.tsv"
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -115,7 +115,7 @@ rule landmark_error_table:
     benchmark:
         f"{RESULTS}/benchmarks/landmark_error_table/{{cohort}}.tsv"
     conda:
-        "../../envs/registration.yaml"
+        "../envs/registration.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -138,7 +138,7 @@ rule make_splits:
     benchmark:
         f"{RESULTS}/benchmarks/make_splits.tsv"
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -167,7 +167,7 @@ rule plot_registration_qc:
     benchmark:
         f"{RESULTS}/benchmarks/plot_registration_qc/{{cohort}}/{{subject}}.tsv"
     conda:
-        "../../envs/qc.yaml"
+        "../envs/qc.yaml"
     threads: 1
     resources:
         **CPU_JOB,

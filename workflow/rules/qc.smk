@@ -11,7 +11,7 @@ rule plot_subject_qc:
     benchmark:
         f"{RESULTS}/benchmarks/plot_subject_qc/{{cohort}}/{{subject}}.tsv"
     conda:
-        "../../envs/qc.yaml"
+        "../envs/qc.yaml"
     threads: 1
     resources:
         **CPU_JOB,

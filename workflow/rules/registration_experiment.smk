@@ -15,7 +15,7 @@ rule synthesise_mr_from_us:
     wildcard_constraints:
         subject=evaluation_subject_choice(),
     conda:
-        "../../envs/registration_experiment.yaml"
+        "../envs/registration_experiment.yaml"
     threads: config["registration_experiment"]["threads"]
     resources:
         **GPU_JOB,
@@ -44,7 +44,7 @@ rule registration_experiment:
     wildcard_constraints:
         subject=evaluation_subject_choice(),
     conda:
-        "../../envs/registration_experiment.yaml"
+        "../envs/registration_experiment.yaml"
     threads: config["registration_experiment"]["threads"]
     resources:
         **CPU_JOB,
@@ -88,7 +88,7 @@ rule registration_tables:
     benchmark:
         f"{RESULTS}/benchmarks/registration_tables.tsv"
     conda:
-        "../../envs/registration_experiment.yaml"
+        "../envs/registration_experiment.yaml"
     threads: 1
     resources:
         **CPU_JOB,

@@ -15,7 +15,7 @@ rule virtual_sweep:
     wildcard_constraints:
         subject=subject_choice(SEGMENTATION["cohort"]),
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -43,7 +43,7 @@ rule synthetic_ius:
         method="|".join(SYNTHETIC_IUS_METHODS) or "^$",
         subject=subject_choice(SEGMENTATION["cohort"]),
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: SEGMENTATION["threads"]
     resources:
         **GPU_JOB,
@@ -71,7 +71,7 @@ rule nnunet_prepare:
     wildcard_constraints:
         method="|".join(SEGMENTATION["methods"]),
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: SEGMENTATION["threads"]
     resources:
         **CPU_JOB,
@@ -100,7 +100,7 @@ rule nnunet_splits:
     wildcard_constraints:
         method="|".join(SEGMENTATION["methods"]),
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -129,7 +129,7 @@ rule nnunet_train:
         method="|".join(SEGMENTATION["methods"]),
         fold=r"\d+",
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: SEGMENTATION["threads"]
     resources:
         **GPU_JOB,
@@ -162,7 +162,7 @@ rule segment_real_ius:
         method="|".join(SEGMENTATION["methods"]),
         subject=evaluation_subject_choice(),
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: SEGMENTATION["threads"]
     resources:
         **GPU_JOB,
@@ -211,7 +211,7 @@ rule segmentation_tables:
     benchmark:
         f"{RESULTS}/benchmarks/segmentation_tables.tsv"
     conda:
-        "../../envs/segmentation.yaml"
+        "../envs/segmentation.yaml"
     threads: 1
     resources:
         **CPU_JOB,

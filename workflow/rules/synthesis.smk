@@ -16,7 +16,7 @@ rule train_baseline:
         baseline="|".join(GAN_BASELINES),
         direction="|".join(re.escape(d) for d in [*PIX2PIX_DIRECTIONS, "any"]),
     conda:
-        "../../envs/training.yaml"
+        "../envs/training.yaml"
     threads: config["baselines"]["threads"]
     resources:
         **GPU_JOB,
@@ -57,7 +57,7 @@ rule synthesise:
     wildcard_constraints:
         method="|".join(EVALUATED_METHODS),
     conda:
-        "../../envs/training.yaml"
+        "../envs/training.yaml"
     threads: config["evaluation"]["threads"]
     resources:
         **GPU_JOB,
@@ -89,7 +89,7 @@ rule evaluate_synthesis:
     wildcard_constraints:
         method="|".join(EVALUATED_METHODS),
     conda:
-        "../../envs/evaluation.yaml"
+        "../envs/evaluation.yaml"
     threads: config["evaluation"]["threads"]
     resources:
         **CPU_JOB,
@@ -116,7 +116,7 @@ if LPIPS_WEIGHTS:
         benchmark:
             f"{RESULTS}/benchmarks/lpips_weights.tsv"
         conda:
-            "../../envs/evaluation.yaml"
+            "../envs/evaluation.yaml"
         threads: 1
         resources:
             **CPU_JOB,
@@ -166,7 +166,7 @@ rule synthesis_tables:
     benchmark:
         f"{RESULTS}/benchmarks/synthesis_tables.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         **CPU_JOB,
@@ -206,7 +206,7 @@ rule synthesis_figures:
     benchmark:
         f"{RESULTS}/benchmarks/synthesis_figures.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         **CPU_JOB,

@@ -15,7 +15,7 @@ rule train_model:
     wildcard_constraints:
         variant="|".join(config["models"]["variants"]),
     conda:
-        "../../envs/training.yaml"
+        "../envs/training.yaml"
     threads: config["models"]["threads"]
     resources:
         **GPU_JOB,
