@@ -83,8 +83,8 @@ def remind_plan_section() -> tuple[list[str], tuple[str, str, str]]:
     lines = [
         f"## ReMIND planned from IDC's index (idc-index-data {idc.index_version()})",
         "",
-        f"{len(subjects)} shipped subjects (`resources/datasets/remind_subjects.txt`), reference "
-        f"order {ORDER}. Sizes from the index's `series_size_MB`.",
+        f"{len(subjects)} shipped subjects (`iusynth/cohorts/datasets/data/remind_subjects.txt`), "
+        f"reference order {ORDER}. Sizes from the index's `series_size_MB`.",
         "",
         "| role | subjects with it | series descriptions | size (GB) |",
         "| --- | --- | --- | --- |",

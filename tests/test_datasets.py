@@ -421,7 +421,7 @@ def test_ius_without_frame_of_reference_is_built_from_frame_positions(tmp_path):
 
 def test_mask_drawn_on_another_mr_follows_the_patient(cases, fake_index, bucket, tmp_path,
                                                       monkeypatch):  # fmt: skip
-    from iusynth.preprocessing.pipeline import registration
+    from iusynth.preprocessing import registration
 
     case = cases[1]
     plan = remind.plan_cohort([case.patient], ORDER, index=fake_index)

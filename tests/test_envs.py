@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -66,24 +68,15 @@ def third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:
 
 
 def stage_modules(stage: str) -> set[str]:
-    """Package modules imported by the CLI function of one stage."""
-    tree = ast.parse((REPO / "src" / "iusynth" / "__main__.py").read_text())
-    stages = next(
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "STAGES"
-    )
-    entry = next(
-        v for k, v in zip(stages.value.keys, stages.value.values, strict=True) if k.value == stage
-    )
-    function_name = entry.elts[1].id
-    function = next(
-        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function_name
-    )
-    return {
+    """Package modules imported by the function of one stage (and the cli modules' own)."""
+    from iusynth.cli import stages
+
+    function = stages()[stage].run
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return {"iusynth.cli", "iusynth.core.commands"} | {
         n.module
-        for n in ast.walk(function)
-        if isinstance(n, ast.ImportFrom) and n.module.startswith("iusynth")
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("iusynth")
     }
 
 

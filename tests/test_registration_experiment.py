@@ -14,11 +14,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from iusynth import registration_experiment as rx
 from iusynth.core import layout
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix
 from iusynth.core.tags import LandmarkPairs, read_tag_file, write_tag_file
+from iusynth.experiments.registration_tre import experiment as rx
 from iusynth.model.network import MMHVAE
 from iusynth.preprocessing.pipeline import (
     check_header,
@@ -27,6 +27,7 @@ from iusynth.preprocessing.pipeline import (
     resample,
     ultrasound_fov,
 )
+from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 from iusynth.reporting.tables import (
     read_paper_results,
     registration_latex,
@@ -35,7 +36,6 @@ from iusynth.reporting.tables import (
     tre_table,
 )
 
-from .conftest import REPO
 from .test_model import TINY
 from .test_synthesis import write_stack
 
@@ -351,7 +351,7 @@ def test_tre_table_aggregates_per_sequence_method_and_bin_with_paper_numbers(tmp
     assert (tmp_path / "tre.png").stat().st_size > 1000
 
     # Table 3 reads the paper's numbers from the shipped table, with the gap to ours
-    shipped = read_paper_results(REPO / "resources" / "paper" / "paper_results.csv")
+    shipped = read_paper_results(PAPER_RESULTS)
     table3 = registration_table(frame, shipped)
     direct = table3.set_index("method").loc["direct"]
     assert direct["paper_tre_mm"] == 14.6 and direct["gap_tre_mm"] == pytest.approx(6.0 - 14.6)

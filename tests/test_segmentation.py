@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-from iusynth import segmentation as seg
-
-from .conftest import REPO
+from iusynth.experiments.segmentation import nnunet as seg
+from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 
 NNUNET_VARIABLES = (
     "nnUNet_raw",
@@ -308,7 +307,7 @@ def test_table4_reads_the_cases_with_the_papers_dice_beside_ours(tmp_path):
     ]
     per_case = pd.DataFrame(rows, columns=["subject", "method", "set", "dice", "assd_mm"])
     methods = {"mmhvae": "MMHVAE", "mmgan": "MM-GAN", "supervised": "Supervised"}
-    paper = read_paper_results(REPO / "resources" / "paper" / "paper_results.csv")
+    paper = read_paper_results(PAPER_RESULTS)
     table = segmentation_table(per_case, methods, paper)
     assert list(table["method"]) == list(methods) * 2  # per set, in the config's order
     row = table[(table.set == "resect") & (table.method == "mmhvae")].iloc[0]

@@ -21,9 +21,11 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from iusynth.cohorts.datasets.download import RetryPolicy
-from iusynth.evaluation.evaluate import aggregate, evaluate_subject, metrics, perceptual, write_csv
+from iusynth.evaluation import metrics, perceptual
+from iusynth.evaluation.evaluate import aggregate, evaluate_subject, write_csv
 from iusynth.model.network import MMHVAE
 from iusynth.model.translator import TranslatorConfig, UNetTranslator
+from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
 from iusynth.reporting.tables import (
     latex_escape,
@@ -42,7 +44,6 @@ from iusynth.synthesis.synthesizers import (
 )
 from iusynth.training.baselines import TranslatorTraining, load_translator, train_translator
 
-from .conftest import REPO
 from .fake_servers import FakeServer, Reply, start
 from .test_model import TINY, stack
 
@@ -455,7 +456,7 @@ def test_tables_hold_one_row_per_configured_method_from_the_metric_files(tmp_pat
             write_csv(metric_rows(method, subject, psnr, temperature), path)
             files.append(path)
     _, summary = aggregate(files, resamples=200)
-    paper = read_paper_results(REPO / "resources" / "paper" / "paper_results.csv")
+    paper = read_paper_results(PAPER_RESULTS)
     methods = {"pix2pix": "Pix2Pix", "mmhvae": "MMHVAE", "mvae": "MVAE"}
     directions = [Direction(("T2",), "US"), Direction(("US",), "T2")]
     table = synthesis_table(summary, methods, directions, 0.7, paper, lpips_available=False)

@@ -22,6 +22,7 @@ from iusynth.experiments.segmentation.nnunet import (
     dataset_name,
 )
 from iusynth.core.splits import kfold
+from iusynth.reporting import PAPER_RESULTS_FILE
 from iusynth.synthesis.synthesizers import Direction
 
 try:
@@ -60,7 +61,7 @@ PAIRED_COHORTS = [
     config["preprocessing"]["trainval_cohort"],
     config["preprocessing"]["test_cohort"],
 ]
-PAPER_RESULTS = str(REPOSITORY / "resources" / "paper" / "paper_results.csv")
+PAPER_RESULTS = str(PAPER_RESULTS_FILE)
 # Synthesis is evaluated on the held-out fold of the train/validation cohort (the folds
 # are a pure function of the cohort's subjects, as in the make_splits rule) and on the
 # whole test cohort; the test cohort's subjects come first (figures use the first).

@@ -1,6 +1,6 @@
 """The paper's tables from the metric files the workflow wrote, beside the paper's numbers.
 
-The paper's own numbers live in one shipped file, ``resources/paper/paper_results.csv``
+The paper's own numbers live in one shipped file, ``iusynth/reporting/data/paper_results.csv``
 (experiment, set, method, direction, metric, value, source); nothing here is typed by hand.
 """
 

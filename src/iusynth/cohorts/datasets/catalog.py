@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-RESOURCES = Path(__file__).resolve().parents[3] / "resources" / "datasets"
+RESOURCES = Path(__file__).resolve().parent / "data"  # package data
 
 
 @dataclass(frozen=True)

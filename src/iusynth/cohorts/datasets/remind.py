@@ -246,7 +246,7 @@ def plan_cohort(
         raise IndexProblem(
             f"ReMIND subjects {missing[:5]}{' ...' if len(missing) > 5 else ''} are not in "
             f"{where} ({index or index_file()}, idc-index-data {index_version()}): remove "
-            "them from cohorts.remind.subjects (or the shipped resources/datasets/"
+            "them from cohorts.remind.subjects (or the shipped iusynth/cohorts/datasets/data/"
             "remind_subjects.txt), or upgrade idc-index-data if IDC added them since"
         )
     plan = []

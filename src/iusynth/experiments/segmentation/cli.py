@@ -1,0 +1,268 @@
+"""Command-line stages of the segmentation experiment (Table 4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from iusynth.core.commands import Stage
+
+log = logging.getLogger("iusynth")
+
+
+def _segmentation_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
+    """The 'segmentation' section, its nnU-Net settings and the nnU-Net folders of a method."""
+    from iusynth.experiments.segmentation.nnunet import NnunetPaths, SegmentationSettings
+
+    section = json.loads(args.settings)
+    settings = SegmentationSettings.from_config({**section["nnunet"], "threads": args.threads})
+    paths = NnunetPaths(args.data / "raw", args.data / "preprocessed", args.models)
+    return section, settings, paths
+
+
+def _virtual_sweep(args: argparse.Namespace) -> None:
+    """Virtual iUS sweep planes through an MR-only subject's tumour, with MR and labels."""
+    from iusynth.experiments.segmentation.sweeps import VirtualSweepSettings, make_sweeps
+
+    settings = VirtualSweepSettings.from_config(json.loads(args.settings))
+    meta = make_sweeps(args.subject_dir, args.subject, args.output, settings)
+    log.info("%s: %d sweep planes", args.subject, len(meta["slice_indices"]))
+
+
+def _synthetic_ius(args: argparse.Namespace) -> None:
+    """Synthetic iUS on every plane of a virtual sweep, from its MR sequences."""
+    import numpy as np
+    import torch
+
+    from iusynth.core.fileio import atomic_directory, write_json
+    from iusynth.core.layout import MR_SEQUENCES
+    from iusynth.preprocessing.slices import load_slices
+    from iusynth.synthesis.synthesizers import load_synthesizer, synthesise_stack
+
+    torch.set_num_threads(args.threads)
+    section = json.loads(args.settings)
+    sweep = load_slices(args.sweep)
+    present = dict(zip(sweep.meta["modalities"], sweep.meta["present"], strict=True))
+    inputs = tuple(m for m in MR_SEQUENCES if present[m])
+    synthesizer = load_synthesizer(args.models, section["device"])
+    if "US" not in synthesizer.targets(inputs):
+        raise ValueError(
+            f"{args.method} cannot synthesise iUS from {'+'.join(inputs)} (the sequences of "
+            f"{args.sweep}); for Pix2Pix add that direction to evaluation.directions"
+        )
+    temperatures = section["temperatures"] if synthesizer.stochastic else [None]
+    torch.manual_seed(section["seed"])
+    positions = np.arange(sweep.images.shape[0])
+    planes = [
+        synthesise_stack(synthesizer, sweep, inputs, t or 0.0, 1, positions)["US"][0]
+        for t in temperatures
+    ]
+    with atomic_directory(args.output) as folder:
+        np.save(folder / "us.npy", np.stack(planes))
+        write_json(
+            folder / "synthetic.json",
+            {
+                "subject": sweep.meta["subject"],
+                "method": args.method,
+                "inputs": list(inputs),
+                "temperatures": temperatures,
+                "sweep": str(args.sweep),
+            },
+        )
+    log.info("%s: %d x %d synthetic iUS planes", args.method, len(planes), len(positions))
+
+
+def _nnunet_prepare(args: argparse.Namespace) -> None:
+    """Export a method's training planes as an nnU-Net dataset; plan and preprocess it."""
+    from iusynth.experiments.segmentation.nnunet import (
+        DATASET_ID,
+        DATASET_NAME,
+        export_dataset,
+        plan_and_preprocess,
+        planes_from_stack,
+        synthetic_planes,
+    )
+
+    _, settings, paths = _segmentation_settings(args)
+    if args.real:
+        subjects = (planes_from_stack(folder, label="tumor-US") for folder in args.real)
+    else:
+        subjects = (
+            synthetic_planes(folder, args.sweeps / folder.name) for folder in args.synthetic
+        )
+    export_dataset(paths.raw, DATASET_ID, DATASET_NAME, subjects)
+    plans = plan_and_preprocess(paths, DATASET_ID, settings)
+    log.info("%s: nnU-Net dataset planned (%s)", args.method, plans)
+
+
+def _nnunet_splits(args: argparse.Namespace) -> None:
+    """Write the nnU-Net folds of a method's dataset, grouped by subject."""
+    from iusynth.experiments.segmentation.nnunet import DATASET_ID, write_splits
+
+    _, settings, paths = _segmentation_settings(args)
+    write_splits(paths, DATASET_ID, settings, args.output)
+    log.info("%d folds -> %s", settings.folds, args.output)
+
+
+def _nnunet_train(args: argparse.Namespace) -> None:
+    """Train one nnU-Net fold of a method."""
+    from iusynth.experiments.segmentation.nnunet import DATASET_ID, train_fold
+
+    _, settings, paths = _segmentation_settings(args)
+    checkpoint = train_fold(paths, DATASET_ID, args.fold, settings, args.splits)
+    log.info("fold %d -> %s", args.fold, checkpoint)
+
+
+def _segment_real_ius(args: argparse.Namespace) -> None:
+    """Segment a real iUS subject with a method's nnU-Net ensemble; score it (Dice, ASSD)."""
+    import numpy as np
+    import pandas as pd
+
+    from iusynth.core.fileio import save_nifti
+    from iusynth.evaluation.evaluate import write_csv
+    from iusynth.experiments.segmentation.nnunet import (
+        CASE_COLUMNS,
+        DATASET_ID,
+        planes_from_stack,
+        predict_cases,
+        score_stack,
+        stack_to_grid,
+    )
+    from iusynth.preprocessing.slices import load_slices
+
+    _, settings, paths = _segmentation_settings(args)
+    meta = load_slices(args.slices).meta
+    if "tumor-US" not in meta["labels"]:
+        log.warning("%s has no iUS tumour label: nothing to score", args.slices)
+        write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)
+        return
+    planes = planes_from_stack(args.slices, label="tumor-US")
+    masks = predict_cases(paths, DATASET_ID, [planes], settings, folds=args.folds)[planes.subject]
+    affine = np.array(meta["grid_affine"])
+    save_nifti(args.mask, stack_to_grid(masks, meta).astype(np.uint8), affine)
+    row = score_stack(args.slices, masks, args.method, args.set)
+    write_csv(pd.DataFrame([row]), args.output)
+    log.info("%s %s: Dice %.3f, ASSD %.2f mm", args.method, *row[["subject", "dice", "assd_mm"]])
+
+
+def _segmentation_tables(args: argparse.Namespace) -> None:
+    """Table 4 (Dice and ASSD per method and test set) beside the paper's, and its boxplot."""
+    from iusynth.evaluation.evaluate import read_metric_files, write_csv
+    from iusynth.experiments.segmentation.nnunet import CASE_COLUMNS
+    from iusynth.reporting.figures import plot_segmentation_boxplot
+    from iusynth.reporting.tables import (
+        read_paper_results,
+        segmentation_latex,
+        segmentation_markdown,
+        segmentation_table,
+        write_table,
+    )
+
+    section = json.loads(args.settings)
+    per_case = read_metric_files(args.cases, CASE_COLUMNS)
+    write_csv(per_case, args.per_case)
+    table = segmentation_table(per_case, section["methods"], read_paper_results(args.paper))
+    write_table(table, args.table, segmentation_markdown(table), segmentation_latex(table))
+    plot_segmentation_boxplot(per_case, section["methods"], args.figure)
+    log.info("Table 4 from %d cases", len(per_case))
+
+
+STAGES = (
+    Stage(
+        "virtual-sweep",
+        "virtual iUS sweep planes through an MR-only subject's tumour (MR and labels on them)",
+        _virtual_sweep,
+        [
+            "subject-dir",
+            "subject",
+            ("--settings", {"required": True, "help": "sweep settings as JSON"}),
+            "folder",
+        ],
+    ),
+    Stage(
+        "synthetic-ius",
+        "synthesise iUS on every plane of a virtual sweep with one method",
+        _synthetic_ius,
+        [
+            ("--method", {"required": True, "help": "method name (a variant, pix2pix, mmgan)"}),
+            ("--models", {"required": True, "nargs": "+", "type": Path, "help": "model.pt files"}),
+            ("--sweep", {"required": True, "type": Path, "help": "the subject's sweep folder"}),
+            "segmentation",
+            "threads",
+            "folder",
+        ],
+    ),
+    Stage(
+        "nnunet-prepare",
+        "export a method's training planes as an nnU-Net dataset, plan and preprocess it",
+        _nnunet_prepare,
+        [
+            ("--method", {"required": True, "help": "Table 4 method"}),
+            ("--synthetic", {"nargs": "*", "type": Path, "default": [], "help": "folders"}),
+            ("--sweeps", {"type": Path, "default": None, "help": "folder of the sweeps"}),
+            ("--real", {"nargs": "*", "type": Path, "default": [], "help": "real slice stacks"}),
+            "segmentation",
+            "threads",
+            "nnunet-data",
+            "nnunet-models",
+        ],
+    ),
+    Stage(
+        "nnunet-splits",
+        "write the nnU-Net folds of a method's dataset (grouped by subject)",
+        _nnunet_splits,
+        [
+            "segmentation",
+            "threads",
+            "nnunet-data",
+            "nnunet-models",
+            ("--output", {"required": True, "type": Path, "help": "splits JSON to write"}),
+        ],
+    ),
+    Stage(
+        "nnunet-train",
+        "train one nnU-Net fold of a method",
+        _nnunet_train,
+        [
+            ("--fold", {"required": True, "type": int, "help": "fold to train"}),
+            ("--splits", {"required": True, "type": Path, "help": "nnunet-splits output"}),
+            "segmentation",
+            "threads",
+            "nnunet-data",
+            "nnunet-models",
+        ],
+    ),
+    Stage(
+        "segment-real-ius",
+        "segment one real iUS subject with a method's nnU-Net ensemble and score it",
+        _segment_real_ius,
+        [
+            ("--method", {"required": True, "help": "Table 4 method"}),
+            ("--set", {"required": True, "help": "test set (the cohort's name)"}),
+            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            ("--folds", {"required": True, "nargs": "+", "type": int, "help": "folds to ensemble"}),
+            "segmentation",
+            "threads",
+            "nnunet-data",
+            "nnunet-models",
+            ("--mask", {"required": True, "type": Path, "help": "predicted mask NIfTI to write"}),
+            ("--output", {"required": True, "type": Path, "help": "metrics CSV to write"}),
+        ],
+    ),
+    Stage(
+        "segmentation-tables",
+        "aggregate the segmentation scores: Table 4 and its boxplot",
+        _segmentation_tables,
+        [
+            "segmentation",
+            ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
+            ("--cases", {"required": True, "nargs": "+", "type": Path, "help": "per-case CSVs"}),
+            ("--per-case", {"required": True, "type": Path, "help": "all rows, CSV to write"}),
+            ("--table", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+            ("--figure", {"required": True, "type": Path, "help": "PNG to write"}),
+        ],
+    ),
+)
