@@ -22,7 +22,7 @@ import yaml
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from iusynth.core.config import merge_config
-from iusynth.core.layout import MODALITIES
+from iusynth.core.modalities import MODALITIES
 from iusynth.evaluation import metrics
 from iusynth.evaluation.perceptual import LPIPS, lpips_distance
 from iusynth.model.discriminator import PatchDiscriminator

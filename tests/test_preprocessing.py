@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import rigid_transform, rotation_matrix, voxel_to_world
 from iusynth.core.splits import kfold
@@ -162,7 +162,7 @@ def test_preprocessed_subject_and_slice_stack(subject_copy, tmp_path):
     layout.subject_file(out, sid, missing).unlink()
     export_slices(out, sid, tmp_path / "slices")
     stack = load_slices(tmp_path / "slices")
-    channel = layout.MODALITIES.index(missing)
+    channel = modalities.MODALITIES.index(missing)
     assert not stack.present[channel] and stack.present[0]
     assert (stack.images[:, channel] == -1).all()
     assert stack.images.shape[1:] == (4, 96, 96) and stack.fov.any(axis=(1, 2)).all()
@@ -193,7 +193,7 @@ def test_ultrasound_without_foreground_is_refused(subject_copy):
 
 def test_subject_without_reference_mr_is_refused(subject_copy):
     sid, folder = subject_copy
-    for sequence in layout.MR_SEQUENCES:
+    for sequence in modalities.MR_SEQUENCES:
         layout.subject_file(folder, sid, sequence).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match=rf"{sid} has no reference MR.*{sid}_T2\.nii\.gz"):
         register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], RegistrationOptions(), {})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.experiments.segmentation.sweeps import (
     VirtualSweepSettings,
     make_sweeps,
@@ -235,7 +235,7 @@ def test_bad_subjects_get_clear_errors(generated, tmp_path):
     labels.unlink()
     with pytest.raises(FileNotFoundError, match=r"no tumour labels: .*tumor-MR\.nii\.gz"):
         make_sweeps(copy, name, tmp_path / "out", SETTINGS)
-    for sequence in layout.MR_SEQUENCES:
+    for sequence in modalities.MR_SEQUENCES:
         layout.subject_file(copy, name, sequence).unlink()
     with pytest.raises(FileNotFoundError, match="no MR sequence"):
         make_sweeps(copy, name, tmp_path / "out", SETTINGS)

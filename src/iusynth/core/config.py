@@ -16,7 +16,7 @@ import yaml
 
 from iusynth.cohorts.datasets import catalog, upenn
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 
 
 class ConfigError(ValueError):
@@ -168,9 +168,11 @@ def _check_downstream(config: dict[str, Any]) -> None:
             f"config key '{key}': {name!r} is not a model variant; expected one of "
             f"{sorted(variants)}"
         )
-    default = config["models"]["architecture"].get("modalities", list(layout.MODALITIES))
-    modalities = (variants[name] or {}).get("architecture", {}).get("modalities", default)
-    missing = [m for m in ["US", *section["experiment"]["sequences"]] if m not in modalities]
+    default = config["models"]["architecture"].get("modalities", list(modalities.MODALITIES))
+    model_modalities = (variants[name] or {}).get("architecture", {}).get("modalities", default)
+    missing = [
+        m for m in ["US", *section["experiment"]["sequences"]] if m not in model_modalities
+    ]
     if missing:
         raise ConfigError(
             f"config key '{key}': variant {name!r} does not model {missing}; choose a variant "

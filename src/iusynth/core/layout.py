@@ -35,8 +35,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MR_SEQUENCES: tuple[str, ...] = ("T2", "ceT1", "FLAIR")
-MODALITIES: tuple[str, ...] = ("US", *MR_SEQUENCES)
+from iusynth.core.modalities import MODALITIES, MR_SEQUENCES
+
 LABEL_KINDS: tuple[str, ...] = ("tumor-MR", "tumor-US")
 FILE_KINDS: tuple[str, ...] = (*MODALITIES, *LABEL_KINDS, "landmarks")
 MANIFEST_NAME = "subjects.tsv"

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-POE_WEIGHTINGS = ("authors", "textbook")
-KL_ESTIMATORS = ("sampled", "analytic")
+from iusynth.model.config import POE_WEIGHTINGS
 
 
 @dataclass

@@ -31,13 +31,11 @@ fusion ablation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from iusynth.core.layout import MODALITIES
 from iusynth.model.cells import (
     ConvStack,
     DecoderCell,
@@ -48,104 +46,14 @@ from iusynth.model.cells import (
     norm,
     soft_clamp,
 )
+from iusynth.model.config import ModelConfig
 from iusynth.model.fusion import (
-    KL_ESTIMATORS,
-    POE_WEIGHTINGS,
     Gaussian,
     average_of_experts,
     kl_divergence,
     product_of_experts,
     sampled_kl,
 )
-
-FUSIONS = ("poe", "average", "concat")
-OUTPUT_MASKS = ("first_input", "fov")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the generator (and its discriminators).
-
-    ``poe``, ``kl`` and ``output_mask`` default to the authors' behaviour; the other
-    values are our alternatives (see the README's list of deviations).
-    """
-
-    modalities: tuple[str, ...] = MODALITIES
-    image_size: int = 192
-    base_channels: int = 16
-    max_channels: int = 128
-    downsamplings: int = 6
-    latent_levels: int = 7
-    head_channels: int = 8
-    expand: int = 6
-    head_blocks: int = 6
-    fusion: str = "poe"
-    poe: str = "authors"
-    kl: str = "sampled"
-    output_mask: str = "first_input"
-    discriminator_channels: int = 64
-    discriminator_layers: int = 6
-
-    def __post_init__(self) -> None:
-        top = self.image_size // 2**self.downsamplings
-        if top * 2**self.downsamplings != self.image_size or top < 1:
-            raise ValueError(
-                f"model: image_size {self.image_size} is not divisible by 2^{self.downsamplings}"
-            )
-        if not 1 <= self.latent_levels <= self.downsamplings + 1:
-            raise ValueError(
-                f"model: latent_levels must be in 1..{self.downsamplings + 1}, "
-                f"not {self.latent_levels}"
-            )
-        for key, value, allowed in (
-            ("fusion", self.fusion, FUSIONS),
-            ("poe", self.poe, POE_WEIGHTINGS),
-            ("kl", self.kl, KL_ESTIMATORS),
-            ("output_mask", self.output_mask, OUTPUT_MASKS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"model: {key} must be one of {allowed}, not {value!r}")
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown or not self.modalities:
-            raise ValueError(f"model: modalities {list(self.modalities)} not among {MODALITIES}")
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> ModelConfig:
-        """Build from a config section (keys as the field names)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"model: unknown keys {sorted(unknown)}")
-        values = dict(section)
-        if "modalities" in values:
-            values["modalities"] = tuple(values["modalities"])
-        return cls(**values)
-
-    def channels(self, stage: int) -> int:
-        """Feature width at a stage (0: full resolution)."""
-        return min(self.base_channels * 2**stage, self.max_channels)
-
-    def latent_channels(self, stage: int) -> int:
-        """Width of the state leaving a spatial stage (its latent): half its feature width."""
-        return self.channels(stage) // 2
-
-    def state_channels(self, stage: int) -> int:
-        """Width of the state entering the stage below ``stage`` (the top: max_channels)."""
-        return self.max_channels if stage == self.downsamplings else self.latent_channels(stage)
-
-    @property
-    def top_latent(self) -> int:
-        """Size of the top latent vector: twice ``max_channels`` (the authors' rule)."""
-        return 2 * self.max_channels
-
-    @property
-    def top_size(self) -> int:
-        """Side of the coarsest feature map."""
-        return self.image_size // 2**self.downsamplings
-
-    def stochastic(self, stage: int) -> bool:
-        """Whether a spatial stage (below the top) carries a latent variable."""
-        return stage >= self.downsamplings - (self.latent_levels - 1)
 
 
 class Encoder(nn.Module):

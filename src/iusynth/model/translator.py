@@ -13,58 +13,11 @@ connections at every scale, tanh out; a conditional PatchGAN judges them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
-
 import torch
 from torch import nn
 
-from iusynth.core.layout import MODALITIES
-
-KINDS = ("pix2pix", "mmgan")
-
-
-@dataclass(frozen=True)
-class TranslatorConfig:
-    """Which modalities go in and out, and the U-Net's size."""
-
-    kind: str
-    inputs: tuple[str, ...]
-    targets: tuple[str, ...]
-    image_size: int = 192
-    downsamplings: int = 6
-    base_channels: int = 64
-    max_channels: int = 512
-    dropout: float = 0.5
-    discriminator_channels: int = 64
-    discriminator_layers: int = 3
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"translator kind {self.kind!r}: expected one of {KINDS}")
-        for name in (*self.inputs, *self.targets):
-            if name not in MODALITIES:
-                raise ValueError(f"translator modality {name!r}: expected one of {MODALITIES}")
-        if not self.inputs or not self.targets:
-            raise ValueError("a translator needs at least one input and one target modality")
-        if self.image_size % 2**self.downsamplings:
-            raise ValueError(
-                f"translator image_size {self.image_size} is not divisible by "
-                f"2^downsamplings = {2**self.downsamplings}"
-            )
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any], **given: Any) -> TranslatorConfig:
-        """From the config's ``baselines.architecture`` plus the kind and modalities."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in section.items() if k in known} | given
-        values["inputs"] = tuple(values["inputs"])
-        values["targets"] = tuple(values["targets"])
-        return cls(**values)
-
-    def channels(self, level: int) -> int:
-        """Feature channels after ``level`` + 1 downsamplings."""
-        return min(self.base_channels * 2**level, self.max_channels)
+from iusynth.core.modalities import MODALITIES
+from iusynth.model.config import TranslatorConfig
 
 
 def _down(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.core.fileio import load_nifti
+from iusynth.preprocessing.settings import PreprocessingSettings
 
 QFORM_SFORM_TOLERANCE_MM = 1e-2
 
@@ -195,28 +196,6 @@ def check_overlap(
         )
 
 
-@dataclass(frozen=True)
-class PreprocessingSettings:
-    """The ``preprocessing`` config section, for resampling and normalisation."""
-
-    reference_order: tuple[str, ...] = ("T2", "ceT1", "FLAIR")
-    spacing_mm: float = 0.5
-    slice_size: tuple[int, int] = (192, 192)
-    clip_percentile: float = 99.95
-    label_interpolation: str = "linear"
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> PreprocessingSettings:
-        """Build settings from the validated config section."""
-        return cls(
-            reference_order=tuple(section["reference_order"]),
-            spacing_mm=float(section["spacing_mm"]),
-            slice_size=(int(section["slice_size"][0]), int(section["slice_size"][1])),
-            clip_percentile=float(section["clip_percentile"]),
-            label_interpolation=section["label_interpolation"],
-        )
-
-
 def preprocess_subject(
     subject_dir: Path,
     subject: str,
@@ -277,7 +256,7 @@ def preprocess_subject(
     summary = {
         "subject": subject,
         "reference_sequence": reference,
-        "modalities": [m for m in layout.MODALITIES if m in raw],
+        "modalities": [m for m in modalities.MODALITIES if m in raw],
         "grid_affine": grid.affine.tolist(),
         "grid_shape": list(grid.shape),
         "fov_voxels": int(fov.sum()),
@@ -310,11 +289,11 @@ def read_alignment_record(path: Path, subject: str) -> tuple[str, dict[str, np.n
         raise ValueError(
             f"MR alignment record {path} is for {record.get('subject')!r}, not {subject!r}"
         )
-    if reference not in layout.MR_SEQUENCES:
+    if reference not in modalities.MR_SEQUENCES:
         raise ValueError(f"MR alignment record {path}: unknown reference sequence {reference!r}")
     for sequence, matrix in transforms.items():
         valid = (
-            sequence in layout.MR_SEQUENCES
+            sequence in modalities.MR_SEQUENCES
             and matrix.shape == (4, 4)
             and np.isfinite(matrix).all()
             and np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0])
@@ -322,6 +301,6 @@ def read_alignment_record(path: Path, subject: str) -> tuple[str, dict[str, np.n
         if not valid:
             raise ValueError(
                 f"MR alignment record {path}: transform {sequence!r} is not a 4x4 affine of a "
-                f"known sequence ({list(layout.MR_SEQUENCES)})"
+                f"known sequence ({list(modalities.MR_SEQUENCES)})"
             )
     return reference, transforms

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_path, load_nifti
 
 _VIEWS = ("axial", "coronal", "sagittal")
@@ -64,7 +64,7 @@ def plot_subject(subject_dir: Path, subject: str, output: Path) -> None:
     """
     subject_dir = Path(subject_dir)
     entry = layout.scan_subject(subject_dir, subject)
-    if not any(entry.has(m) for m in layout.MODALITIES):
+    if not any(entry.has(m) for m in modalities.MODALITIES):
         raise FileNotFoundError(f"{subject_dir} holds no image of subject {subject}")
     rows: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     mr_labels = (

@@ -36,31 +36,7 @@ from iusynth.preprocessing.pipeline import (
     load_ultrasound,
     ultrasound_fov,
 )
-
-
-@dataclass(frozen=True)
-class RegistrationOptions:
-    """Options of one ``reg_aladin`` run (the ``preprocessing.registration`` config)."""
-
-    transform: str = "rigid"  # "rigid" (-rigOnly) or "affine"
-    symmetric: bool = False  # reg_aladin's symmetric block matching (else -noSym)
-    levels: int = 3  # pyramid levels (-ln)
-    levels_performed: int | None = None  # levels performed, from the coarsest (-lp); None: all
-    reference_smoothing_mm: float = 1.0  # Gaussian smoothing of the reference (-smooR)
-    mask_erosion_mm: float = 3.0  # erosion of the iUS sector mask, keeps blocks off its border
-    threads: int = 1
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any], threads: int) -> RegistrationOptions:
-        """Build options from a validated config section."""
-        return cls(
-            transform=section["transform"],
-            symmetric=bool(section["symmetric"]),
-            levels=int(section["levels"]),
-            reference_smoothing_mm=float(section["reference_smoothing_mm"]),
-            mask_erosion_mm=float(section["mask_erosion_mm"]),
-            threads=threads,
-        )
+from iusynth.preprocessing.settings import RegistrationOptions
 
 
 @dataclass(frozen=True)

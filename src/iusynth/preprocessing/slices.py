@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_directory, load_nifti
 
 
@@ -55,16 +55,16 @@ def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dic
     def as_slices(volume: np.ndarray) -> np.ndarray:
         return np.moveaxis(volume, 2, 0)[keep]
 
-    images = np.full((keep.size, len(layout.MODALITIES), *fov.shape[:2]), -1.0, np.float16)
+    images = np.full((keep.size, len(modalities.MODALITIES), *fov.shape[:2]), -1.0, np.float16)
     present = []
-    for channel, modality in enumerate(layout.MODALITIES):
+    for channel, modality in enumerate(modalities.MODALITIES):
         path = layout.subject_file(preprocessed_dir, subject, modality)
         present.append(path.is_file())
         if path.is_file():
             images[:, channel] = as_slices(np.asarray(load_nifti(path).dataobj, np.float32))
     meta = {
         "subject": subject,
-        "modalities": list(layout.MODALITIES),
+        "modalities": list(modalities.MODALITIES),
         "present": present,
         "slice_axis": 2,
         "slice_indices": keep.tolist(),

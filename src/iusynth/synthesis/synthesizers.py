@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from iusynth.core.directions import canonical_subset, subset_name, temperature_tag
 from iusynth.core.fileio import atomic_directory, save_nifti, write_json
-from iusynth.core.layout import MODALITIES
+from iusynth.core.modalities import MODALITIES
 from iusynth.evaluation.metrics import to_display
 from iusynth.model.network import MMHVAE
 from iusynth.model.translator import UNetTranslator, translator_inputs
@@ -40,53 +41,6 @@ from iusynth.training.mmhvae import load_model
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "synthesis.json"
-MODALITY_LABELS = {"US": "iUS", "T2": "T2", "ceT1": "ceT1", "FLAIR": "FLAIR"}
-
-
-@dataclass(frozen=True)
-class Direction:
-    """A synthesis task: some modalities in, one out (input = target: reconstruction)."""
-
-    inputs: tuple[str, ...]
-    target: str
-
-    @property
-    def name(self) -> str:
-        """File- and column-safe name, e.g. ``T2+ceT1-to-US``."""
-        return f"{subset_name(self.inputs)}-to-{self.target}"
-
-    @property
-    def label(self) -> str:
-        """Display name, e.g. ``T2+ceT1 → iUS``."""
-        return (
-            f"{'+'.join(MODALITY_LABELS[m] for m in self.inputs)} → {MODALITY_LABELS[self.target]}"
-        )
-
-    @classmethod
-    def from_config(cls, entry: dict[str, Any]) -> Direction:
-        """From ``{inputs: [...], target: ...}``, checking the modality names."""
-        inputs = canonical_subset(entry["inputs"])
-        if entry["target"] not in MODALITIES:
-            raise ValueError(f"direction target {entry['target']!r}: expected one of {MODALITIES}")
-        return cls(inputs, entry["target"])
-
-
-def canonical_subset(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """A subset of modalities in the canonical order (US, T2, ceT1, FLAIR)."""
-    unknown = [name for name in names if name not in MODALITIES]
-    if unknown or not names:
-        raise ValueError(f"input subset {list(names)}: expected a non-empty subset of {MODALITIES}")
-    return tuple(m for m in MODALITIES if m in names)
-
-
-def subset_name(subset: tuple[str, ...]) -> str:
-    """``T2+ceT1`` for (T2, ceT1)."""
-    return "+".join(subset)
-
-
-def temperature_tag(temperature: float | None) -> str:
-    """``0.7``, or ``none`` for a deterministic method."""
-    return "none" if temperature is None else f"{temperature:g}"
 
 
 class Synthesizer:

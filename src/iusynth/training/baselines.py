@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from iusynth.core.fileio import atomic_path
-from iusynth.core.layout import MODALITIES
+from iusynth.core.modalities import MODALITIES
 from iusynth.model.discriminator import (
     PatchDiscriminator,
     lsgan_discriminator_loss,
@@ -31,32 +31,11 @@ from iusynth.model.discriminator import (
 from iusynth.model.translator import TranslatorConfig, UNetTranslator, translator_inputs
 from iusynth.preprocessing.slices import SliceStack
 from iusynth.training.mmhvae import SliceSampler, fit, select_device
+from iusynth.training.settings import TranslatorTraining
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("epoch", "loss", "l1", "gan_g", "gan_d", "lr", "val_l1", "seconds")
-
-
-@dataclass(frozen=True)
-class TranslatorTraining:
-    """The optimisation of a GAN baseline."""
-
-    epochs: int = 200
-    batch_slices: int = 16
-    learning_rate: float = 2e-4
-    l1_weight: float = 100.0
-    gan_weight: float = 1.0
-    checkpoint_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> TranslatorTraining:
-        """Build from the config's ``baselines.training`` section."""
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"baselines.training: unknown keys {sorted(unknown)}")
-        return cls(**section)
 
 
 def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:

@@ -94,7 +94,7 @@ def _train_baseline(args: argparse.Namespace) -> None:
     """Train one GAN baseline network (Pix2Pix for a direction, or MM-GAN)."""
     import torch
 
-    from iusynth.core.layout import MODALITIES
+    from iusynth.core.modalities import MODALITIES
     from iusynth.model.network import ModelConfig
     from iusynth.model.translator import TranslatorConfig
     from iusynth.synthesis.synthesizers import canonical_subset

@@ -54,10 +54,10 @@ from iusynth.model.discriminator import (
 )
 from iusynth.model.network import MMHVAE, ModelConfig
 from iusynth.preprocessing.slices import SliceStack, load_slices
+from iusynth.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
-SUBSET_MODES = ("all", "mixture", "unimodal")
 ANCHOR = "US"  # the modality every mixture step also translates from alone
 LOSS_COLUMNS = (
     "epoch",
@@ -72,74 +72,6 @@ LOSS_COLUMNS = (
     "val_l1",
     "seconds",
 )
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """The optimisation of one model (see the module docstring; epochs count from 1)."""
-
-    epochs: int = 1000
-    batch_slices: int = 16
-    learning_rate: float = 2e-3
-    final_learning_rate: float = 1e-4
-    discriminator_learning_rate: float = 2e-4
-    kl_weight: float = 1e-3
-    kl_warmup_epochs: int = 50
-    gan_weight: float = 0.05
-    gan_start_epoch: int | None = 800
-    discriminator_start_epoch: int | None = 790
-    optimiser_reset_epoch: int | None = 780
-    subsets: str = "mixture"
-    subset_sampling: str = "enumerate"
-    complete_pairs: bool = False  # train only on volumes with every modality of the model
-    temperature: float = 1.0
-    checkpoint_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-
-    def __post_init__(self) -> None:
-        if self.subsets not in SUBSET_MODES:
-            raise ValueError(
-                f"training: subsets must be one of {SUBSET_MODES}, not {self.subsets!r}"
-            )
-        if self.subset_sampling not in ("enumerate", "random"):
-            raise ValueError("training: subset_sampling must be 'enumerate' or 'random'")
-        if self.gan_start_epoch is not None and (
-            self.discriminator_start_epoch is None
-            or self.discriminator_start_epoch > self.gan_start_epoch
-        ):
-            raise ValueError(
-                "training: discriminator_start_epoch must be set and <= gan_start_epoch "
-                f"(got {self.discriminator_start_epoch} and {self.gan_start_epoch}): the "
-                "generator's GAN term needs a discriminator that is training"
-            )
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> TrainingConfig:
-        """Build from a config section (keys as the field names)."""
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"training: unknown keys {sorted(unknown)}")
-        return cls(**section)
-
-    def kl_weight_at(self, epoch: int) -> float:
-        """The KL weight of an epoch (from 1): a linear ramp, then constant."""
-        if self.kl_warmup_epochs <= 0:
-            return self.kl_weight
-        return self.kl_weight * min(1.0, epoch / self.kl_warmup_epochs)
-
-    def gan_on(self, epoch: int) -> bool:
-        """Whether the generator's adversarial term is active at an epoch (from 1)."""
-        return self.gan_start_epoch is not None and epoch >= self.gan_start_epoch
-
-    def discriminator_on(self, epoch: int) -> bool:
-        """Whether the discriminators train at an epoch (from 1)."""
-        return (
-            self.gan_start_epoch is not None
-            and self.discriminator_start_epoch is not None
-            and epoch >= self.discriminator_start_epoch
-        )
 
 
 Subset = tuple[int, ...]

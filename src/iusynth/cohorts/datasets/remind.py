@@ -43,12 +43,12 @@ from iusynth.cohorts.datasets.idc import (
     index_version,
     read_collection,
 )
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 
 log = logging.getLogger(__name__)
 
 COLLECTION = "ReMIND"
-SEQUENCE_ROLES: tuple[str, ...] = layout.MR_SEQUENCES
+SEQUENCE_ROLES: tuple[str, ...] = modalities.MR_SEQUENCES
 ROLES: tuple[str, ...] = ("US", *SEQUENCE_ROLES, "SEG", "SEG_MR")
 US_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte Secondary Capture
 TUMOR_SEG = re.compile(r"^\s*tumor\s+seg\s*-\s*MR\s+ref:\s*(?P<mr>\S.*?)\s*$", re.IGNORECASE)

@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from iusynth.core.layout import MR_SEQUENCES
+from iusynth.core.modalities import MR_SEQUENCES
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, optimize
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_path, save_nifti
 from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix, unit
 from iusynth.core.tags import read_tag_file
@@ -114,7 +114,7 @@ class ExperimentSettings:
     max_rotation_deg: float = 10.0
     seed: int = 0
     temperature: float = 0.0
-    sequences: tuple[str, ...] = layout.MR_SEQUENCES
+    sequences: tuple[str, ...] = modalities.MR_SEQUENCES
     methods: tuple[str, ...] = METHODS
     levels: int = 3
     levels_performed: int | None = None
@@ -136,11 +136,11 @@ class ExperimentSettings:
             raise ValueError(f"max_rotation_deg must be in [0, 180), not {self.max_rotation_deg}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, not {self.temperature}")
-        unknown = [s for s in self.sequences if s not in layout.MR_SEQUENCES]
+        unknown = [s for s in self.sequences if s not in modalities.MR_SEQUENCES]
         if unknown or not self.sequences:
             raise ValueError(
                 f"sequences {list(self.sequences)}: expected a non-empty subset of "
-                f"{list(layout.MR_SEQUENCES)}"
+                f"{list(modalities.MR_SEQUENCES)}"
             )
         if not self.methods or any(m not in METHODS for m in self.methods):
             raise ValueError(
@@ -583,7 +583,7 @@ def plot_tre(per_case: Any, output: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sequences = [s for s in layout.MR_SEQUENCES if s in set(per_case["sequence"])]
+    sequences = [s for s in modalities.MR_SEQUENCES if s in set(per_case["sequence"])]
     if not sequences:
         raise ValueError("plot_tre: no rows to plot")
     figure, axes = plt.subplots(1, len(sequences), figsize=(4.2 * len(sequences), 4), squeeze=False)

@@ -38,7 +38,7 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
     import torch
 
     from iusynth.core.fileio import atomic_directory, write_json
-    from iusynth.core.layout import MR_SEQUENCES
+    from iusynth.core.modalities import MR_SEQUENCES
     from iusynth.preprocessing.slices import load_slices
     from iusynth.synthesis.synthesizers import load_synthesizer, synthesise_stack
 

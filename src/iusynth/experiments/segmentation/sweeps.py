@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from iusynth.core import layout
+from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_directory
 from iusynth.core.geometry import unit, voxel_to_world, world_to_voxel
 from iusynth.preprocessing.pipeline import check_header, normalise
@@ -219,12 +219,14 @@ def training_aligned_axes(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _load_mr(subject_dir: Path, subject: str) -> dict[str, Any]:
     """The subject's MR sequences (headers checked), with a clear error when there is none."""
     images = {}
-    for sequence in layout.MR_SEQUENCES:
+    for sequence in modalities.MR_SEQUENCES:
         path = layout.subject_file(subject_dir, subject, sequence)
         if path.is_file():
             images[sequence] = check_header(path)
     if not images:
-        expected = [layout.subject_file(subject_dir, subject, s).name for s in layout.MR_SEQUENCES]
+        expected = [
+            layout.subject_file(subject_dir, subject, s).name for s in modalities.MR_SEQUENCES
+        ]
         raise FileNotFoundError(
             f"subject {subject} has no MR sequence in {subject_dir}: expected at least one of "
             f"{expected}; convert the subject into the canonical layout first"
@@ -424,11 +426,11 @@ def make_sweeps(
         ]
     )
 
-    stack = np.full((len(world), len(layout.MODALITIES), *settings.size), -1.0, np.float16)
-    present = [False] * len(layout.MODALITIES)
+    stack = np.full((len(world), len(modalities.MODALITIES), *settings.size), -1.0, np.float16)
+    present = [False] * len(modalities.MODALITIES)
     normalisation = {}
     for sequence, image in images.items():
-        channel = layout.MODALITIES.index(sequence)
+        channel = modalities.MODALITIES.index(sequence)
         values, normalisation[sequence] = normalise(
             _sample(image, world, order=1), fov, settings.clip_percentile
         )
@@ -438,7 +440,7 @@ def make_sweeps(
 
     meta = {
         "subject": subject,
-        "modalities": list(layout.MODALITIES),
+        "modalities": list(modalities.MODALITIES),
         "present": present,
         "slice_axis": 2,
         "slice_indices": list(range(len(world))),

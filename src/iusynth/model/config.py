@@ -1,0 +1,132 @@
+"""Architectures of the networks, as settings (no torch here: the workflow reads them).
+
+:class:`ModelConfig` is MMHVAE's (``models.architecture``), :class:`TranslatorConfig` the
+GAN baselines' U-Net (``baselines.architecture``); see :mod:`iusynth.core.settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from iusynth.core.modalities import MODALITIES
+
+POE_WEIGHTINGS = ("authors", "textbook")
+KL_ESTIMATORS = ("sampled", "analytic")
+FUSIONS = ("poe", "average", "concat")
+OUTPUT_MASKS = ("first_input", "fov")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the generator and its discriminators (``models.architecture``).
+
+    ``poe: authors``, ``kl: sampled`` and ``output_mask: first_input`` are the authors'
+    behaviour (the default config); the other values are our alternatives.
+    """
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("image_size",)  # from preprocessing.slice_size
+
+    modalities: tuple[str, ...]
+    image_size: int
+    base_channels: int
+    max_channels: int
+    downsamplings: int
+    latent_levels: int
+    head_channels: int
+    expand: int
+    head_blocks: int
+    fusion: str
+    poe: str
+    kl: str
+    output_mask: str
+    discriminator_channels: int
+    discriminator_layers: int
+
+    def __post_init__(self) -> None:
+        top = self.image_size // 2**self.downsamplings
+        if top * 2**self.downsamplings != self.image_size or top < 1:
+            raise ValueError(
+                f"model: image_size {self.image_size} is not divisible by 2^{self.downsamplings}"
+            )
+        if not 1 <= self.latent_levels <= self.downsamplings + 1:
+            raise ValueError(
+                f"model: latent_levels must be in 1..{self.downsamplings + 1}, "
+                f"not {self.latent_levels}"
+            )
+        for key, value, allowed in (
+            ("fusion", self.fusion, FUSIONS),
+            ("poe", self.poe, POE_WEIGHTINGS),
+            ("kl", self.kl, KL_ESTIMATORS),
+            ("output_mask", self.output_mask, OUTPUT_MASKS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"model: {key} must be one of {allowed}, not {value!r}")
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities:
+            raise ValueError(f"model: modalities {list(self.modalities)} not among {MODALITIES}")
+
+    def channels(self, stage: int) -> int:
+        """Feature width at a stage (0: full resolution)."""
+        return min(self.base_channels * 2**stage, self.max_channels)
+
+    def latent_channels(self, stage: int) -> int:
+        """Width of the state leaving a spatial stage (its latent): half its feature width."""
+        return self.channels(stage) // 2
+
+    def state_channels(self, stage: int) -> int:
+        """Width of the state entering the stage below ``stage`` (the top: max_channels)."""
+        return self.max_channels if stage == self.downsamplings else self.latent_channels(stage)
+
+    @property
+    def top_latent(self) -> int:
+        """Size of the top latent vector: twice ``max_channels`` (the authors' rule)."""
+        return 2 * self.max_channels
+
+    @property
+    def top_size(self) -> int:
+        """Side of the coarsest feature map."""
+        return self.image_size // 2**self.downsamplings
+
+    def stochastic(self, stage: int) -> bool:
+        """Whether a spatial stage (below the top) carries a latent variable."""
+        return stage >= self.downsamplings - (self.latent_levels - 1)
+
+
+KINDS = ("pix2pix", "mmgan")
+
+
+@dataclass(frozen=True)
+class TranslatorConfig:
+    """Which modalities go in and out, and the U-Net's size (``baselines.architecture``)."""
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("kind", "inputs", "targets", "image_size")
+
+    kind: str
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...]
+    image_size: int
+    downsamplings: int
+    base_channels: int
+    max_channels: int
+    dropout: float
+    discriminator_channels: int
+    discriminator_layers: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"translator kind {self.kind!r}: expected one of {KINDS}")
+        for name in (*self.inputs, *self.targets):
+            if name not in MODALITIES:
+                raise ValueError(f"translator modality {name!r}: expected one of {MODALITIES}")
+        if not self.inputs or not self.targets:
+            raise ValueError("a translator needs at least one input and one target modality")
+        if self.image_size % 2**self.downsamplings:
+            raise ValueError(
+                f"translator image_size {self.image_size} is not divisible by "
+                f"2^downsamplings = {2**self.downsamplings}"
+            )
+
+    def channels(self, level: int) -> int:
+        """Feature channels after ``level`` + 1 downsamplings."""
+        return min(self.base_channels * 2**level, self.max_channels)

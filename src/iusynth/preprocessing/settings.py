@@ -1,0 +1,49 @@
+"""What preprocessing reads of the config, as settings (see :mod:`iusynth.core.settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """Options of one ``reg_aladin`` run (``preprocessing.registration``)."""
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("threads",)
+
+    transform: str  # "rigid" (-rigOnly) or "affine"
+    symmetric: bool  # reg_aladin's symmetric block matching (else -noSym)
+    levels: int  # pyramid levels (-ln)
+    levels_performed: int | None  # levels performed, from the coarsest (-lp); None: all
+    reference_smoothing_mm: float  # Gaussian smoothing of the reference (-smooR)
+    mask_erosion_mm: float  # erosion of the iUS sector mask, keeps blocks off its border
+    threads: int  # the job's
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """What the MR -> MR and iUS -> MR registrations read (``preprocessing``)."""
+
+    reference_order: tuple[str, ...]
+    align_mr_sequences: bool
+    registration: RegistrationOptions
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    """What resampling and normalisation read (``preprocessing``)."""
+
+    reference_order: tuple[str, ...]
+    spacing_mm: float
+    slice_size: tuple[int, int]
+    clip_percentile: float
+    label_interpolation: str
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The seeded folds of the train/validation cohort (``preprocessing.splits``)."""
+
+    folds: int
+    seed: int

@@ -1,0 +1,85 @@
+"""How the models are trained, as settings (no torch here: the workflow reads them).
+
+:class:`TrainingConfig` is MMHVAE's (``models.training``; epochs count from 1, as the
+authors' do), :class:`TranslatorTraining` the GAN baselines' (``baselines.training``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUBSET_MODES = ("all", "mixture", "unimodal")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The optimisation of one model (see the module docstring; epochs count from 1)."""
+
+    epochs: int
+    batch_slices: int
+    learning_rate: float
+    final_learning_rate: float
+    discriminator_learning_rate: float
+    kl_weight: float
+    kl_warmup_epochs: int
+    gan_weight: float
+    gan_start_epoch: int | None
+    discriminator_start_epoch: int | None
+    optimiser_reset_epoch: int | None
+    subsets: str
+    subset_sampling: str
+    complete_pairs: bool  # train only on volumes with every modality of the model
+    temperature: float
+    checkpoint_every: int
+    seed: int
+    device: str
+    bf16: bool
+
+    def __post_init__(self) -> None:
+        if self.subsets not in SUBSET_MODES:
+            raise ValueError(
+                f"training: subsets must be one of {SUBSET_MODES}, not {self.subsets!r}"
+            )
+        if self.subset_sampling not in ("enumerate", "random"):
+            raise ValueError("training: subset_sampling must be 'enumerate' or 'random'")
+        if self.gan_start_epoch is not None and (
+            self.discriminator_start_epoch is None
+            or self.discriminator_start_epoch > self.gan_start_epoch
+        ):
+            raise ValueError(
+                "training: discriminator_start_epoch must be set and <= gan_start_epoch "
+                f"(got {self.discriminator_start_epoch} and {self.gan_start_epoch}): the "
+                "generator's GAN term needs a discriminator that is training"
+            )
+
+    def kl_weight_at(self, epoch: int) -> float:
+        """The KL weight of an epoch (from 1): a linear ramp, then constant."""
+        if self.kl_warmup_epochs <= 0:
+            return self.kl_weight
+        return self.kl_weight * min(1.0, epoch / self.kl_warmup_epochs)
+
+    def gan_on(self, epoch: int) -> bool:
+        """Whether the generator's adversarial term is active at an epoch (from 1)."""
+        return self.gan_start_epoch is not None and epoch >= self.gan_start_epoch
+
+    def discriminator_on(self, epoch: int) -> bool:
+        """Whether the discriminators train at an epoch (from 1)."""
+        return (
+            self.gan_start_epoch is not None
+            and self.discriminator_start_epoch is not None
+            and epoch >= self.discriminator_start_epoch
+        )
+
+
+@dataclass(frozen=True)
+class TranslatorTraining:
+    """The optimisation of a GAN baseline."""
+
+    epochs: int
+    batch_slices: int
+    learning_rate: float
+    l1_weight: float
+    gan_weight: float
+    checkpoint_every: int
+    seed: int
+    device: str
