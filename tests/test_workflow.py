@@ -420,7 +420,6 @@ def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
     overlay = {
         "preprocessing": {"slice_size": [192, 192]},
         "models": {
-            "architecture": {"image_size": 192},
             "variants": {"authors": {"pretrained": {"path": str(checkpoint), "sha256": digest}}},
         },
         "evaluation": {

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import build, from_json
 
 log = logging.getLogger("iusynth")
 
@@ -18,20 +19,21 @@ def _download_policy(args: argparse.Namespace) -> Any:
     """The retry policy from the 'download' config section given as JSON."""
     from iusynth.cohorts.datasets.download import RetryPolicy
 
-    return RetryPolicy.from_config(json.loads(args.download))
+    return from_json(RetryPolicy, args.download)
 
 
 def _demo_subject(args: argparse.Namespace) -> None:
     """Generate one demo subject into its folder."""
-    from iusynth.cohorts.demo.generate import DemoSettings, generate_subject
+    from iusynth.cohorts.demo.generate import generate_subject
     from iusynth.cohorts.demo.plan import plan_cohort
+    from iusynth.cohorts.demo.settings import DemoSettings
 
     demo = json.loads(args.settings)
     plans = {plan.subject: plan for plan in plan_cohort(args.cohort, demo)}
     if args.subject not in plans:
         raise SystemExit(f"subject {args.subject!r} is not planned for demo cohort {args.cohort!r}")
     start = time.perf_counter()
-    subject = generate_subject(plans[args.subject], DemoSettings.from_config(demo), args.output)
+    subject = generate_subject(plans[args.subject], build(DemoSettings, demo, "demo"), args.output)
     log.info(
         "generated %s (%s, %s) in %.1f s",
         args.subject,
@@ -88,17 +90,13 @@ def _remind_download(args: argparse.Namespace) -> None:
 def _remind_convert(args: argparse.Namespace) -> None:
     """Convert one downloaded ReMIND patient to the canonical layout."""
     from iusynth.cohorts.datasets.remind import convert_subject
-    from iusynth.preprocessing.registration import RegistrationOptions
+    from iusynth.preprocessing.settings import RegistrationSettings
 
-    settings = json.loads(args.settings)
-    options = (
-        RegistrationOptions.from_config(settings["registration"], threads=args.threads)
-        if settings["align_mr_sequences"]
-        else None
-    )
+    settings = from_json(RegistrationSettings, args.settings, threads=args.threads)
+    options = settings.registration if settings.align_mr_sequences else None
     records = [json.loads(Path(path).read_text()) for path in args.records]
     source = convert_subject(
-        records, args.output, reference_order=settings["reference_order"], alignment=options
+        records, args.output, reference_order=list(settings.reference_order), alignment=options
     )
     log.info("converted %s: %s", args.output.name, sorted(source["series"]))
     for note in source["notes"]:
@@ -220,10 +218,7 @@ STAGES = (
                 "--records",
                 {"required": True, "nargs": "+", "type": Path, "help": "remind-download records"},
             ),
-            (
-                "--settings",
-                {"required": True, "help": "reference_order, align_mr_sequences, registration"},
-            ),
+            "settings",
             "threads",
             "folder",
         ],

@@ -34,6 +34,10 @@ class Stage:
 
 
 SHARED_ARGUMENTS: dict[str, Any] = {
+    "settings": (
+        "--settings",
+        {"required": True, "help": "the job's settings as JSON (see iusynth.jobs)"},
+    ),
     "subject-dir": (
         "--subject-dir",
         {"required": True, "type": Path, "help": "the subject's folder"},
@@ -42,10 +46,6 @@ SHARED_ARGUMENTS: dict[str, Any] = {
     "preprocessed-dir": (
         "--preprocessed-dir",
         {"required": True, "type": Path, "help": "preprocessed subject"},
-    ),
-    "preprocessing": (
-        "--settings",
-        {"required": True, "help": "the 'preprocessing' config section as JSON"},
     ),
     "alignment": (
         "--alignment",
@@ -61,10 +61,6 @@ SHARED_ARGUMENTS: dict[str, Any] = {
     "png": ("--output", {"required": True, "type": Path, "help": "PNG to write"}),
     "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),
     "folder": ("--output", {"required": True, "type": Path, "help": "folder to write"}),
-    "evaluation": (
-        "--settings",
-        {"required": True, "help": "the 'evaluation' config section as JSON"},
-    ),
     "splits": ("--splits", {"required": True, "type": Path, "help": "splits.json"}),
     "cohort-slices": (
         "--slices",
@@ -75,10 +71,6 @@ SHARED_ARGUMENTS: dict[str, Any] = {
         {"required": True, "type": Path, "help": "checkpoint to resume"},
     ),
     "losses": ("--losses", {"required": True, "type": Path, "help": "loss curves CSV"}),
-    "segmentation": (
-        "--settings",
-        {"required": True, "help": "the 'segmentation' config section as JSON"},
-    ),
     "nnunet-data": (
         "--data",
         {"required": True, "type": Path, "help": "the method's nnU-Net raw + preprocessed"},

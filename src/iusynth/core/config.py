@@ -170,9 +170,7 @@ def _check_downstream(config: dict[str, Any]) -> None:
         )
     default = config["models"]["architecture"].get("modalities", list(modalities.MODALITIES))
     model_modalities = (variants[name] or {}).get("architecture", {}).get("modalities", default)
-    missing = [
-        m for m in ["US", *section["experiment"]["sequences"]] if m not in model_modalities
-    ]
+    missing = [m for m in ["US", *section["experiment"]["sequences"]] if m not in model_modalities]
     if missing:
         raise ConfigError(
             f"config key '{key}': variant {name!r} does not model {missing}; choose a variant "

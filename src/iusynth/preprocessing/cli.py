@@ -6,19 +6,11 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
-
-
-def _registration_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """The preprocessing config section and reg_aladin options from the command line."""
-    from iusynth.preprocessing.registration import RegistrationOptions
-
-    settings = json.loads(args.settings)
-    return settings, RegistrationOptions.from_config(settings["registration"], threads=args.threads)
 
 
 def _qc_subject(args: argparse.Namespace) -> None:
@@ -33,15 +25,16 @@ def _align_mr(args: argparse.Namespace) -> None:
     """Align a subject's MR sequences to its reference sequence."""
     from iusynth.core.fileio import write_json
     from iusynth.preprocessing.registration import align_subject_sequences
+    from iusynth.preprocessing.settings import RegistrationSettings
 
-    settings, options = _registration_options(args)
-    if not settings["align_mr_sequences"]:
+    settings = from_json(RegistrationSettings, args.settings, threads=args.threads)
+    if not settings.align_mr_sequences:
         log.info("MR -> MR alignment is switched off: identity transforms")
     record = align_subject_sequences(
         args.subject_dir,
         args.subject,
-        settings["reference_order"],
-        options if settings["align_mr_sequences"] else None,
+        list(settings.reference_order),
+        settings.registration if settings.align_mr_sequences else None,
     )
     write_json(args.output, record)
     log.info(
@@ -57,11 +50,16 @@ def _register_us(args: argparse.Namespace) -> None:
     from iusynth.core.fileio import write_json
     from iusynth.preprocessing.pipeline import read_alignment_record
     from iusynth.preprocessing.registration import register_subject
+    from iusynth.preprocessing.settings import RegistrationSettings
 
-    settings, options = _registration_options(args)
+    settings = from_json(RegistrationSettings, args.settings, threads=args.threads)
     _, alignment = read_alignment_record(args.alignment, args.subject)
     record = register_subject(
-        args.subject_dir, args.subject, settings["reference_order"], options, alignment
+        args.subject_dir,
+        args.subject,
+        list(settings.reference_order),
+        settings.registration,
+        alignment,
     )
     write_json(args.output, record)
     log.info(
@@ -84,13 +82,10 @@ def _preprocess(args: argparse.Namespace) -> None:
 
     from iusynth.core import layout
     from iusynth.core.fileio import atomic_directory, save_nifti, write_json
-    from iusynth.preprocessing.pipeline import (
-        PreprocessingSettings,
-        preprocess_subject,
-        read_alignment_record,
-    )
+    from iusynth.preprocessing.pipeline import preprocess_subject, read_alignment_record
+    from iusynth.preprocessing.settings import PreprocessingSettings
 
-    settings = PreprocessingSettings.from_config(json.loads(args.settings))
+    settings = from_json(PreprocessingSettings, args.settings)
     registration = json.loads(Path(args.registration).read_text())
     reference, alignment = read_alignment_record(args.alignment, args.subject)
     if registration["reference_sequence"] != reference:
@@ -149,12 +144,13 @@ def _splits(args: argparse.Namespace) -> None:
     from iusynth.core import layout
     from iusynth.core.fileio import write_json
     from iusynth.core.splits import make_splits
+    from iusynth.preprocessing.settings import SplitSettings
 
-    settings = json.loads(args.settings)
+    settings = from_json(SplitSettings, args.settings)
     trainval = [entry.subject for entry in layout.read_manifest(args.trainval_manifest)]
     test = [entry.subject for entry in layout.read_manifest(args.test_manifest)]
     splits = make_splits(
-        args.trainval_cohort, trainval, args.test_cohort, test, settings["folds"], settings["seed"]
+        args.trainval_cohort, trainval, args.test_cohort, test, settings.folds, settings.seed
     )
     write_json(args.output, splits)
     log.info(
@@ -201,7 +197,7 @@ STAGES = (
             "subject",
             ("--registration", {"required": True, "type": Path, "help": "register-us record"}),
             "alignment",
-            "preprocessing",
+            "settings",
             "folder",
         ],
     ),

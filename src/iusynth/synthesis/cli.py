@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
 
@@ -16,7 +17,8 @@ def _synthesise(args: argparse.Namespace) -> None:
     """Synthesise one subject with one method over the temperature sweep."""
     import torch
 
-    from iusynth.synthesis.synthesizers import SweepSettings, load_synthesizer, synthesise_subject
+    from iusynth.synthesis.settings import SweepSettings
+    from iusynth.synthesis.synthesizers import load_synthesizer, synthesise_subject
 
     torch.set_num_threads(args.threads)
     subject = args.slices.name
@@ -26,13 +28,9 @@ def _synthesise(args: argparse.Namespace) -> None:
             f"{subject} trains the models of fold {args.fold} in {args.splits}, so it cannot be "
             "evaluated; splits.json is out of date: re-run the make_splits rule"
         )
-    section = json.loads(args.settings)
-    if args.method not in section["sweep_methods"]:
-        section["temperatures"] = [section["table_temperature"]]
-    synthesizer = load_synthesizer(args.models, section.get("device", "auto"))
-    records = synthesise_subject(
-        synthesizer, args.slices, SweepSettings.from_config(section), args.output
-    )
+    settings = from_json(SweepSettings, args.settings)
+    synthesizer = load_synthesizer(args.models, settings.device)
+    records = synthesise_subject(synthesizer, args.slices, settings, args.output)
     log.info("%s: %d synthesised volumes", args.method, len(records))
 
 
@@ -47,7 +45,7 @@ STAGES = (
             ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
             "splits",
             ("--fold", {"type": int, "default": 0, "help": "fold the models trained on"}),
-            "evaluation",
+            "settings",
             "threads",
             "folder",
         ],

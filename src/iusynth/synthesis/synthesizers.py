@@ -21,20 +21,20 @@ GAN baselines have no temperature: their files end in ``_tau-none``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from iusynth.core.directions import canonical_subset, subset_name, temperature_tag
+from iusynth.core.directions import subset_name, temperature_tag
 from iusynth.core.fileio import atomic_directory, save_nifti, write_json
 from iusynth.core.modalities import MODALITIES
 from iusynth.evaluation.metrics import to_display
 from iusynth.model.network import MMHVAE
 from iusynth.model.translator import UNetTranslator, translator_inputs
 from iusynth.preprocessing.slices import SliceStack, load_slices
+from iusynth.synthesis.settings import SweepSettings
 from iusynth.training.baselines import load_translator
 from iusynth.training.mmhvae import load_model
 
@@ -172,30 +172,6 @@ def synthesise_stack(
             for target, output in outputs.items():
                 result[target][sample, start : start + len(chosen)] = to_display(output)
     return result
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """What to synthesise per subject (the config's ``evaluation`` section)."""
-
-    subsets: tuple[tuple[str, ...], ...]
-    temperatures: tuple[float, ...]
-    samples: int
-    slice_step: int = 1
-    batch_slices: int = 16
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> SweepSettings:
-        """From the ``evaluation`` section of the config."""
-        return cls(
-            subsets=tuple(canonical_subset(s) for s in section["subsets"]),
-            temperatures=tuple(float(t) for t in section["temperatures"]),
-            samples=int(section["samples"]),
-            slice_step=int(section.get("slice_step", 1)),
-            batch_slices=int(section.get("batch_slices", 16)),
-            seed=int(section.get("seed", 0)),
-        )
 
 
 def synthesise_subject(

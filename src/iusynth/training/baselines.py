@@ -23,6 +23,7 @@ import torch
 
 from iusynth.core.fileio import atomic_path
 from iusynth.core.modalities import MODALITIES
+from iusynth.core.settings import build
 from iusynth.model.discriminator import (
     PatchDiscriminator,
     lsgan_discriminator_loss,
@@ -282,7 +283,7 @@ def load_translator(path: Path, device: str = "auto") -> UNetTranslator:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "translator_config" not in state:
         raise ValueError(f"{path} is not a GAN baseline's model.pt (no translator_config)")
-    config = TranslatorConfig.from_config(state["translator_config"])
+    config = build(TranslatorConfig, state["translator_config"], str(path))
     model = UNetTranslator(config)
     model.load_state_dict(state["model"])
     return model.to(select_device(device)).eval()

@@ -9,25 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import build, from_json
 
 log = logging.getLogger("iusynth")
 
 
-def _install_pretrained(args: argparse.Namespace, value: Any, key: str) -> None:
-    """Convert and verify the authors' checkpoint named by ``value`` into ``args.output``."""
+def _install_pretrained(args: argparse.Namespace, source: Any, key: str) -> None:
+    """Convert and verify the authors' checkpoint ``source`` into ``args.output``."""
     from iusynth.cohorts.datasets.download import RetryPolicy
     from iusynth.model.network import parameter_counts
     from iusynth.training.pretrained import install_pretrained
 
-    model = install_pretrained(
-        value,
-        key,
-        None if args.slice_size is None else tuple(args.slice_size),
-        args.cache,
-        RetryPolicy.from_config(json.loads(args.download)) if args.download else RetryPolicy(),
-        args.output,
-        args.losses,
-    )
+    if args.download is None:
+        raise ValueError(f"{key}: --download (the download settings) is needed")
+    policy = from_json(RetryPolicy, args.download)
+    model = install_pretrained(source, key, args.cache, policy, args.output, args.losses)
     log.info(
         "%s: %s parameters, modalities %s, %d x %d slices",
         key,
@@ -39,27 +35,33 @@ def _install_pretrained(args: argparse.Namespace, value: Any, key: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    """Train one model variant on a fold of the paired cohort (or convert its checkpoint)."""
+    """Train one model variant on a fold of the paired cohort (or convert its checkpoint).
+
+    ``--settings``: :class:`VariantSettings`, or :class:`PretrainedSettings` under the key
+    ``pretrained`` for a variant that uses the authors' weights.
+    """
     import torch
 
     from iusynth.model.network import parameter_counts
-    from iusynth.training.mmhvae import fold_stacks, train, variant_configs
+    from iusynth.training.mmhvae import fold_stacks, train
+    from iusynth.training.settings import PretrainedSettings, VariantSettings
 
     torch.set_num_threads(args.threads)
-    section = json.loads(args.settings)
-    pretrained = (section["variants"][args.variant] or {}).get("pretrained")
-    if pretrained is not None:
-        _install_pretrained(args, pretrained, f"models.variants.{args.variant}.pretrained")
+    given = json.loads(args.settings)
+    if "pretrained" in given:
+        source = build(PretrainedSettings, given["pretrained"], "--settings")
+        _install_pretrained(args, source, f"models.variants.{args.variant}.pretrained")
         return
     if args.splits is None or args.slices is None:
         raise ValueError(f"variant {args.variant} trains: --splits and --slices are needed")
-    model_config, training = variant_configs(section, args.variant)
+    settings = from_json(VariantSettings, args.settings)
+    model_config, training = settings.model, settings.training
     splits = json.loads(args.splits.read_text())
     train_stacks, val_stacks = fold_stacks(
         splits,
-        section["fold"],
+        settings.fold,
         args.slices,
-        model_config,
+        model_config.modalities,
         complete_only=training.complete_pairs or training.subsets == "all",
     )
     log.info(
@@ -81,13 +83,18 @@ def _train(args: argparse.Namespace) -> None:
 
 def _convert_pretrained(args: argparse.Namespace) -> None:
     """Convert the authors' checkpoint (file or URL) into a workflow model.pt."""
-    value: Any = args.checkpoint
-    if args.sha256 is not None:
-        value = {("url" if "://" in args.checkpoint else "path"): args.checkpoint}
-        value["sha256"] = args.sha256
-    elif "://" in args.checkpoint:
+    from iusynth.training.settings import PretrainedSettings
+
+    url = "://" in args.checkpoint
+    if url and args.sha256 is None:
         raise ValueError(f"{args.checkpoint}: a URL needs --sha256 (the file's SHA-256)")
-    _install_pretrained(args, value, "--checkpoint")
+    source = PretrainedSettings(
+        path=None if url else args.checkpoint,
+        url=args.checkpoint if url else None,
+        sha256=args.sha256,
+        slice_size=None if args.slice_size is None else tuple(args.slice_size),
+    )
+    _install_pretrained(args, source, "--checkpoint")
 
 
 def _train_baseline(args: argparse.Namespace) -> None:
@@ -95,36 +102,33 @@ def _train_baseline(args: argparse.Namespace) -> None:
     import torch
 
     from iusynth.core.modalities import MODALITIES
-    from iusynth.model.network import ModelConfig
-    from iusynth.model.translator import TranslatorConfig
-    from iusynth.synthesis.synthesizers import canonical_subset
-    from iusynth.training.baselines import TranslatorTraining, train_translator
+    from iusynth.training.baselines import train_translator
     from iusynth.training.mmhvae import fold_stacks
+    from iusynth.training.settings import BaselineSettings
 
     torch.set_num_threads(args.threads)
-    section = json.loads(args.settings)
-    if args.kind == "pix2pix":
-        inputs_name, _, target = args.direction.partition("-to-")
-        inputs, targets = canonical_subset(inputs_name.split("+")), (target,)
-    else:
-        inputs, targets = MODALITIES, MODALITIES
-    config = TranslatorConfig.from_config(
-        section["architecture"],
-        kind=args.kind,
-        inputs=inputs,
-        targets=targets,
-        image_size=section["image_size"],
-    )
-    training = TranslatorTraining.from_config(section["training"])
+    settings = from_json(BaselineSettings, args.settings)
+    config = settings.translator
     splits = json.loads(args.splits.read_text())
-    everything = ModelConfig(modalities=MODALITIES)
     train_stacks, val_stacks = fold_stacks(
-        splits, args.fold, args.slices, everything, complete_only=False
+        splits, settings.fold, args.slices, MODALITIES, complete_only=False
     )
     trainer = train_translator(
-        config, training, train_stacks, val_stacks, args.output, args.checkpoint, args.losses
+        config,
+        settings.training,
+        train_stacks,
+        val_stacks,
+        args.output,
+        args.checkpoint,
+        args.losses,
     )
-    log.info("trained %s %s for %d epochs", args.kind, args.direction, trainer.epoch)
+    log.info(
+        "trained %s %s -> %s for %d epochs",
+        config.kind,
+        "+".join(config.inputs),
+        "+".join(config.targets),
+        trainer.epoch,
+    )
 
 
 STAGES = (
@@ -135,7 +139,7 @@ STAGES = (
         _train,
         [
             ("--variant", {"required": True, "help": "name under models.variants"}),
-            ("--settings", {"required": True, "help": "the 'models' config section as JSON"}),
+            "settings",
             ("--splits", {"type": Path, "default": None, "help": "splits.json (training)"}),
             ("--slices", {"type": Path, "default": None, "help": "slice stacks (training)"}),
             ("--checkpoint", {"type": Path, "default": None, "help": "checkpoint to resume"}),
@@ -162,10 +166,7 @@ STAGES = (
         "train one GAN baseline network (Pix2Pix for one direction, or MM-GAN)",
         _train_baseline,
         [
-            ("--kind", {"required": True, "choices": ["pix2pix", "mmgan"]}),
-            ("--direction", {"required": True, "help": "e.g. T2-to-US (MM-GAN: any)"}),
-            ("--settings", {"required": True, "help": "the 'baselines' config section as JSON"}),
-            ("--fold", {"type": int, "default": 0, "help": "fold of splits.json"}),
+            "settings",
             "splits",
             "cohort-slices",
             "threads",

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from iusynth.core.fileio import atomic_path
+from iusynth.core.settings import ConfigError, build
 from iusynth.model.discriminator import (
     PatchDiscriminator,
     lsgan_generator_loss,
@@ -532,21 +533,16 @@ def train(
 def load_model(path: Path, device: str = "auto") -> MMHVAE:
     """A trained generator from a ``model.pt`` written by :func:`train`, in eval mode."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    config = dict(state["model_config"])
-    config["modalities"] = tuple(config["modalities"])
-    model = MMHVAE(ModelConfig(**config))
+    try:
+        config = build(ModelConfig, state["model_config"], str(path))
+    except ConfigError as error:
+        raise ValueError(
+            f"{path} was written by another version of iusynth ({error}); delete it and rerun "
+            "train_model"
+        ) from None
+    model = MMHVAE(config)
     model.load_state_dict(state["model"])
     return model.to(select_device(device)).eval()
-
-
-def variant_configs(section: dict[str, Any], variant: str) -> tuple[ModelConfig, TrainingConfig]:
-    """The model and training configs of one variant: the shared ones, then its overrides."""
-    if variant not in section["variants"]:
-        raise ValueError(f"models: no variant {variant!r}; known: {sorted(section['variants'])}")
-    overrides = section["variants"][variant] or {}
-    architecture = {**section["architecture"], **overrides.get("architecture", {})}
-    training = {**section["training"], **overrides.get("training", {})}
-    return ModelConfig.from_config(architecture), TrainingConfig.from_config(training)
 
 
 def _has_all(stack: SliceStack, modalities: tuple[str, ...]) -> bool:
@@ -559,7 +555,7 @@ def fold_stacks(
     splits: dict[str, Any],
     fold: int,
     slices_root: Path,
-    model_config: ModelConfig,
+    modalities: tuple[str, ...],
     complete_only: bool,
 ) -> tuple[list[SliceStack], list[SliceStack]]:
     """Training and validation slice stacks of one fold (complete pairs only if asked)."""
@@ -573,7 +569,7 @@ def fold_stacks(
             if (Path(slices_root) / s / "meta.json").is_file()
         ]
         if complete_only:
-            stacks = [stack for stack in stacks if _has_all(stack, model_config.modalities)]
+            stacks = [stack for stack in stacks if _has_all(stack, modalities)]
         return stacks
 
     part = splits["folds"][fold]

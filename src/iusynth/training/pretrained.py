@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from iusynth.core.fileio import atomic_path
 from iusynth.model.authors import load_authors_checkpoint
 from iusynth.model.network import MMHVAE
 from iusynth.training.mmhvae import LOSS_COLUMNS, write_history
+from iusynth.training.settings import PretrainedSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +37,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class PretrainedSource:
-    """Where a pretrained checkpoint comes from, and the digest it must have."""
-
-    path: str | None = None
-    url: str | None = None
-    sha256: str | None = None
-
-    @classmethod
-    def from_config(cls, value: str | dict[str, str]) -> PretrainedSource:
-        """From the config: a path, or {path or url, sha256}."""
-        if isinstance(value, str):
-            return cls(path=value)
-        return cls(value.get("path"), value.get("url"), value.get("sha256"))
-
-    def local_file(self, cache: Path) -> Path:
-        """The file the checkpoint is read from (a URL's lands in ``cache``)."""
-        if self.path is not None:
-            return Path(self.path)
-        return Path(cache) / f"{self.sha256}.pth"
-
-
-def resolve(source: PretrainedSource, key: str, cache: Path, policy: RetryPolicy) -> Path:
+def resolve(source: PretrainedSettings, key: str, cache: Path, policy: RetryPolicy) -> Path:
     """A verified local copy of the checkpoint (downloaded once, when it is a URL)."""
     target = source.local_file(cache)
     if source.url is not None:
@@ -90,9 +69,8 @@ def resolve(source: PretrainedSource, key: str, cache: Path, policy: RetryPolicy
 
 
 def install_pretrained(
-    value: str | dict[str, str],
+    source: PretrainedSettings,
     key: str,
-    slice_size: tuple[int, int] | None,
     cache: Path,
     policy: RetryPolicy,
     output: Path,
@@ -100,12 +78,12 @@ def install_pretrained(
 ) -> MMHVAE:
     """Convert the configured checkpoint into ``output`` (a ``model.pt``); write no epochs.
 
-    ``slice_size``: the slices the workflow feeds the model (None: not checked).
+    ``source.slice_size``: the slices the workflow feeds the model (None: not checked).
     """
-    source = PretrainedSource.from_config(value)
     path = resolve(source, key, cache, policy)
     model = load_authors_checkpoint(path)
     size = model.config.image_size
+    slice_size = source.slice_size
     if slice_size is not None and tuple(slice_size) != (size, size):
         raise ValueError(
             f"config key '{key}': {path} holds a model of {size} x {size} slices, but "

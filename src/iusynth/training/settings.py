@@ -7,6 +7,9 @@ authors' do), :class:`TranslatorTraining` the GAN baselines' (``baselines.traini
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from iusynth.model.config import ModelConfig, TranslatorConfig
 
 SUBSET_MODES = ("all", "mixture", "unimodal")
 
@@ -83,3 +86,42 @@ class TranslatorTraining:
     checkpoint_every: int
     seed: int
     device: str
+
+
+@dataclass(frozen=True)
+class VariantSettings:
+    """One model variant's training job: its fold, architecture and optimisation."""
+
+    fold: int  # models.fold
+    model: ModelConfig
+    training: TrainingConfig
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """One GAN baseline network's training job: its fold, U-Net and optimisation."""
+
+    fold: int  # models.fold
+    translator: TranslatorConfig
+    training: TranslatorTraining
+
+
+@dataclass(frozen=True)
+class PretrainedSettings:
+    """The authors' checkpoint a variant converts instead of training.
+
+    From ``models.variants.<name>.pretrained``: a ``path``, or a ``url``, with the file's
+    ``sha256`` (required with a URL); ``slice_size`` is the workflow's slices (None: not
+    checked).
+    """
+
+    path: str | None
+    url: str | None
+    sha256: str | None
+    slice_size: tuple[int, int] | None
+
+    def local_file(self, cache: Path) -> Path:
+        """The file the checkpoint is read from (a URL's lands in ``cache``)."""
+        if self.path is not None:
+            return Path(self.path)
+        return Path(cache) / f"{self.sha256}.pth"

@@ -52,22 +52,14 @@ class CorruptDownload(ValueError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: attempts per file, first backoff (doubled each time), timeouts."""
+    """How hard to try (``download``): attempts per file, first backoff (doubled each
+    time), timeouts.
+    """
 
-    attempts: int = 5
-    backoff_s: float = 2.0
-    connect_timeout_s: float = 30.0
-    read_timeout_s: float = 300.0
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> RetryPolicy:
-        """Build a policy from the ``download`` config section."""
-        return cls(
-            attempts=int(section["attempts"]),
-            backoff_s=float(section["backoff_s"]),
-            connect_timeout_s=float(section["connect_timeout_s"]),
-            read_timeout_s=float(section["read_timeout_s"]),
-        )
+    attempts: int
+    backoff_s: float
+    connect_timeout_s: float
+    read_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -161,7 +153,7 @@ def fetch(
     destination: Path,
     *,
     session: requests.Session | None = None,
-    policy: RetryPolicy | None = None,
+    policy: RetryPolicy,
     params: dict[str, str] | None = None,
     expected_size: int | None = None,
     expected_md5: str | None = None,
@@ -175,7 +167,6 @@ def fetch(
     passed; the temporary file is removed on every failure.
     """
     session = session or new_session()
-    policy = policy or RetryPolicy()
     destination = Path(destination)
     description = description or destination.name
     last_problem = "no attempt made"
@@ -236,12 +227,11 @@ def fetch_text(
     url: str,
     *,
     session: requests.Session | None = None,
-    policy: RetryPolicy | None = None,
+    policy: RetryPolicy,
     params: dict[str, str] | None = None,
 ) -> str:
     """GET a small text resource (JSON listing, checksum sidecar) with the same retries."""
     session = session or new_session()
-    policy = policy or RetryPolicy()
     last_problem = "no attempt made"
     for attempt in range(1, policy.attempts + 1):
         try:

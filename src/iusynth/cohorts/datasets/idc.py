@@ -429,7 +429,7 @@ def download_series(
     ledger: Ledger,
     *,
     endpoint: str = DEFAULT_ENDPOINT,
-    policy: RetryPolicy | None = None,
+    policy: RetryPolicy,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Download and verify one series into ``raw_dir/<patient>/<uid>/``; record it in the ledger.
@@ -439,7 +439,6 @@ def download_series(
     ``raw_dir/<patient>/.<uid>.partial/``; the series folder is renamed into place only
     when every object the index counts is there and verified.
     """
-    policy = policy or RetryPolicy()
     raw_dir = Path(raw_dir)
     folder = raw_dir / series.patient / series.uid
     if ledger.verified(series.uid) is not None and folder.is_dir():

@@ -132,7 +132,7 @@ def download_series(
     ledger: Ledger,
     *,
     base_url: str = NBIA_V4,
-    policy: RetryPolicy | None = None,
+    policy: RetryPolicy,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Download, verify and extract one series into ``raw_dir/<patient>/<uid>/``.
@@ -140,7 +140,6 @@ def download_series(
     Skipped when the ledger already holds it verified. The zip is deleted once its
     content is verified; nothing half-extracted is ever left in place.
     """
-    policy = policy or RetryPolicy()
     folder = Path(raw_dir) / series.patient / series.uid
     if ledger.verified(series.uid) is not None and folder.is_dir():
         log.info("series %s (%s) already verified", series.uid, series.description)

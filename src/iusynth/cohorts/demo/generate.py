@@ -11,7 +11,7 @@ error and brain shift do); landmark pairs and tumour labels in both spaces; and 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from iusynth.cohorts.demo.anatomy import (
 )
 from iusynth.cohorts.demo.mri import synthesize_mr
 from iusynth.cohorts.demo.plan import DemoSubjectPlan
+from iusynth.cohorts.demo.settings import DemoSettings
 from iusynth.cohorts.demo.tumour import (
     brain_depth,
     brats_labels,
@@ -36,7 +37,6 @@ from iusynth.cohorts.demo.tumour import (
 )
 from iusynth.cohorts.demo.ultrasound import (
     ProbeGeometry,
-    UltrasoundSettings,
     UltrasoundVolume,
     acoustic_maps,
     place_probe,
@@ -53,42 +53,6 @@ from iusynth.core.geometry import (
     voxel_to_world,
 )
 from iusynth.core.tags import LandmarkPairs, write_tag_file
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Simulation settings shared by all demo subjects (the ``demo`` config section)."""
-
-    seed: int = 2023
-    mr_spacing_mm: float = 1.0
-    deformation_mm: float = 4.0
-    bias_strength: float = 0.12
-    noise_fraction: float = 0.02
-    landmarks_per_subject: int = 12
-    max_rotation_deg: float = 5.0
-    translation_mm: tuple[float, float] = (3.0, 8.0)
-    ultrasound: UltrasoundSettings = field(default_factory=UltrasoundSettings)
-
-    @classmethod
-    def from_config(cls, demo: dict[str, Any]) -> DemoSettings:
-        """Build settings from the validated ``demo`` config section."""
-        us = demo["ultrasound"]
-        return cls(
-            seed=int(demo["seed"]),
-            mr_spacing_mm=float(demo["mr_spacing_mm"]),
-            deformation_mm=float(demo["deformation_mm"]),
-            bias_strength=float(demo["bias_strength"]),
-            noise_fraction=float(demo["noise_fraction"]),
-            landmarks_per_subject=int(demo["landmarks_per_subject"]),
-            max_rotation_deg=float(demo["misalignment"]["max_rotation_deg"]),
-            translation_mm=tuple(float(v) for v in demo["misalignment"]["translation_mm"]),
-            ultrasound=UltrasoundSettings(
-                spacing_mm=float(us["spacing_mm"]),
-                depth_mm=float(us["depth_mm"]),
-                lateral_angle_deg=float(us["lateral_angle_deg"]),
-                elevation_angle_deg=float(us["elevation_angle_deg"]),
-            ),
-        )
 
 
 @dataclass
@@ -224,7 +188,10 @@ def _add_ultrasound(
 
     fov_centre = voxel_to_world(us.affine, (np.array(us.bmode.shape) - 1) / 2.0)[0]
     misalignment = random_misalignment(
-        rng, fov_centre, settings.max_rotation_deg, settings.translation_mm
+        rng,
+        fov_centre,
+        settings.misalignment.max_rotation_deg,
+        settings.misalignment.translation_mm,
     )
     header_affine = misalignment @ us.affine
 

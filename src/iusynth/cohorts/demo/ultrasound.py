@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from iusynth.cohorts.demo.settings import UltrasoundSettings
 from iusynth.core.geometry import rotation_matrix, unit, world_to_voxel
 
 # Scatter strength (arbitrary units) and attenuation (dB/mm, one way) per tissue. Bone and
@@ -87,20 +88,6 @@ class ProbeGeometry:
             "lateral_half_angle_deg": float(np.degrees(self.lateral_half_angle)),
             "elevation_half_angle_deg": float(np.degrees(self.elevation_half_angle)),
         }
-
-
-@dataclass(frozen=True)
-class UltrasoundSettings:
-    """Acquisition settings of the simulated probe and scanner."""
-
-    spacing_mm: float = 0.5
-    depth_mm: float = 60.0
-    lateral_angle_deg: float = 35.0
-    elevation_angle_deg: float = 25.0
-    psf_sigma_mm: tuple[float, float, float] = (0.3, 0.6, 0.8)  # axial, lateral, elevation
-    tgc_db_per_mm: float = 0.5  # round-trip gain compensation
-    dynamic_range_db: float = 45.0
-    compounding_sigma: float = 0.8  # smoothing (polar samples) of the 3D reconstruction
 
 
 @dataclass

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
 
@@ -17,14 +17,11 @@ def _synthesise_mr(args: argparse.Namespace) -> None:
     import torch
 
     from iusynth.core.fileio import atomic_directory
-    from iusynth.experiments.registration_tre.experiment import (
-        ExperimentSettings,
-        synthesise_volumes,
-    )
+    from iusynth.experiments.registration_tre.experiment import synthesise_volumes
+    from iusynth.experiments.registration_tre.settings import MrSynthesisSettings
 
     torch.set_num_threads(args.threads)
-    section = json.loads(args.settings)
-    settings = ExperimentSettings.from_config(section["experiment"])
+    settings = from_json(MrSynthesisSettings, args.settings)
     subject = args.slices.name
     with atomic_directory(args.output) as folder:
         synthesise_volumes(
@@ -32,7 +29,7 @@ def _synthesise_mr(args: argparse.Namespace) -> None:
             args.slices,
             {sequence: folder / f"{subject}_{sequence}.nii.gz" for sequence in settings.sequences},
             settings.temperature,
-            device=section["device"],
+            device=settings.device,
         )
     log.info("%s: synthesised %s from iUS", subject, list(settings.sequences))
 
@@ -43,15 +40,10 @@ def _registration_experiment(args: argparse.Namespace) -> None:
 
     from iusynth.core import layout
     from iusynth.evaluation.evaluate import write_csv
-    from iusynth.experiments.registration_tre.experiment import (
-        CASE_COLUMNS,
-        ExperimentSettings,
-        run_subject,
-    )
+    from iusynth.experiments.registration_tre.experiment import CASE_COLUMNS, run_subject
+    from iusynth.experiments.registration_tre.settings import ExperimentSettings
 
-    settings = ExperimentSettings.from_config(
-        json.loads(args.settings)["experiment"], threads=args.threads
-    )
+    settings = from_json(ExperimentSettings, args.settings, threads=args.threads)
     if not layout.subject_file(args.subject_dir, args.subject, "landmarks").is_file():
         log.warning("%s has no landmarks: no TRE to measure, no rows", args.subject)
         write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)
@@ -93,7 +85,7 @@ STAGES = (
         [
             ("--model", {"required": True, "type": Path, "help": "MMHVAE model.pt"}),
             ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
-            ("--settings", {"required": True, "help": "the 'registration' config section"}),
+            "settings",
             "threads",
             "folder",
         ],
@@ -107,7 +99,7 @@ STAGES = (
             "subject",
             "alignment",
             ("--synthetic", {"required": True, "type": Path, "help": "synthesise-mr folder"}),
-            ("--settings", {"required": True, "help": "the 'registration' config section"}),
+            "settings",
             "threads",
             ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
         ],

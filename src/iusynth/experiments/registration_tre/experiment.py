@@ -48,6 +48,7 @@ from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_path, save_nifti
 from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix, unit
 from iusynth.core.tags import read_tag_file
+from iusynth.experiments.registration_tre.settings import METHODS, ExperimentSettings
 from iusynth.preprocessing.pipeline import (
     Grid,
     check_header,
@@ -57,34 +58,11 @@ from iusynth.preprocessing.pipeline import (
     ultrasound_fov,
 )
 from iusynth.preprocessing.registration import (
-    RegistrationOptions,
     reg_aladin,
     sector_mask,
 )
 
-METHODS: tuple[str, ...] = ("direct", "synthesis")
 MIN_LANDMARKS = 3
-SETTINGS_KEYS = frozenset(
-    (
-        "bins_mm",
-        "per_bin",
-        "max_rotation_deg",
-        "seed",
-        "temperature",
-        "sequences",
-        "methods",
-        "registration",
-    )
-)
-REGISTRATION_KEYS = frozenset(
-    (
-        "levels",
-        "levels_performed",
-        "reference_smoothing_mm",
-        "synthesis_smoothing_mm",
-        "mask_erosion_mm",
-    )
-)
 CASE_COLUMNS: tuple[str, ...] = (
     "subject",
     "sequence",
@@ -103,112 +81,6 @@ CASE_COLUMNS: tuple[str, ...] = (
     "landmarks",
     "seconds",
 )
-
-
-@dataclass(frozen=True)
-class ExperimentSettings:
-    """The registration experiment's settings (its config section; see :meth:`from_config`)."""
-
-    bins_mm: tuple[float, ...] = (0.0, 4.0, 8.0, 12.0, 16.0)
-    per_bin: int = 3
-    max_rotation_deg: float = 10.0
-    seed: int = 0
-    temperature: float = 0.0
-    sequences: tuple[str, ...] = modalities.MR_SEQUENCES
-    methods: tuple[str, ...] = METHODS
-    levels: int = 3
-    levels_performed: int | None = None
-    reference_smoothing_mm: float = 2.0
-    synthesis_smoothing_mm: float = 0.0
-    mask_erosion_mm: float = 3.0
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        edges = np.asarray(self.bins_mm, dtype=float)
-        if edges.size < 2 or edges[0] < 0 or np.any(np.diff(edges) <= 0):
-            raise ValueError(
-                f"bins_mm {list(self.bins_mm)}: expected at least two increasing, non-negative "
-                "edges in mm, e.g. [0, 4, 8, 12, 16]"
-            )
-        if self.per_bin < 1:
-            raise ValueError(f"per_bin must be at least 1, not {self.per_bin}")
-        if not 0 <= self.max_rotation_deg < 180:
-            raise ValueError(f"max_rotation_deg must be in [0, 180), not {self.max_rotation_deg}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, not {self.temperature}")
-        unknown = [s for s in self.sequences if s not in modalities.MR_SEQUENCES]
-        if unknown or not self.sequences:
-            raise ValueError(
-                f"sequences {list(self.sequences)}: expected a non-empty subset of "
-                f"{list(modalities.MR_SEQUENCES)}"
-            )
-        if not self.methods or any(m not in METHODS for m in self.methods):
-            raise ValueError(
-                f"methods {list(self.methods)}: expected a non-empty subset of {list(METHODS)}"
-            )
-        performed = self.levels_performed
-        if self.levels < 1 or (performed is not None and not 1 <= performed <= self.levels):
-            raise ValueError(
-                f"registration levels {self.levels} / levels_performed {performed}: expected "
-                "levels >= 1 and 1 <= levels_performed <= levels"
-            )
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any], threads: int = 1) -> ExperimentSettings:
-        """Build settings from the config section; absent keys keep their defaults.
-
-        Top-level keys: ``bins_mm``, ``per_bin``, ``max_rotation_deg``, ``seed``,
-        ``temperature``, ``sequences``, ``methods``; ``registration`` holds ``levels``,
-        ``levels_performed``, ``reference_smoothing_mm``, ``synthesis_smoothing_mm`` and
-        ``mask_erosion_mm``. Unknown keys are refused (a typo would silently keep a default).
-        """
-        registration = section.get("registration") or {}
-        unknown = sorted(set(section) - SETTINGS_KEYS) + sorted(
-            f"registration.{key}" for key in set(registration) - REGISTRATION_KEYS
-        )
-        if unknown:
-            raise ValueError(f"registration experiment settings: unknown keys {unknown}")
-        defaults = cls()
-        performed = registration.get("levels_performed", defaults.levels_performed)
-        return cls(
-            bins_mm=tuple(float(v) for v in section.get("bins_mm", defaults.bins_mm)),
-            per_bin=int(section.get("per_bin", defaults.per_bin)),
-            max_rotation_deg=float(section.get("max_rotation_deg", defaults.max_rotation_deg)),
-            seed=int(section.get("seed", defaults.seed)),
-            temperature=float(section.get("temperature", defaults.temperature)),
-            sequences=tuple(section.get("sequences", defaults.sequences)),
-            methods=tuple(section.get("methods", defaults.methods)),
-            levels=int(registration.get("levels", defaults.levels)),
-            levels_performed=None if performed is None else int(performed),
-            reference_smoothing_mm=float(
-                registration.get("reference_smoothing_mm", defaults.reference_smoothing_mm)
-            ),
-            synthesis_smoothing_mm=float(
-                registration.get("synthesis_smoothing_mm", defaults.synthesis_smoothing_mm)
-            ),
-            mask_erosion_mm=float(registration.get("mask_erosion_mm", defaults.mask_erosion_mm)),
-            threads=threads,
-        )
-
-    @property
-    def bins(self) -> list[tuple[float, float]]:
-        """The displacement bins as ``[low, high)`` pairs in mm."""
-        return list(zip(self.bins_mm[:-1], self.bins_mm[1:], strict=True))
-
-    def options(self, method: str) -> RegistrationOptions:
-        """The ``reg_aladin`` options of one method (rigid, non-symmetric, masked reference)."""
-        smoothing = (
-            self.reference_smoothing_mm if method == "direct" else self.synthesis_smoothing_mm
-        )
-        return RegistrationOptions(
-            transform="rigid",
-            symmetric=False,
-            levels=self.levels,
-            levels_performed=self.levels_performed,
-            reference_smoothing_mm=smoothing,
-            mask_erosion_mm=self.mask_erosion_mm,
-            threads=self.threads,
-        )
 
 
 @dataclass(frozen=True)
@@ -516,7 +388,7 @@ def run_subject(
         references: dict[tuple[str, str], tuple[Path, Path]] = {}
         if "direct" in settings.methods:
             mask_path = Path(workdir) / "us_sector_mask.nii.gz"
-            mask = sector_mask(us_image, us_path, settings.mask_erosion_mm)
+            mask = sector_mask(us_image, us_path, settings.registration.mask_erosion_mm)
             save_nifti(mask_path, mask.astype(np.uint8), us_image.affine)
             references |= {(s, "direct"): (us_path, mask_path) for s in sequences}
         if "synthesis" in settings.methods:
@@ -527,7 +399,11 @@ def run_subject(
                 grid = (tuple(volume.shape), np.asarray(volume.affine).tobytes())
                 if grid not in masks:
                     mask = fov_mask_in_grid(
-                        us_image, us_path, volume.affine, volume.shape, settings.mask_erosion_mm
+                        us_image,
+                        us_path,
+                        volume.affine,
+                        volume.shape,
+                        settings.registration.mask_erosion_mm,
                     )
                     masks[grid] = Path(workdir) / f"synthetic_mask_{len(masks)}.nii.gz"
                     save_nifti(masks[grid], mask.astype(np.uint8), volume.affine)
@@ -539,7 +415,7 @@ def run_subject(
             truth_tre = tre(truth, us_points, mr_points[sequence])
             for method in settings.methods:
                 reference_path, mask_path = references[(sequence, method)]
-                options = settings.options(method)
+                options = settings.registration.options(method)
                 for displacement in displacements:
                     start = truth @ displacement.matrix
                     result = reg_aladin(reference_path, mr_path, options, mask_path, initial=start)

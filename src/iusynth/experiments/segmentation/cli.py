@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
 
 
-def _segmentation_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
-    """The 'segmentation' section, its nnU-Net settings and the nnU-Net folders of a method."""
-    from iusynth.experiments.segmentation.nnunet import NnunetPaths, SegmentationSettings
+def _segmentation_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The job's nnU-Net settings and the nnU-Net folders of a method."""
+    from iusynth.experiments.segmentation.nnunet import NnunetPaths
+    from iusynth.experiments.segmentation.settings import NnunetSettings
 
-    section = json.loads(args.settings)
-    settings = SegmentationSettings.from_config({**section["nnunet"], "threads": args.threads})
+    settings = from_json(NnunetSettings, args.settings, threads=args.threads)
     paths = NnunetPaths(args.data / "raw", args.data / "preprocessed", args.models)
-    return section, settings, paths
+    return settings, paths
 
 
 def _virtual_sweep(args: argparse.Namespace) -> None:
     """Virtual iUS sweep planes through an MR-only subject's tumour, with MR and labels."""
-    from iusynth.experiments.segmentation.sweeps import VirtualSweepSettings, make_sweeps
+    from iusynth.experiments.segmentation.settings import VirtualSweepSettings
+    from iusynth.experiments.segmentation.sweeps import make_sweeps
 
-    settings = VirtualSweepSettings.from_config(json.loads(args.settings))
+    settings = from_json(VirtualSweepSettings, args.settings)
     meta = make_sweeps(args.subject_dir, args.subject, args.output, settings)
     log.info("%s: %d sweep planes", args.subject, len(meta["slice_indices"]))
 
@@ -39,22 +40,23 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
 
     from iusynth.core.fileio import atomic_directory, write_json
     from iusynth.core.modalities import MR_SEQUENCES
+    from iusynth.experiments.segmentation.settings import SyntheticIusSettings
     from iusynth.preprocessing.slices import load_slices
     from iusynth.synthesis.synthesizers import load_synthesizer, synthesise_stack
 
     torch.set_num_threads(args.threads)
-    section = json.loads(args.settings)
+    settings = from_json(SyntheticIusSettings, args.settings)
     sweep = load_slices(args.sweep)
     present = dict(zip(sweep.meta["modalities"], sweep.meta["present"], strict=True))
     inputs = tuple(m for m in MR_SEQUENCES if present[m])
-    synthesizer = load_synthesizer(args.models, section["device"])
+    synthesizer = load_synthesizer(args.models, settings.device)
     if "US" not in synthesizer.targets(inputs):
         raise ValueError(
             f"{args.method} cannot synthesise iUS from {'+'.join(inputs)} (the sequences of "
             f"{args.sweep}); for Pix2Pix add that direction to evaluation.directions"
         )
-    temperatures = section["temperatures"] if synthesizer.stochastic else [None]
-    torch.manual_seed(section["seed"])
+    temperatures = list(settings.temperatures) if synthesizer.stochastic else [None]
+    torch.manual_seed(settings.seed)
     positions = np.arange(sweep.images.shape[0])
     planes = [
         synthesise_stack(synthesizer, sweep, inputs, t or 0.0, 1, positions)["US"][0]
@@ -86,7 +88,7 @@ def _nnunet_prepare(args: argparse.Namespace) -> None:
         synthetic_planes,
     )
 
-    _, settings, paths = _segmentation_settings(args)
+    settings, paths = _segmentation_settings(args)
     if args.real:
         subjects = (planes_from_stack(folder, label="tumor-US") for folder in args.real)
     else:
@@ -102,7 +104,7 @@ def _nnunet_splits(args: argparse.Namespace) -> None:
     """Write the nnU-Net folds of a method's dataset, grouped by subject."""
     from iusynth.experiments.segmentation.nnunet import DATASET_ID, write_splits
 
-    _, settings, paths = _segmentation_settings(args)
+    settings, paths = _segmentation_settings(args)
     write_splits(paths, DATASET_ID, settings, args.output)
     log.info("%d folds -> %s", settings.folds, args.output)
 
@@ -111,7 +113,7 @@ def _nnunet_train(args: argparse.Namespace) -> None:
     """Train one nnU-Net fold of a method."""
     from iusynth.experiments.segmentation.nnunet import DATASET_ID, train_fold
 
-    _, settings, paths = _segmentation_settings(args)
+    settings, paths = _segmentation_settings(args)
     checkpoint = train_fold(paths, DATASET_ID, args.fold, settings, args.splits)
     log.info("fold %d -> %s", args.fold, checkpoint)
 
@@ -133,7 +135,7 @@ def _segment_real_ius(args: argparse.Namespace) -> None:
     )
     from iusynth.preprocessing.slices import load_slices
 
-    _, settings, paths = _segmentation_settings(args)
+    settings, paths = _segmentation_settings(args)
     meta = load_slices(args.slices).meta
     if "tumor-US" not in meta["labels"]:
         log.warning("%s has no iUS tumour label: nothing to score", args.slices)
@@ -152,6 +154,7 @@ def _segmentation_tables(args: argparse.Namespace) -> None:
     """Table 4 (Dice and ASSD per method and test set) beside the paper's, and its boxplot."""
     from iusynth.evaluation.evaluate import read_metric_files, write_csv
     from iusynth.experiments.segmentation.nnunet import CASE_COLUMNS
+    from iusynth.experiments.segmentation.settings import SegmentationTableSettings
     from iusynth.reporting.figures import plot_segmentation_boxplot
     from iusynth.reporting.tables import (
         read_paper_results,
@@ -161,12 +164,12 @@ def _segmentation_tables(args: argparse.Namespace) -> None:
         write_table,
     )
 
-    section = json.loads(args.settings)
+    methods = from_json(SegmentationTableSettings, args.settings).methods
     per_case = read_metric_files(args.cases, CASE_COLUMNS)
     write_csv(per_case, args.per_case)
-    table = segmentation_table(per_case, section["methods"], read_paper_results(args.paper))
+    table = segmentation_table(per_case, methods, read_paper_results(args.paper))
     write_table(table, args.table, segmentation_markdown(table), segmentation_latex(table))
-    plot_segmentation_boxplot(per_case, section["methods"], args.figure)
+    plot_segmentation_boxplot(per_case, methods, args.figure)
     log.info("Table 4 from %d cases", len(per_case))
 
 
@@ -178,7 +181,7 @@ STAGES = (
         [
             "subject-dir",
             "subject",
-            ("--settings", {"required": True, "help": "sweep settings as JSON"}),
+            "settings",
             "folder",
         ],
     ),
@@ -190,7 +193,7 @@ STAGES = (
             ("--method", {"required": True, "help": "method name (a variant, pix2pix, mmgan)"}),
             ("--models", {"required": True, "nargs": "+", "type": Path, "help": "model.pt files"}),
             ("--sweep", {"required": True, "type": Path, "help": "the subject's sweep folder"}),
-            "segmentation",
+            "settings",
             "threads",
             "folder",
         ],
@@ -204,7 +207,7 @@ STAGES = (
             ("--synthetic", {"nargs": "*", "type": Path, "default": [], "help": "folders"}),
             ("--sweeps", {"type": Path, "default": None, "help": "folder of the sweeps"}),
             ("--real", {"nargs": "*", "type": Path, "default": [], "help": "real slice stacks"}),
-            "segmentation",
+            "settings",
             "threads",
             "nnunet-data",
             "nnunet-models",
@@ -215,7 +218,7 @@ STAGES = (
         "write the nnU-Net folds of a method's dataset (grouped by subject)",
         _nnunet_splits,
         [
-            "segmentation",
+            "settings",
             "threads",
             "nnunet-data",
             "nnunet-models",
@@ -229,7 +232,7 @@ STAGES = (
         [
             ("--fold", {"required": True, "type": int, "help": "fold to train"}),
             ("--splits", {"required": True, "type": Path, "help": "nnunet-splits output"}),
-            "segmentation",
+            "settings",
             "threads",
             "nnunet-data",
             "nnunet-models",
@@ -244,7 +247,7 @@ STAGES = (
             ("--set", {"required": True, "help": "test set (the cohort's name)"}),
             ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
             ("--folds", {"required": True, "nargs": "+", "type": int, "help": "folds to ensemble"}),
-            "segmentation",
+            "settings",
             "threads",
             "nnunet-data",
             "nnunet-models",
@@ -257,7 +260,7 @@ STAGES = (
         "aggregate the segmentation scores: Table 4 and its boxplot",
         _segmentation_tables,
         [
-            "segmentation",
+            "settings",
             ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
             ("--cases", {"required": True, "nargs": "+", "type": Path, "help": "per-case CSVs"}),
             ("--per-case", {"required": True, "type": Path, "help": "all rows, CSV to write"}),

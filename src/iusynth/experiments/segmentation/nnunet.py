@@ -44,7 +44,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from scipy import ndimage
 
 from iusynth.core.fileio import atomic_directory, write_json
 from iusynth.core.splits import kfold
+from iusynth.experiments.segmentation.settings import NnunetSettings
 from iusynth.preprocessing.slices import load_slices
 from iusynth.training.mmhvae import select_device
 
@@ -80,45 +81,6 @@ CASE_COLUMNS: tuple[str, ...] = (
 # nnU-Net's SimpleITKIO gives a 2D image this spacing along its dummy first axis
 _DUMMY_AXIS_FACTOR = 999
 _CUDA = torch.device("cuda")  # nnUNetTrainer's default device
-
-
-@dataclass(frozen=True)
-class SegmentationSettings:
-    """nnU-Net training and inference settings (one config section, keys = field names)."""
-
-    folds: int = 5
-    seed: int = 0
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations_per_epoch: int = 50
-    initial_lr: float = 1e-2
-    batch_size: int | None = None  # None: as nnU-Net plans it
-    gpu_memory_target_gb: float | None = None  # None: nnU-Net's default target
-    device: str = "auto"
-    threads: int = 1
-    tile_step_size: float = 0.5
-    mirroring: bool = True
-    validate: bool = False
-
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ValueError(f"segmentation folds must be at least 2, not {self.folds}")
-        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"segmentation {name} must be at least 1, not {getattr(self, name)}"
-                )
-        if not 0 < self.tile_step_size <= 1:
-            raise ValueError(f"tile_step_size must be in (0, 1], not {self.tile_step_size}")
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> SegmentationSettings:
-        """Settings from a config section; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"unknown segmentation settings {unknown}; known: {sorted(known)}")
-        return cls(**section)
 
 
 @dataclass(frozen=True)
@@ -362,9 +324,7 @@ def export_dataset(
     return folder
 
 
-def plan_and_preprocess(
-    paths: NnunetPaths, dataset_id: int, settings: SegmentationSettings
-) -> Path:
+def plan_and_preprocess(paths: NnunetPaths, dataset_id: int, settings: NnunetSettings) -> Path:
     """Fingerprint, plan (default planner) and preprocess the ``2d`` configuration.
 
     Uses ``settings.threads`` processes. ``settings.batch_size`` (when set) replaces the
@@ -450,7 +410,7 @@ def find_dataset(paths: NnunetPaths, dataset_id: int) -> str:
 
 
 def write_splits(
-    paths: NnunetPaths, dataset_id: int, settings: SegmentationSettings, output: Path
+    paths: NnunetPaths, dataset_id: int, settings: NnunetSettings, output: Path
 ) -> Path:
     """Write the folds (:func:`grouped_splits` of the preprocessed cases) to ``output``.
 
@@ -485,7 +445,7 @@ def read_splits(path: Path, folds: int) -> list[dict[str, list[str]]]:
     return splits
 
 
-def trainer_class(settings: SegmentationSettings, splits_file: Path) -> type:
+def trainer_class(settings: NnunetSettings, splits_file: Path) -> type:
     """nnU-Net's trainer with epochs, iterations and learning rate from ``settings``.
 
     A subclass of ``nnUNetTrainer`` named ``IusynthTrainer`` (so its models live in
@@ -536,7 +496,7 @@ def train_fold(
     paths: NnunetPaths,
     dataset_id: int,
     fold: int,
-    settings: SegmentationSettings,
+    settings: NnunetSettings,
     splits_file: Path,
 ) -> Path:
     """Train one fold; returns ``<model folder>/fold_<fold>/checkpoint_final.pth``.
@@ -571,7 +531,7 @@ def train_fold(
 
 
 def load_predictor(
-    paths: NnunetPaths, dataset_id: int, folds: Sequence[int], settings: SegmentationSettings
+    paths: NnunetPaths, dataset_id: int, folds: Sequence[int], settings: NnunetSettings
 ) -> Any:
     """An ``nnUNetPredictor`` ensembling the ``checkpoint_final.pth`` of ``folds``.
 
@@ -650,7 +610,7 @@ def predict_cases(
     paths: NnunetPaths,
     dataset_id: int,
     subjects: Iterable[SubjectPlanes],
-    settings: SegmentationSettings,
+    settings: NnunetSettings,
     folds: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Ensemble prediction of ``folds`` (default: all) for each subject: {subject: masks}.

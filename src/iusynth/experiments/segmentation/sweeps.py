@@ -59,6 +59,7 @@ from scipy import ndimage
 from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_directory
 from iusynth.core.geometry import unit, voxel_to_world, world_to_voxel
+from iusynth.experiments.segmentation.settings import VirtualSweepSettings
 from iusynth.preprocessing.pipeline import check_header, normalise
 
 # Training slices' in-plane axes (grid axes 0 and 1) and stacking axis in world (RAS).
@@ -66,50 +67,6 @@ TRAINING_AXES = np.eye(3)
 BRAIN_THRESHOLD = 0.15  # of the mean of the sequences, each scaled to its head's 99th percentile
 BRAIN_OPENING = 2  # voxels of erosion / dilation cutting bridges between brain and scalp
 PARALLEL_TOLERANCE = 0.2  # |sin| below which the principal axis counts as along depth
-
-
-@dataclass(frozen=True)
-class VirtualSweepSettings:
-    """The virtual sweep's geometry, pixel grid and normalisation (config ``sweeps``)."""
-
-    max_planes: int = 64
-    plane_spacing_mm: float = 1.0
-    margin_mm: float = 5.0
-    jitter_mm: float = 2.0
-    size: tuple[int, int] = (192, 192)
-    spacing_mm: float = 0.5
-    sector_angle_deg: float = 70.0
-    depth_mm: float = 60.0
-    standoff_mm: float = 2.0
-    clip_percentile: float = 99.95
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> VirtualSweepSettings:
-        """Build settings from a config section; missing keys take the defaults."""
-        defaults = cls()
-        size = section.get("size", defaults.size)
-        settings = cls(
-            max_planes=int(section.get("max_planes", defaults.max_planes)),
-            plane_spacing_mm=float(section.get("plane_spacing_mm", defaults.plane_spacing_mm)),
-            margin_mm=float(section.get("margin_mm", defaults.margin_mm)),
-            jitter_mm=float(section.get("jitter_mm", defaults.jitter_mm)),
-            size=(int(size[0]), int(size[1])),
-            spacing_mm=float(section.get("spacing_mm", defaults.spacing_mm)),
-            sector_angle_deg=float(section.get("sector_angle_deg", defaults.sector_angle_deg)),
-            depth_mm=float(section.get("depth_mm", defaults.depth_mm)),
-            standoff_mm=float(section.get("standoff_mm", defaults.standoff_mm)),
-            clip_percentile=float(section.get("clip_percentile", defaults.clip_percentile)),
-            seed=int(section.get("seed", defaults.seed)),
-        )
-        positive = ("max_planes", "plane_spacing_mm", "spacing_mm", "depth_mm")
-        bad = [name for name in positive if getattr(settings, name) <= 0]
-        if bad or min(settings.size) <= 0 or not 0 < settings.sector_angle_deg < 180:
-            raise ValueError(
-                f"sweep settings {settings}: {bad or 'size or sector_angle_deg'} out of range "
-                "(sizes, spacings and depth must be > 0, the sector angle in (0, 180) degrees)"
-            )
-        return settings
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""What the demo simulator reads of the config (``demo``; see :mod:`iusynth.core.settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UltrasoundSettings:
+    """Acquisition settings of the simulated probe and scanner (``demo.ultrasound``)."""
+
+    spacing_mm: float
+    depth_mm: float
+    lateral_angle_deg: float
+    elevation_angle_deg: float
+    psf_sigma_mm: tuple[float, float, float]  # axial, lateral, elevation
+    tgc_db_per_mm: float  # round-trip gain compensation
+    dynamic_range_db: float
+    compounding_sigma: float  # smoothing (polar samples) of the 3D reconstruction
+
+
+@dataclass(frozen=True)
+class Misalignment:
+    """The iUS header vs the MR (``demo.misalignment``): rigid, as tracking error and shift."""
+
+    max_rotation_deg: float
+    translation_mm: tuple[float, float]  # [low, high] of the translation's length
+
+    def __post_init__(self) -> None:
+        low, high = self.translation_mm
+        if low > high:
+            raise ValueError(f"translation_mm {list(self.translation_mm)}: must be [low, high]")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Simulation settings shared by all demo subjects (``demo``)."""
+
+    seed: int
+    mr_spacing_mm: float
+    deformation_mm: float
+    bias_strength: float
+    noise_fraction: float
+    landmarks_per_subject: int
+    misalignment: Misalignment
+    ultrasound: UltrasoundSettings

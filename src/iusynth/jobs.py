@@ -1,0 +1,242 @@
+"""What each job of the workflow reads of the configuration, as typed settings.
+
+One function per kind of job builds its settings object from the (validated) config with
+:func:`iusynth.core.settings.build`; the rules pass :func:`iusynth.core.settings.to_json`
+of it as the job's ``--settings``. A job's params are therefore exactly what it reads:
+renaming a table row or changing the bootstrap count reruns the tables alone, while
+``preprocessing.slice_size`` reaches the model (its ``image_size``) and reruns training
+and everything after it. No torch is imported here: the Snakefile imports this module.
+:data:`BINDINGS` lists every builder with its class and config section (the test of the
+schema reads it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from iusynth.cohorts.datasets.download import RetryPolicy
+from iusynth.cohorts.demo.settings import DemoSettings
+from iusynth.core.settings import build, merged
+from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSettings
+from iusynth.experiments.registration_tre.settings import ExperimentSettings, MrSynthesisSettings
+from iusynth.experiments.segmentation.settings import (
+    NnunetSettings,
+    SegmentationTableSettings,
+    SyntheticIusSettings,
+    VirtualSweepSettings,
+)
+from iusynth.model.config import ModelConfig, TranslatorConfig
+from iusynth.preprocessing.settings import (
+    PreprocessingSettings,
+    RegistrationSettings,
+    SplitSettings,
+)
+from iusynth.synthesis.settings import SweepSettings
+from iusynth.training.settings import TrainingConfig, TranslatorTraining
+
+Config = Mapping[str, Any]
+
+
+def section(config: Config, key: str) -> Mapping[str, Any]:
+    """The config section at a dotted key."""
+    value: Any = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def demo(config: Config) -> DemoSettings:
+    """The simulator's settings (``demo``)."""
+    return build(DemoSettings, config["demo"], "demo")
+
+
+def download(config: Config) -> RetryPolicy:
+    """How hard downloads try (``download``)."""
+    return build(RetryPolicy, config["download"], "download")
+
+
+def registration(config: Config, threads: int = 1) -> RegistrationSettings:
+    """MR -> MR and iUS -> MR registration (``preprocessing``)."""
+    return build(RegistrationSettings, config["preprocessing"], "preprocessing", threads=threads)
+
+
+def preprocessing(config: Config) -> PreprocessingSettings:
+    """Resampling and normalisation (``preprocessing``)."""
+    return build(PreprocessingSettings, config["preprocessing"], "preprocessing")
+
+
+def splits(config: Config) -> SplitSettings:
+    """The folds (``preprocessing.splits``)."""
+    return build(SplitSettings, config["preprocessing"]["splits"], "preprocessing.splits")
+
+
+def _slice_side(config: Config) -> int:
+    return int(config["preprocessing"]["slice_size"][0])
+
+
+def _variant(config: Config, variant: str) -> Mapping[str, Any]:
+    variants = config["models"]["variants"]
+    if variant not in variants:
+        raise KeyError(f"models.variants has no {variant!r}; known: {sorted(variants)}")
+    return variants[variant] or {}
+
+
+def model(config: Config, variant: str) -> ModelConfig:
+    """A variant's architecture: ``models.architecture`` with its overrides."""
+    values = merged(config["models"]["architecture"], _variant(config, variant).get("architecture"))
+    key = f"models.variants.{variant}.architecture"
+    return build(ModelConfig, values, key, image_size=_slice_side(config))
+
+
+def training(config: Config, variant: str) -> TrainingConfig:
+    """A variant's training: ``models.training`` with its overrides."""
+    values = merged(config["models"]["training"], _variant(config, variant).get("training"))
+    return build(TrainingConfig, values, f"models.variants.{variant}.training")
+
+
+def translator(
+    config: Config, kind: str, inputs: tuple[str, ...], targets: tuple[str, ...]
+) -> TranslatorConfig:
+    """A GAN baseline's U-Net (``baselines.architecture``)."""
+    values = config["baselines"]["architecture"]
+    return build(
+        TranslatorConfig,
+        values,
+        "baselines.architecture",
+        kind=kind,
+        inputs=inputs,
+        targets=targets,
+        image_size=_slice_side(config),
+    )
+
+
+def translator_training(config: Config) -> TranslatorTraining:
+    """The GAN baselines' training (``baselines.training``)."""
+    return build(TranslatorTraining, config["baselines"]["training"], "baselines.training")
+
+
+def sweep(config: Config, method: str) -> SweepSettings:
+    """What one method synthesises per evaluation subject (``evaluation``)."""
+    section_ = config["evaluation"]
+    temperatures = (
+        section_["temperatures"]
+        if method in section_["sweep_methods"]
+        else [section_["table_temperature"]]
+    )
+    return build(SweepSettings, section_, "evaluation", temperatures=temperatures)
+
+
+def metrics(config: Config) -> MetricSettings:
+    """How synthesis is scored (``evaluation``)."""
+    return build(MetricSettings, config["evaluation"], "evaluation")
+
+
+def tables(config: Config) -> TableSettings:
+    """Tables 1 and 2 (``evaluation``)."""
+    return build(TableSettings, config["evaluation"], "evaluation")
+
+
+def figures(config: Config) -> FigureSettings:
+    """The synthesis figures (``evaluation``)."""
+    return build(FigureSettings, config["evaluation"], "evaluation")
+
+
+def registration_experiment(config: Config, threads: int = 1) -> ExperimentSettings:
+    """The registration experiment (``registration_experiment.experiment``)."""
+    key = "registration_experiment.experiment"
+    return build(ExperimentSettings, section(config, key), key, threads=threads)
+
+
+def mr_synthesis(config: Config) -> MrSynthesisSettings:
+    """The MR synthesised from iUS for the registration experiment."""
+    experiment = config["registration_experiment"]["experiment"]
+    return build(
+        MrSynthesisSettings,
+        config["registration_experiment"],
+        "registration_experiment",
+        sequences=experiment["sequences"],
+        temperature=experiment["temperature"],
+    )
+
+
+def virtual_sweep(config: Config) -> VirtualSweepSettings:
+    """The virtual sweeps (``segmentation.sweeps``), planes like the training slices."""
+    preprocessing_ = config["preprocessing"]
+    return build(
+        VirtualSweepSettings,
+        config["segmentation"]["sweeps"],
+        "segmentation.sweeps",
+        size=preprocessing_["slice_size"],
+        spacing_mm=preprocessing_["spacing_mm"],
+        clip_percentile=preprocessing_["clip_percentile"],
+    )
+
+
+def synthetic_ius(config: Config) -> SyntheticIusSettings:
+    """Synthetic iUS on the sweep planes (``segmentation``)."""
+    return build(SyntheticIusSettings, config["segmentation"], "segmentation")
+
+
+def nnunet(config: Config, threads: int = 1) -> NnunetSettings:
+    """nnU-Net (``segmentation.nnunet``)."""
+    key = "segmentation.nnunet"
+    return build(NnunetSettings, section(config, key), key, threads=threads)
+
+
+def segmentation_tables(config: Config) -> SegmentationTableSettings:
+    """Table 4 (``segmentation``)."""
+    return build(SegmentationTableSettings, config["segmentation"], "segmentation")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A builder, the settings class it makes and the config section it reads."""
+
+    build: Callable[..., Any]
+    settings: type
+    section: str
+
+
+BINDINGS = (
+    Binding(demo, DemoSettings, "demo"),
+    Binding(download, RetryPolicy, "download"),
+    Binding(registration, RegistrationSettings, "preprocessing"),
+    Binding(preprocessing, PreprocessingSettings, "preprocessing"),
+    Binding(splits, SplitSettings, "preprocessing.splits"),
+    Binding(model, ModelConfig, "models.architecture"),
+    Binding(training, TrainingConfig, "models.training"),
+    Binding(translator, TranslatorConfig, "baselines.architecture"),
+    Binding(translator_training, TranslatorTraining, "baselines.training"),
+    Binding(sweep, SweepSettings, "evaluation"),
+    Binding(metrics, MetricSettings, "evaluation"),
+    Binding(tables, TableSettings, "evaluation"),
+    Binding(figures, FigureSettings, "evaluation"),
+    Binding(registration_experiment, ExperimentSettings, "registration_experiment.experiment"),
+    Binding(mr_synthesis, MrSynthesisSettings, "registration_experiment"),
+    Binding(virtual_sweep, VirtualSweepSettings, "segmentation.sweeps"),
+    Binding(synthetic_ius, SyntheticIusSettings, "segmentation"),
+    Binding(nnunet, NnunetSettings, "segmentation.nnunet"),
+    Binding(segmentation_tables, SegmentationTableSettings, "segmentation"),
+)
+
+
+def check_all(config: Config) -> None:
+    """Build every job's settings once, so that a bad value stops the run before any job.
+
+    Raises :class:`iusynth.core.settings.ConfigError` naming the key.
+    """
+    for builder in (demo, download, registration, preprocessing, splits, translator_training):
+        builder(config)
+    for variant, overrides in config["models"]["variants"].items():
+        if (overrides or {}).get("pretrained") is None:
+            model(config, variant)
+            training(config, variant)
+    translator(config, "mmgan", ("US",), ("T2",))
+    for method in config["evaluation"]["sweep_methods"]:
+        sweep(config, method)
+    for builder in (metrics, tables, figures, registration_experiment, mr_synthesis):
+        builder(config)
+    for builder in (virtual_sweep, synthetic_ius, nnunet, segmentation_tables):
+        builder(config)
