@@ -52,8 +52,9 @@ class CorruptDownload(ValueError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try (``download``): attempts per file, first backoff (doubled each
-    time), timeouts.
+    """How hard to try (``download``).
+
+    Attempts per file, the first backoff (doubled each time) and the timeouts.
     """
 
     attempts: int
