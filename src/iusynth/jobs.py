@@ -18,6 +18,8 @@ from typing import Any
 
 from iusynth.cohorts.datasets.download import RetryPolicy
 from iusynth.cohorts.demo.settings import DemoSettings
+from iusynth.core.directions import canonical_subset
+from iusynth.core.modalities import MODALITIES
 from iusynth.core.settings import build, merged
 from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSettings
 from iusynth.experiments.registration_tre.settings import ExperimentSettings, MrSynthesisSettings
@@ -34,7 +36,13 @@ from iusynth.preprocessing.settings import (
     SplitSettings,
 )
 from iusynth.synthesis.settings import SweepSettings
-from iusynth.training.settings import TrainingConfig, TranslatorTraining
+from iusynth.training.settings import (
+    BaselineSettings,
+    PretrainedSettings,
+    TrainingConfig,
+    TranslatorTraining,
+    VariantSettings,
+)
 
 Config = Mapping[str, Any]
 
@@ -229,14 +237,48 @@ def check_all(config: Config) -> None:
     """
     for builder in (demo, download, registration, preprocessing, splits, translator_training):
         builder(config)
-    for variant, overrides in config["models"]["variants"].items():
-        if (overrides or {}).get("pretrained") is None:
-            model(config, variant)
-            training(config, variant)
-    translator(config, "mmgan", ("US",), ("T2",))
+    for name in config["models"]["variants"]:
+        if pretrained(config, name) is None:
+            variant(config, name)
+    baseline(config, "mmgan", "any")
     for method in config["evaluation"]["sweep_methods"]:
         sweep(config, method)
     for builder in (metrics, tables, figures, registration_experiment, mr_synthesis):
         builder(config)
     for builder in (virtual_sweep, synthetic_ius, nnunet, segmentation_tables):
         builder(config)
+
+
+def variant(config: Config, name: str) -> VariantSettings:
+    """A model variant's training job (``models``)."""
+    return VariantSettings(
+        fold=config["models"]["fold"], model=model(config, name), training=training(config, name)
+    )
+
+
+def pretrained(config: Config, name: str) -> PretrainedSettings | None:
+    """A pretrained variant's checkpoint (``models.variants.<name>.pretrained``), or None."""
+    value = _variant(config, name).get("pretrained")
+    if value is None:
+        return None
+    given = {"path": value} if isinstance(value, str) else dict(value)
+    return build(
+        PretrainedSettings,
+        {"path": None, "url": None, "sha256": None, **given},  # the config gives some of them
+        f"models.variants.{name}.pretrained",
+        slice_size=config["preprocessing"]["slice_size"],
+    )
+
+
+def baseline(config: Config, kind: str, direction: str) -> BaselineSettings:
+    """A GAN baseline network's training job: Pix2Pix for ``T2-to-US``, MM-GAN for ``any``."""
+    if kind == "pix2pix":
+        inputs_name, _, target = direction.partition("-to-")
+        inputs, targets = canonical_subset(inputs_name.split("+")), (target,)
+    else:
+        inputs, targets = MODALITIES, MODALITIES
+    return BaselineSettings(
+        fold=config["models"]["fold"],
+        translator=translator(config, kind, inputs, targets),
+        training=translator_training(config),
+    )

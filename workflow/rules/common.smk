@@ -21,13 +21,16 @@ from iusynth.experiments.segmentation.nnunet import (
     TRAINER_NAME,
     dataset_name,
 )
+from iusynth.core.directions import Direction
+from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
+import iusynth.jobs as jobs
 from iusynth.reporting import PAPER_RESULTS_FILE
-from iusynth.synthesis.synthesizers import Direction
 
 try:
     validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
     COHORTS = resolve_cohorts(config)
+    jobs.check_all(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 # Stated in the report's captions (added after validation; no rule reads it).
@@ -66,7 +69,7 @@ PAPER_RESULTS = str(PAPER_RESULTS_FILE)
 # are a pure function of the cohort's subjects, as in the make_splits rule) and on the
 # whole test cohort; the test cohort's subjects come first (figures use the first).
 EVALUATION = config["evaluation"]
-PIX2PIX_DIRECTIONS = [Direction.from_config(d).name for d in EVALUATION["directions"]]
+PIX2PIX_DIRECTIONS = [Direction(**d).name for d in EVALUATION["directions"]]
 EVALUATED_METHODS = list(
     dict.fromkeys(
         [*EVALUATION["table1"], *EVALUATION["table2"], *EVALUATION["sweep_methods"]]
@@ -222,11 +225,9 @@ def remind_planned_series(wildcards):
     )
 
 
-def remind_conversion_settings():
-    """What remind-convert reads of 'preprocessing': the reference MR and MR alignment."""
-    section = config["preprocessing"]
-    keys = ("reference_order", "align_mr_sequences", "registration")
-    return json.dumps({key: section[key] for key in keys}, sort_keys=True)
+def job_settings(builder, *args):
+    """A job's settings as JSON: only what it reads of the config (see iusynth.jobs)."""
+    return to_json(builder(config, *args))
 
 
 def upenn_package_root():
@@ -287,13 +288,18 @@ def method_models(method):
     return [f"{RESULTS}/models/{method}/model.pt"]
 
 
-def variant_settings(variant):
-    """The 'models' section as JSON, with only this variant (others do not rerun it)."""
-    section = {
-        **config["models"],
-        "variants": {variant: config["models"]["variants"][variant]},
-    }
-    return json.dumps(section, sort_keys=True)
+def variant_settings(name):
+    """A variant's train_model settings: training, or the authors' checkpoint to convert."""
+    source = jobs.pretrained(config, name)
+    if source is None:
+        return job_settings(jobs.variant, name)
+    return json.dumps({"pretrained": json.loads(to_json(source))})
+
+
+def lpips_argument():
+    """--lpips-weights of the evaluation stages, or nothing when LPIPS is left out."""
+    folder = config["evaluation"]["lpips_weights"]
+    return f"--lpips-weights {shlex.quote(folder)}" if folder else ""
 
 
 # The LPIPS weight file (rule lpips_weights), or none when LPIPS is left out
@@ -304,34 +310,25 @@ LPIPS_WEIGHTS = (
 )
 
 
-def pretrained_setting(variant):
-    """A variant's `pretrained` value (the authors' checkpoint), or None: it trains."""
-    return (config["models"]["variants"][variant] or {}).get("pretrained")
-
-
 def train_model_inputs(wildcards):
     """Training: the splits and slice stacks; a pretrained variant: its local file, if any."""
-    value = pretrained_setting(wildcards.variant)
-    if value is None:
+    source = jobs.pretrained(config, wildcards.variant)
+    if source is None:
         return {"splits": rules.make_splits.output[0], "slices": trainval_slice_dirs()}
-    path = value if isinstance(value, str) else value.get("path")
-    return {"pretrained": path} if path else {}
+    return {"pretrained": source.path} if source.path else {}
 
 
 def train_model_arguments(wildcards, input):
     """The data arguments of `iusynth train`: slices to train on, or the checkpoint's."""
-    if pretrained_setting(wildcards.variant) is None:
+    if jobs.pretrained(config, wildcards.variant) is None:
         slices = Path(input.slices[0]).parent
         resume = f"{RESULTS}/models/{wildcards.variant}/checkpoint.pt"
         return (
             f"--splits {shlex.quote(input.splits)} --slices {shlex.quote(str(slices))}"
             f" --checkpoint {shlex.quote(resume)}"
         )
-    height, width = config["preprocessing"]["slice_size"]
-    download = shlex.quote(json.dumps(config["download"], sort_keys=True))
-    return (
-        f"--slice-size {height} {width} --cache data/pretrained --download {download}"
-    )
+    download = shlex.quote(job_settings(jobs.download))
+    return f"--cache data/pretrained --download {download}"
 
 
 def trainval_slice_dirs():
@@ -357,17 +354,6 @@ NNUNET_CHECKPOINT = f"{RESULTS}/segmentation/{{method}}/nnunet_models/{NNUNET_MO
 def nnunet_models_dir(data_dir):
     """A method's nnU-Net results folder, beside its nnunet_data folder."""
     return str(Path(data_dir).parent / "nnunet_models")
-
-
-def sweep_settings():
-    """The virtual sweeps' settings: planes of the model's slice size, spacing and clipping."""
-    preprocessing = config["preprocessing"]
-    return {
-        **SEGMENTATION["sweeps"],
-        "size": preprocessing["slice_size"],
-        "spacing_mm": preprocessing["spacing_mm"],
-        "clip_percentile": preprocessing["clip_percentile"],
-    }
 
 
 def sweep_dirs():

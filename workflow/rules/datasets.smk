@@ -3,7 +3,7 @@
 # (subjects.tsv) of every cohort the workflow builds, demo ones included.
 
 DOWNLOADS = f"{RESULTS}/downloads"
-DOWNLOAD_SETTINGS = json.dumps(config["download"], sort_keys=True)
+DOWNLOAD_SETTINGS = job_settings(jobs.download)
 
 
 rule write_cohort_manifest:
@@ -108,7 +108,7 @@ if COHORTS["remind"].source == "dataset":
             runtime=30,
         params:
             iusynth=IUSYNTH,
-            settings=remind_conversion_settings(),
+            settings=job_settings(jobs.registration),
         shell:
             "{params.iusynth} remind-convert --records {input:q} --settings {params.settings:q}"
             " --threads {threads} --output {output:q} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule align_mr_sequences:
         runtime=30,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["preprocessing"], sort_keys=True),
+        settings=job_settings(jobs.registration),
     shell:
         "{params.iusynth} align-mr --subject-dir {input:q} --subject {wildcards.subject}"
         " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
@@ -45,7 +45,7 @@ rule register_us_to_mr:
         runtime=30,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["preprocessing"], sort_keys=True),
+        settings=job_settings(jobs.registration),
     shell:
         "{params.iusynth} register-us --subject-dir {input.subject:q} --subject {wildcards.subject}"
         " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
@@ -71,7 +71,7 @@ rule resample_and_normalise:
         runtime=20,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["preprocessing"], sort_keys=True),
+        settings=job_settings(jobs.preprocessing),
     shell:
         "{params.iusynth} preprocess --subject-dir {input.subject:q} --subject {wildcards.subject}"
         " --registration {input.registration:q} --alignment {input.alignment:q}"
@@ -146,7 +146,7 @@ rule make_splits:
         runtime=5,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["preprocessing"]["splits"], sort_keys=True),
+        settings=job_settings(jobs.splits),
         trainval=config["preprocessing"]["trainval_cohort"],
         test=config["preprocessing"]["test_cohort"],
     shell:

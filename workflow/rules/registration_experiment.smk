@@ -24,7 +24,7 @@ rule synthesise_mr_from_us:
         gpu=config["registration_experiment"]["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["registration_experiment"], sort_keys=True),
+        settings=job_settings(jobs.mr_synthesis),
     shell:
         "{params.iusynth} synthesise-mr --model {input.model:q} --slices {input.slices:q}"
         " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
@@ -52,7 +52,7 @@ rule registration_experiment:
         runtime=4 * 60,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["registration_experiment"], sort_keys=True),
+        settings=job_settings(jobs.registration_experiment),
     shell:
         "{params.iusynth} registration-experiment --subject-dir {input.subject:q}"
         " --subject {wildcards.subject} --alignment {input.alignment:q}"

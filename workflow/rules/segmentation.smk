@@ -23,7 +23,7 @@ rule virtual_sweep:
         runtime=15,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(sweep_settings(), sort_keys=True),
+        settings=job_settings(jobs.virtual_sweep),
     shell:
         "{params.iusynth} virtual-sweep --subject-dir {input:q} --subject {wildcards.subject}"
         " --settings {params.settings:q} --output {output:q} > {log} 2>&1"
@@ -52,7 +52,7 @@ rule synthetic_ius:
         gpu=SEGMENTATION["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(SEGMENTATION, sort_keys=True),
+        settings=job_settings(jobs.synthetic_ius),
     shell:
         "{params.iusynth} synthetic-ius --method {wildcards.method} --models {input.models:q}"
         " --sweep {input.sweep:q} --settings {params.settings:q} --threads {threads}"
@@ -79,7 +79,7 @@ rule nnunet_prepare:
         runtime=60,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(SEGMENTATION, sort_keys=True),
+        settings=job_settings(jobs.nnunet),
         sources=nnunet_sources_arguments,
         models=lambda wildcards, output: nnunet_models_dir(output[0]),
     shell:
@@ -108,7 +108,7 @@ rule nnunet_splits:
         runtime=10,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(SEGMENTATION, sort_keys=True),
+        settings=job_settings(jobs.nnunet),
         models=lambda wildcards, input: nnunet_models_dir(input[0]),
     shell:
         "{params.iusynth} nnunet-splits --settings {params.settings:q} --threads {threads}"
@@ -138,7 +138,7 @@ rule nnunet_train:
         gpu=SEGMENTATION["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(SEGMENTATION, sort_keys=True),
+        settings=job_settings(jobs.nnunet),
         models=lambda wildcards, input: nnunet_models_dir(input[0]),
     shell:
         "{params.iusynth} nnunet-train --fold {wildcards.fold} --splits {input.splits:q}"
@@ -171,7 +171,7 @@ rule segment_real_ius:
         gpu=SEGMENTATION["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(SEGMENTATION, sort_keys=True),
+        settings=job_settings(jobs.nnunet),
         models=lambda wildcards, input: nnunet_models_dir(input[0]),
         folds=" ".join(str(fold) for fold in NNUNET_FOLDS),
         set=lambda wildcards: evaluation_set(wildcards.subject),
@@ -219,7 +219,7 @@ rule segmentation_tables:
         runtime=15,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(SEGMENTATION),  # keeps the methods in the config's order
+        settings=job_settings(jobs.segmentation_tables),
     shell:
         "{params.iusynth} segmentation-tables --settings {params.settings:q}"
         " --paper {input.paper:q} --cases {input.cases:q} --per-case {output.per_case:q}"

@@ -25,20 +25,14 @@ rule train_baseline:
         gpu=config["baselines"]["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(
-            {
-                **config["baselines"],
-                "image_size": config["preprocessing"]["slice_size"][0],
-            },
-            sort_keys=True,
+        settings=lambda wildcards: job_settings(
+            jobs.baseline, wildcards.baseline, wildcards.direction
         ),
-        fold=config["models"]["fold"],
         slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
         checkpoint=f"{RESULTS}/models/{{baseline}}/{{direction}}/checkpoint.pt",
     shell:
-        "{params.iusynth} train-baseline --kind {wildcards.baseline}"
-        " --direction {wildcards.direction} --settings {params.settings:q}"
-        " --fold {params.fold} --splits {input.splits:q} --slices {params.slices:q}"
+        "{params.iusynth} train-baseline --settings {params.settings:q}"
+        " --splits {input.splits:q} --slices {params.slices:q}"
         " --threads {threads} --checkpoint {params.checkpoint:q}"
         " --losses {output.losses:q} --output {output.model:q} > {log} 2>&1"
 
@@ -66,7 +60,7 @@ rule synthesise:
         gpu=config["evaluation"]["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["evaluation"]),
+        settings=lambda wildcards: job_settings(jobs.sweep, wildcards.method),
         fold=config["models"]["fold"],
     shell:
         "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
@@ -97,12 +91,13 @@ rule evaluate_synthesis:
         runtime=2 * 60,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["evaluation"]),
+        settings=job_settings(jobs.metrics),
+        lpips=lpips_argument(),
         set=lambda wildcards: evaluation_set(wildcards.subject),
     shell:
         "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
         " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
-        " --settings {params.settings:q} --threads {threads}"
+        " --settings {params.settings:q} {params.lpips} --threads {threads}"
         " --output {output:q} > {log} 2>&1"
 
 
@@ -126,9 +121,14 @@ if LPIPS_WEIGHTS:
             iusynth=IUSYNTH,
             folder=lambda wildcards, output: str(Path(output[0]).parent),
             source=config["evaluation"]["lpips_source"],
+            download=(
+                f"--download {shlex.quote(job_settings(jobs.download))}"
+                if config["evaluation"]["lpips_source"] == "torchvision"
+                else ""
+            ),
         shell:
             "{params.iusynth} lpips-weights --folder {params.folder:q}"
-            " --source {params.source} > {log} 2>&1"
+            " --source {params.source} {params.download} > {log} 2>&1"
 
 
 rule synthesis_tables:
@@ -174,9 +174,10 @@ rule synthesis_tables:
         runtime=30,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["evaluation"]),
+        settings=job_settings(jobs.tables),
+        lpips=lpips_argument(),
     shell:
-        "{params.iusynth} synthesis-tables --settings {params.settings:q}"
+        "{params.iusynth} synthesis-tables --settings {params.settings:q} {params.lpips}"
         " --paper {input.paper:q} --metrics {input.metrics:q}"
         " --subjects {output.subjects:q} --summary {output.summary:q}"
         " --table1 {output.table1:q} --table2 {output.table2:q} > {log} 2>&1"
@@ -214,7 +215,7 @@ rule synthesis_figures:
         runtime=15,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["evaluation"]),
+        settings=job_settings(jobs.figures),
         root=lambda wildcards, input: str(Path(input.synthesis[0]).parent.parent),
     shell:
         "{params.iusynth} synthesis-figures --settings {params.settings:q}"

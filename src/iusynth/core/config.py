@@ -17,10 +17,7 @@ import yaml
 from iusynth.cohorts.datasets import catalog, upenn
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
 from iusynth.core import layout, modalities
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message naming the offending key."""
+from iusynth.core.settings import ConfigError
 
 
 def merge_config(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
@@ -83,33 +80,20 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
 
 
 def _check_models(config: dict[str, Any]) -> None:
-    """Every model variant fits the slices: square, the model's size, divisible by its poolings."""
-    section = config["models"]
+    """The slices are square (the models take square slices); pretrained variants exist.
+
+    Each variant's architecture is checked against the slices when its settings are built
+    (:func:`iusynth.jobs.check_all`).
+    """
     height, width = config["preprocessing"]["slice_size"]
-    for name, overrides in section["variants"].items():
-        key = f"models.variants.{name}"
+    if height != width:
+        raise ConfigError(
+            f"config key 'preprocessing.slice_size': [{height}, {width}]: the models take "
+            "square slices; make both sides equal"
+        )
+    for name, overrides in config["models"]["variants"].items():
         if (overrides or {}).get("pretrained") is not None:
-            _check_pretrained(key, overrides)
-            continue
-        architecture = {**section["architecture"], **(overrides or {}).get("architecture", {})}
-        size = architecture.get("image_size", 192)
-        poolings = architecture.get("downsamplings", 6)
-        levels = architecture.get("latent_levels", 7)
-        if (height, width) != (size, size):
-            raise ConfigError(
-                f"config key '{key}': image_size {size} but preprocessing.slice_size is "
-                f"[{height}, {width}]; the model trains on those slices, make them equal"
-            )
-        if size % 2**poolings:
-            raise ConfigError(
-                f"config key '{key}': image_size {size} is not divisible by 2^{poolings} "
-                "(downsamplings)"
-            )
-        if levels > poolings + 1:
-            raise ConfigError(
-                f"config key '{key}': latent_levels {levels} exceeds downsamplings + 1 "
-                f"({poolings + 1})"
-            )
+            _check_pretrained(f"models.variants.{name}", overrides)
 
 
 def _check_pretrained(key: str, overrides: dict[str, Any]) -> None:
@@ -179,7 +163,7 @@ def _check_downstream(config: dict[str, Any]) -> None:
 
 
 def _check_evaluation(config: dict[str, Any]) -> None:
-    """Evaluated methods exist; the GAN baselines fit the slices."""
+    """Evaluated methods exist."""
     variants = set(config["models"]["variants"])
     section = config["evaluation"]
     for key in ("table1", "table2"):
@@ -195,13 +179,6 @@ def _check_evaluation(config: dict[str, Any]) -> None:
                 f"config key 'evaluation.sweep_methods': {method!r} is not a models.variants "
                 "name (only the VAEs have a temperature)"
             )
-    size = config["preprocessing"]["slice_size"][0]
-    poolings = config["baselines"]["architecture"].get("downsamplings", 6)
-    if size % 2**poolings:
-        raise ConfigError(
-            f"config key 'baselines.architecture.downsamplings': slices of {size} pixels are "
-            f"not divisible by 2^{poolings}"
-        )
 
 
 @dataclass(frozen=True)

@@ -81,22 +81,26 @@ def build(cls: type[T], section: Mapping[str, Any], key: str, **given: Any) -> T
         raise ConfigError(f"config key '{key}': {error}") from None
 
 
-def _without_runtime(settings: Any) -> dict[str, Any]:
-    """The fields of a settings object, nested ones too, less the runtime ones."""
-    return {
-        field.name: (
-            _without_runtime(value)
-            if dataclasses.is_dataclass(value := getattr(settings, field.name))
-            else value
-        )
-        for field in dataclasses.fields(settings)
-        if field.name not in _runtime(type(settings))
-    }
+def _without_runtime(value: Any) -> Any:
+    """A settings value as plain data, nested settings too, less their runtime fields."""
+    if dataclasses.is_dataclass(value):
+        return {
+            field.name: _without_runtime(getattr(value, field.name))
+            for field in dataclasses.fields(value)
+            if field.name not in _runtime(type(value))
+        }
+    if isinstance(value, list | tuple):
+        return [_without_runtime(item) for item in value]
+    return value
 
 
 def to_json(settings: Any) -> str:
-    """The settings as sorted JSON (the runtime fields left out): a job's params."""
-    return json.dumps(_without_runtime(settings), sort_keys=True)
+    """The settings as JSON (the runtime fields left out): a job's params.
+
+    Fields keep their declaration order and mappings the config's order (a table's rows),
+    so the text is the same for the same settings.
+    """
+    return json.dumps(_without_runtime(settings))
 
 
 def from_json(cls: type[T], text: str, **runtime: Any) -> T:

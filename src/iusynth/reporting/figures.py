@@ -12,10 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from iusynth.core.directions import Direction
 from iusynth.core.fileio import atomic_path, load_nifti
+from iusynth.core.modalities import LABELS
 from iusynth.evaluation.metrics import to_display
 from iusynth.preprocessing.slices import load_slices
-from iusynth.synthesis.synthesizers import INDEX_NAME, MODALITY_LABELS, Direction
+from iusynth.synthesis.synthesizers import INDEX_NAME
 
 
 def _records(synthesis_dir: Path) -> dict:
@@ -100,9 +102,9 @@ def plot_examples(
                     np.asarray(stack.images[position[grid_slice], names.index(name)], np.float32)
                 )
                 title = (
-                    f"{MODALITY_LABELS[name]} (input)"
+                    f"{LABELS[name]} (input)"
                     if column < len(direction.inputs)
-                    else f"{MODALITY_LABELS[name]} (acquired)"
+                    else f"{LABELS[name]} (acquired)"
                 )
             else:
                 record = _find(_records(method_dirs[name]), direction, temperature)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iusynth.core.directions import Direction, subset_name
 from iusynth.core.fileio import atomic_path
 from iusynth.evaluation.evaluate import write_csv
-from iusynth.synthesis.synthesizers import Direction, subset_name
 
 PAPER_COLUMNS = ["experiment", "set", "method", "direction", "metric", "value", "source"]
 LPIPS_ABSENT = "LPIPS left out (evaluation.lpips_weights: null)"
