@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
-from iusynth.cohorts.demo.generate import DemoSettings, SimulatedSubject, generate_subject
+from iusynth import jobs
+from iusynth.cohorts.datasets.download import RetryPolicy
+from iusynth.cohorts.demo.generate import SimulatedSubject, generate_subject
 from iusynth.cohorts.demo.plan import plan_cohort
+from iusynth.cohorts.demo.settings import DemoSettings
 from iusynth.core.config import merge_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +24,21 @@ REPO = Path(__file__).resolve().parents[1]
 def merged_config(*overrides: dict) -> dict:
     """The default config with overrides merged in recursively (as snakemake does)."""
     return merge_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), *overrides)
+
+
+DEFAULTS = merged_config()
+PAPER = merged_config(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+
+
+def defaults(builder: Callable[..., Any], *args: Any, **replace: Any) -> Any:
+    """The settings a job of the default config gets (``iusynth.jobs``), some fields replaced."""
+    settings = builder(DEFAULTS, *args)
+    return dataclasses.replace(settings, **replace) if replace else settings
+
+
+def policy(attempts: int = 1) -> RetryPolicy:
+    """A quick retry policy for loopback tests."""
+    return RetryPolicy(attempts=attempts, backoff_s=0.0, connect_timeout_s=5, read_timeout_s=30)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +50,7 @@ def micro_config() -> dict:
 @pytest.fixture(scope="session")
 def demo_settings(micro_config: dict) -> DemoSettings:
     """Simulation settings of the micro config."""
-    return DemoSettings.from_config(micro_config["demo"])
+    return jobs.demo(micro_config)
 
 
 @pytest.fixture(scope="session")

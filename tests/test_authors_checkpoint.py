@@ -12,17 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from iusynth.cohorts.datasets.download import DownloadError, RetryPolicy
+from iusynth.cohorts.datasets.download import DownloadError
 from iusynth.model.authors import (
     AUTHORS_MODALITIES,
     AuthorsCheckpointError,
     load_authors_checkpoint,
 )
-from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
+from iusynth.model.network import MMHVAE, parameter_counts
 from iusynth.training.mmhvae import load_model
 from iusynth.training.pretrained import install_pretrained
+from iusynth.training.settings import PretrainedSettings
 
+from .conftest import policy as loopback_policy
 from .fake_servers import FakeServer, Reply, start
+from .test_model import TINY
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "authors_mmhvae"
 needs_reference = pytest.mark.skipif(
@@ -30,6 +33,11 @@ needs_reference = pytest.mark.skipif(
     reason=f"{REFERENCE} is absent: the authors' reference outputs ship in the project's "
     "shared folder beside the repository",
 )
+
+
+def source(path=None, url=None, sha256=None, slice_size=(32, 32)) -> PretrainedSettings:
+    """Where a pretrained checkpoint comes from, as a variant's settings give it."""
+    return PretrainedSettings(None if path is None else str(path), url, sha256, slice_size)
 
 
 def reference(name: str) -> dict:
@@ -105,11 +113,7 @@ def test_the_non_hierarchical_network_maps_onto_l1():
 
 
 def test_translate_masks_by_the_first_given_modality_and_checks_its_inputs():
-    config = ModelConfig(
-        image_size=32, downsamplings=3, base_channels=4, max_channels=8, latent_levels=4,
-        expand=2, head_blocks=1,
-    )  # fmt: skip
-    model = MMHVAE(config).eval()
+    model = MMHVAE(TINY).eval()
     us = torch.full((1, 1, 32, 32), -1.0)
     us[..., 8:24, 8:24] = 0.5
     t2 = torch.rand(1, 1, 32, 32) * 2 - 1
@@ -129,8 +133,7 @@ def test_translate_masks_by_the_first_given_modality_and_checks_its_inputs():
 def test_bad_checkpoints_are_named_with_what_was_expected(tmp_path):
     state = reference("small")["state_dict"]
     ours = tmp_path / "ours.pth"
-    ours_config = ModelConfig(image_size=32, downsamplings=3, latent_levels=4)
-    torch.save(MMHVAE(ours_config).state_dict(), ours)
+    torch.save(MMHVAE(TINY).state_dict(), ours)
     with pytest.raises(AuthorsCheckpointError, match=r"ours\.pth.*first_conv"):
         load_authors_checkpoint(ours)
     wrong = dict(state)
@@ -165,19 +168,13 @@ def test_pretrained_install_verifies_digest_and_size_and_writes_a_workflow_model
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     output, losses = tmp_path / "model.pt", tmp_path / "losses.csv"
     key = "models.variants.authors.pretrained"
-    policy = RetryPolicy(attempts=1, backoff_s=0)
+    where = (tmp_path, loopback_policy(), output, losses)
     with pytest.raises(ValueError, match=r"CP_main_1000.pth has SHA-256 .*fetch it again"):
-        install_pretrained(
-            {"path": str(checkpoint), "sha256": "0" * 64}, key, (32, 32), tmp_path, policy,
-            output, losses,
-        )  # fmt: skip
+        install_pretrained(source(path=checkpoint, sha256="0" * 64), key, *where)
     with pytest.raises(ValueError, match=r"32 x 32 slices.*slice_size is \[96, 96\]"):
-        install_pretrained(str(checkpoint), key, (96, 96), tmp_path, policy, output, losses)
+        install_pretrained(source(path=checkpoint, slice_size=(96, 96)), key, *where)
     assert not output.exists() and not losses.exists()
-    install_pretrained(
-        {"path": str(checkpoint), "sha256": digest}, key, (32, 32), tmp_path, policy, output,
-        losses,
-    )  # fmt: skip
+    install_pretrained(source(path=checkpoint, sha256=digest), key, *where)
     model = load_model(output, device="cpu")
     assert model.config.poe == "authors" and model.config.image_size == 32
     assert torch.load(output, weights_only=False)["pretrained"]["sha256"] == digest
@@ -196,13 +193,13 @@ def test_pretrained_from_a_url_is_fetched_once_and_refused_when_its_digest_diffe
     httpd = start(server)
     try:
         url = f"{server.url}/CP_main_1000.pth"
-        cache, policy = tmp_path / "cache", RetryPolicy(attempts=2, backoff_s=0)
+        cache, policy = tmp_path / "cache", loopback_policy(attempts=2)
         outputs = (tmp_path / "model.pt", tmp_path / "losses.csv")
         with pytest.raises(DownloadError, match="SHA-256"):
-            install_pretrained({"url": url, "sha256": "1" * 64}, "k", None, cache, policy, *outputs)
+            install_pretrained(source(url=url, sha256="1" * 64), "k", cache, policy, *outputs)
         assert not any(cache.iterdir()) and not outputs[0].exists()
-        install_pretrained({"url": url, "sha256": digest}, "k", None, cache, policy, *outputs)
-        install_pretrained({"url": url, "sha256": digest}, "k", None, cache, policy, *outputs)
+        install_pretrained(source(url=url, sha256=digest), "k", cache, policy, *outputs)
+        install_pretrained(source(url=url, sha256=digest), "k", cache, policy, *outputs)
         assert server.hits["/CP_main_1000.pth"] == 2 + 1  # two refused, then fetched once
         assert (cache / f"{digest}.pth").read_bytes() == body
     finally:

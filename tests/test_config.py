@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iusynth.core.config import ConfigError, resolve_cohorts, validate_config
+from iusynth.core.config import ConfigError, resolve_cohorts
 from iusynth.core.layout import SubjectEntry, write_manifest
+from iusynth.jobs import validate
 
 from .conftest import REPO, merged_config
 
@@ -19,8 +20,8 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def test_shipped_configs_are_valid(micro_config):
-    validate_config(merged_config(), SCHEMA)
-    validate_config(micro_config, SCHEMA)
+    validate(merged_config(), SCHEMA)
+    validate(micro_config, SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_shipped_configs_are_valid(micro_config):
 )
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as error:
-        validate_config(merged_config(override), SCHEMA)
+        validate(merged_config(override), SCHEMA)
     assert key in str(error.value)
 
 
@@ -51,7 +52,7 @@ def test_local_cohort_must_exist(tmp_path):
     config = merged_config(
         {"cohorts": {"resect": {"source": "local", "path": str(tmp_path / "nope")}}}
     )
-    validate_config(config, SCHEMA)
+    validate(config, SCHEMA)
     with pytest.raises(ConfigError, match=r"cohorts\.resect\.path.*does not exist"):
         resolve_cohorts(config)
     (tmp_path / "empty").mkdir()
@@ -115,7 +116,7 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
 )
 def test_dataset_cohort_mistakes_name_their_key(cohorts, message):
     config = merged_config({"cohorts": cohorts})
-    validate_config(config, SCHEMA)
+    validate(config, SCHEMA)
     with pytest.raises(ConfigError, match=re.escape(message)):
         resolve_cohorts(config)
 
@@ -140,21 +141,25 @@ def test_dataset_cohorts_resolve_offline():
         str(cohorts["resect"].root).endswith("cohorts/resect") and cohorts["resect"].raw.name == "s"
     )
     for api in ("idc", "nbia"):
-        validate_config(
+        validate(
             merged_config({"cohorts": {"remind": {"source": "dataset", "raw": "r", "api": api}}}),
             SCHEMA,
         )
     with pytest.raises(ConfigError, match=r"missing config key 'cohorts\.remind\.raw'"):
-        validate_config(merged_config({"cohorts": {"remind": {"source": "dataset"}}}), SCHEMA)
+        validate(merged_config({"cohorts": {"remind": {"source": "dataset"}}}), SCHEMA)
 
 
 def test_model_variants_must_fit_the_slices():
-    config = merged_config({"models": {"variants": {"big": {"architecture": {"image_size": 256}}}}})
-    with pytest.raises(ConfigError, match=r"models\.variants\.big.*slice_size"):
-        validate_config(config, SCHEMA)
-    deep = merged_config({"models": {"variants": {"deep": {"architecture": {"latent_levels": 8}}}}})
-    with pytest.raises(ConfigError, match="exceeds downsamplings"):
-        validate_config(deep, SCHEMA)
+    key = r"'models\.variants\.deep\.architecture'"
+    poolings = {"models": {"variants": {"deep": {"architecture": {"downsamplings": 7}}}}}
+    with pytest.raises(ConfigError, match=rf"{key}: model: image_size 192 .* 2\^7"):
+        validate(merged_config(poolings), SCHEMA)
+    levels = {"models": {"variants": {"deep": {"architecture": {"latent_levels": 8}}}}}
+    with pytest.raises(ConfigError, match=rf"{key}: model: latent_levels must be in 1\.\.7"):
+        validate(merged_config(levels), SCHEMA)
+    oblong = merged_config({"preprocessing": {"slice_size": [192, 96]}})
+    with pytest.raises(ConfigError, match=r"'preprocessing\.slice_size'.*square"):
+        validate(oblong, SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -162,13 +167,16 @@ def test_model_variants_must_fit_the_slices():
     [
         ({"evaluation": {"table1": {"resvit": "ResViT"}}}, "evaluation.table1.resvit"),
         ({"evaluation": {"sweep_methods": ["pix2pix"]}}, "only the VAEs have a temperature"),
-        ({"baselines": {"architecture": {"downsamplings": 7}}}, "not divisible by 2^7"),
+        (
+            {"baselines": {"architecture": {"downsamplings": 7}}},
+            "'baselines.architecture': translator image_size 192 is not divisible",
+        ),
         ({"evaluation": {"directions": [{"inputs": ["T1"], "target": "US"}]}}, "directions"),
     ],
 )
 def test_evaluation_mistakes_name_their_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate_config(merged_config(override), SCHEMA)
+        validate(merged_config(override), SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +194,7 @@ def test_evaluation_mistakes_name_their_key(override, message):
 )
 def test_downstream_model_mistakes_name_their_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate_config(merged_config(override), SCHEMA)
+        validate(merged_config(override), SCHEMA)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ that injects faults); NBIA, the NIRD archive and OSF are played by a local HTTP 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,15 +23,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from iusynth import jobs
 from iusynth.cohorts.datasets import catalog, idc, nbia, remind, resect, upenn
 from iusynth.cohorts.datasets import download as dl
 from iusynth.cohorts.datasets.dicom import NO_FRAME_OF_REFERENCE, series_volume
 from iusynth.cohorts.datasets.download import DownloadError, Ledger, RetryPolicy
 from iusynth.core import layout
+from iusynth.core.settings import to_json
 from iusynth.core.tags import ras_to_lps, read_tag_file
 
 from . import dicom_factory as factory
 from . import fake_servers as fake
+from .conftest import defaults
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, connect_timeout_s=5, read_timeout_s=30)
 ORDER = ["T2", "ceT1", "FLAIR"]
@@ -434,7 +438,7 @@ def test_mask_drawn_on_another_mr_follows_the_patient(cases, fake_index, bucket,
         return registration.RegistrationResult(MOVED, 0.1)
 
     monkeypatch.setattr(registration, "align_mr_sequence", aligned)
-    options = registration.RegistrationOptions(threads=1)
+    options = defaults(jobs.registration).registration
     out = tmp_path / "cohort" / case.patient
     source = remind.convert_subject(records, out, reference_order=ORDER, alignment=options)
     assert calls == [(f"{case.patient}_ceT1.nii.gz", [9, 10, 12])]
@@ -849,10 +853,10 @@ def test_remind_download_and_convert_stages(cases, fake_index, bucket, tmp_path)
         main(["remind-download", "--series", json.dumps(entry.row()), "--api", "idc",
               "--raw", str(tmp_path / "raw"), "--url", bucket.endpoint,
               "--download", json.dumps(settings), "--output", str(records[-1])])  # fmt: skip
-    conversion = {"reference_order": ORDER, "align_mr_sequences": False, "registration": {}}
+    conversion = to_json(defaults(jobs.registration, align_mr_sequences=False))
     out = tmp_path / "cohort" / "ReMIND-002"
     main(["remind-convert", "--records", *map(str, records), "--settings",
-          json.dumps(conversion), "--output", str(out)])  # fmt: skip
+          conversion, "--output", str(out)])  # fmt: skip
     assert layout.scan_subject(out, "ReMIND-002").available == {"US", "ceT1", "tumor-MR"}
     source = json.loads(layout.subject_file(out, "ReMIND-002", "source").read_text())
     assert source["series"]["tumor-MR"]["mr"]["description"] == "2D_AX_T2_FLAIR"
@@ -862,8 +866,6 @@ def test_remind_download_and_convert_stages(cases, fake_index, bucket, tmp_path)
 def test_mask_on_another_mr_is_aligned_by_niftyreg(bucket, tmp_path):
     """The same, with reg_aladin finding how the patient moved (no stand-in)."""
     from scipy import ndimage
-
-    from iusynth.preprocessing.registration import RegistrationOptions
 
     rng = np.random.default_rng(0)
     anatomy = ndimage.gaussian_filter(rng.normal(size=(48, 48, 36)), 3)
@@ -876,7 +878,7 @@ def test_mask_on_another_mr_is_aligned_by_niftyreg(bucket, tmp_path):
     out = tmp_path / "cohort" / case.patient
     source = remind.convert_subject(
         records[case.patient], out, reference_order=ORDER,
-        alignment=RegistrationOptions(levels=3, threads=2),
+        alignment=dataclasses.replace(defaults(jobs.registration, 2).registration, levels=3),
     )  # fmt: skip
     found = np.asarray(source["series"]["tumor-MR"]["reference_to_mr"])
     np.testing.assert_allclose(found[:3, :3], MOVED[:3, :3], atol=0.02)

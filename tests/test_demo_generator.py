@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -9,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
+from iusynth import jobs
 from iusynth.cohorts.demo.generate import generate_subject
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
 from iusynth.cohorts.demo.ultrasound import (
     ProbeGeometry,
-    UltrasoundSettings,
     simulate_ultrasound,
     speckle_envelope,
 )
@@ -21,7 +22,7 @@ from iusynth.core import layout
 from iusynth.core.geometry import apply_transform, voxel_to_world, world_to_voxel
 from iusynth.core.tags import read_tag_file
 
-from .conftest import mean_where
+from .conftest import DEFAULTS, mean_where
 
 RAYLEIGH_MEAN_OVER_STD = np.sqrt(np.pi / (4 - np.pi))  # 1.913
 
@@ -158,7 +159,9 @@ def _phantom_affine() -> np.ndarray:
 
 def test_simulated_envelope_of_homogeneous_tissue_is_rayleigh():
     echo = np.full((81, 81, 60), 0.2, np.float32)
-    settings = UltrasoundSettings(spacing_mm=0.5, depth_mm=40.0, tgc_db_per_mm=0.0)
+    settings = dataclasses.replace(
+        jobs.demo(DEFAULTS).ultrasound, spacing_mm=0.5, depth_mm=40.0, tgc_db_per_mm=0.0
+    )
     us = simulate_ultrasound(
         echo,
         np.zeros_like(echo),
@@ -175,7 +178,9 @@ def test_simulated_envelope_of_homogeneous_tissue_is_rayleigh():
 def test_depth_attenuation_matches_the_tissue_coefficient():
     echo = np.full((81, 81, 60), 0.2, np.float32)
     attenuation_db_per_mm = 0.3
-    settings = UltrasoundSettings(spacing_mm=0.5, depth_mm=40.0, tgc_db_per_mm=0.0)
+    settings = dataclasses.replace(
+        jobs.demo(DEFAULTS).ultrasound, spacing_mm=0.5, depth_mm=40.0, tgc_db_per_mm=0.0
+    )
     us = simulate_ultrasound(
         echo,
         np.full_like(echo, attenuation_db_per_mm),
@@ -196,7 +201,9 @@ def test_strong_attenuator_casts_an_acoustic_shadow():
     grid = np.indices(echo.shape).transpose(1, 2, 3, 0) + _phantom_affine()[:3, 3]
     ball = np.linalg.norm(grid - np.array([0.0, 0.0, 15.0]), axis=-1) < 3.0
     attenuation[ball] = 6.0
-    settings = UltrasoundSettings(spacing_mm=0.5, depth_mm=40.0, tgc_db_per_mm=0.0)
+    settings = dataclasses.replace(
+        jobs.demo(DEFAULTS).ultrasound, spacing_mm=0.5, depth_mm=40.0, tgc_db_per_mm=0.0
+    )
     us = simulate_ultrasound(
         echo, attenuation, _phantom_affine(), _phantom_probe(), settings, np.random.default_rng(3)
     )

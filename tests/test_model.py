@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 
@@ -10,19 +11,23 @@ import numpy as np
 import pytest
 import torch
 
+from iusynth import jobs
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.fusion import Gaussian, kl_divergence, product_of_experts, sampled_kl
-from iusynth.model.network import MMHVAE, ModelConfig, parameter_counts
+from iusynth.model.network import MMHVAE, parameter_counts
 from iusynth.preprocessing.slices import SliceStack
 from iusynth.training.mmhvae import (
     Trainer,
-    TrainingConfig,
     reconstruction_l1,
     train,
     training_steps,
 )
 
-TINY = ModelConfig(
+from .conftest import PAPER, defaults
+
+TINY = defaults(
+    jobs.model,
+    "mmhvae",
     image_size=32,
     downsamplings=3,
     latent_levels=4,
@@ -34,7 +39,9 @@ TINY = ModelConfig(
     discriminator_channels=4,
     discriminator_layers=3,
 )
-TINY_TRAINING = TrainingConfig(
+TINY_TRAINING = defaults(
+    jobs.training,
+    "mmhvae",
     epochs=4,
     batch_slices=4,
     kl_warmup_epochs=2,
@@ -42,6 +49,11 @@ TINY_TRAINING = TrainingConfig(
     discriminator_start_epoch=2,
     optimiser_reset_epoch=2,
     checkpoint_every=2,
+    subset_sampling="enumerate",  # the authors' steps: one per MR subset
+    learning_rate=2e-3,
+    final_learning_rate=1e-4,
+    kl_weight=1e-3,
+    gan_weight=0.05,
 )
 
 
@@ -60,7 +72,7 @@ def stack(
 
 
 def test_paper_model_size_and_latent_shapes():
-    model = MMHVAE(ModelConfig())
+    model = MMHVAE(jobs.model(PAPER, "mmhvae"))
     counts = parameter_counts(model)
     print({part: f"{n / 1e6:.3f} M" for part, n in counts.items()})
     assert counts["total"] == 13_774_770  # the authors' MHVAE2D at the paper's size
@@ -197,8 +209,8 @@ def test_one_epoch_takes_one_optimiser_step_per_mr_subset(present, steps):
 
 def test_step_loss_is_the_authors_sum_of_three_passes():
     """The loss of one step, recomputed here from the raw outputs with the authors' formula."""
-    config = TrainingConfig(
-        epochs=10, batch_slices=4, kl_warmup_epochs=4, gan_start_epoch=3,
+    config = dataclasses.replace(
+        TINY_TRAINING, epochs=10, kl_warmup_epochs=4, gan_start_epoch=3,
         discriminator_start_epoch=3, optimiser_reset_epoch=None,
     )  # fmt: skip
     trainer = Trainer(TINY, config, [stack(2, present=(True, True, False, True))], [])
@@ -284,7 +296,7 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
     ],
 )
 def test_variants_build_and_run(overrides):
-    config = ModelConfig(**{**TINY.__dict__, **overrides})
+    config = dataclasses.replace(TINY, **overrides)
     model = MMHVAE(config)
     n = len(config.modalities)
     images = torch.rand(2, n, 32, 32) * 2 - 1
@@ -300,6 +312,6 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
     stacks = [stack(6)]
     paths = (tmp_path / "m.pt", tmp_path / "m.ckpt", tmp_path / "m.csv")
     train(TINY, TINY_TRAINING, stacks, [], *paths, stop_after=2)
-    longer = TrainingConfig(**{**TINY_TRAINING.__dict__, "epochs": 3})
+    longer = dataclasses.replace(TINY_TRAINING, epochs=3)
     trainer = train(TINY, longer, stacks, [], *paths)
     assert [row["epoch"] for row in trainer.history] == [1, 2, 3]  # started again

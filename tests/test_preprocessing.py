@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -9,13 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from iusynth import jobs
 from iusynth.core import layout, modalities
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import rigid_transform, rotation_matrix, voxel_to_world
 from iusynth.core.splits import kfold
 from iusynth.preprocessing.pipeline import (
     Grid,
-    PreprocessingSettings,
     check_header,
     fov_grid,
     normalise,
@@ -23,12 +24,13 @@ from iusynth.preprocessing.pipeline import (
     resample,
     resample_labels,
 )
-from iusynth.preprocessing.registration import RegistrationOptions, reg_aladin, register_subject
+from iusynth.preprocessing.registration import reg_aladin, register_subject
 from iusynth.preprocessing.slices import export_slices, load_slices
 
-from .conftest import REPO
+from .conftest import REPO, defaults
 
-SETTINGS = PreprocessingSettings(spacing_mm=1.0, slice_size=(96, 96))
+SETTINGS = defaults(jobs.preprocessing, spacing_mm=1.0, slice_size=(96, 96))
+OPTIONS = defaults(jobs.registration).registration
 
 
 def oblique_affine(spacing: float, origin: tuple[float, float, float]) -> np.ndarray:
@@ -122,7 +124,7 @@ def test_reg_aladin_recovers_a_known_shift_of_an_image(tmp_path, generated):
     result = reg_aladin(
         layout.subject_file(folder, subject.plan.subject, "T2"),
         tmp_path / "moved.nii.gz",
-        RegistrationOptions(transform="rigid", reference_smoothing_mm=0.0, threads=2),
+        dataclasses.replace(OPTIONS, levels=3, reference_smoothing_mm=0.0, threads=2),
     )
     np.testing.assert_allclose(result.matrix[:3, 3], [2.0, -3.0, 1.5], atol=0.3)
     np.testing.assert_allclose(result.matrix[:3, :3], np.eye(3), atol=0.01)
@@ -174,7 +176,7 @@ def test_corrupt_and_empty_images_are_named(subject_copy):
     t2 = layout.subject_file(folder, sid, "T2")
     t2.write_bytes(t2.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is not a readable NIfTI"):
-        register_subject(folder, sid, ["T2", "ceT1"], RegistrationOptions(), {})
+        register_subject(folder, sid, ["T2", "ceT1"], OPTIONS, {})
     t2.write_bytes(b"")
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is empty"):
         preprocess_subject(folder, sid, np.eye(4), {}, SETTINGS)
@@ -186,7 +188,7 @@ def test_ultrasound_without_foreground_is_refused(subject_copy):
     image = nib.load(us)
     save_nifti(us, np.zeros(image.shape, np.uint8), image.affine)
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
-        register_subject(folder, sid, ["T2"], RegistrationOptions(), {})
+        register_subject(folder, sid, ["T2"], OPTIONS, {})
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
         preprocess_subject(folder, sid, np.eye(4), {}, SETTINGS)
 
@@ -196,7 +198,7 @@ def test_subject_without_reference_mr_is_refused(subject_copy):
     for sequence in modalities.MR_SEQUENCES:
         layout.subject_file(folder, sid, sequence).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match=rf"{sid} has no reference MR.*{sid}_T2\.nii\.gz"):
-        register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], RegistrationOptions(), {})
+        register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], OPTIONS, {})
 
 
 def test_lps_written_as_ras_is_refused(subject_copy):
@@ -208,7 +210,7 @@ def test_lps_written_as_ras_is_refused(subject_copy):
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz: qform and sform disagree.*LPS"):
         check_header(us)
     with pytest.raises(ValueError, match="LPS"):
-        register_subject(folder, sid, ["T2"], RegistrationOptions(), {})
+        register_subject(folder, sid, ["T2"], OPTIONS, {})
 
 
 def test_ultrasound_outside_the_mr_is_refused(subject_copy):
@@ -219,7 +221,7 @@ def test_ultrasound_outside_the_mr_is_refused(subject_copy):
     far[:3, 3] += [0.0, 0.0, 400.0]
     save_nifti(us, np.asarray(image.dataobj), far)
     with pytest.raises(ValueError, match=rf"falls inside .*{sid}_T2\.nii\.gz.*LPS vs RAS"):
-        register_subject(folder, sid, ["T2"], RegistrationOptions(), {})
+        register_subject(folder, sid, ["T2"], OPTIONS, {})
 
 
 def test_shipped_config_documents_every_preprocessing_key():
@@ -236,7 +238,7 @@ def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy)
 
     sid, folder = subject_copy
     assert layout.scan_subject(folder, sid).has("landmarks")
-    options = RegistrationOptions(levels=2)
+    options = dataclasses.replace(OPTIONS, levels=2)
     plain = register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], options, {})
     angle = np.deg2rad(4.0)
     to_flair = np.eye(4)  # reference world -> FLAIR world, as align-mr would estimate it

@@ -14,9 +14,11 @@ import pytest
 import torch
 from scipy import ndimage
 
+from iusynth import jobs
 from iusynth.core import layout
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix
+from iusynth.core.settings import ConfigError
 from iusynth.core.tags import LandmarkPairs, read_tag_file, write_tag_file
 from iusynth.experiments.registration_tre import experiment as rx
 from iusynth.model.network import MMHVAE
@@ -36,8 +38,17 @@ from iusynth.reporting.tables import (
     tre_table,
 )
 
+from .conftest import defaults, merged_config
 from .test_model import TINY
 from .test_synthesis import write_stack
+
+
+def experiment(**replace) -> rx.ExperimentSettings:
+    """The default config's experiment settings; registration fields replaced by name too."""
+    settings = defaults(jobs.registration_experiment)
+    nested = {k: replace.pop(k) for k in list(replace) if hasattr(settings.registration, k)}
+    registration = dataclasses.replace(settings.registration, **nested)
+    return dataclasses.replace(settings, registration=registration, **replace)
 
 
 def random_rigid(rng: np.random.Generator, degrees: float, shift_mm: float) -> np.ndarray:
@@ -101,7 +112,7 @@ def test_displacements_fall_in_their_bin_and_rotate_about_the_landmark_centroid(
 
 def test_displacements_are_seeded_per_subject_and_shared_by_methods():
     points = np.random.default_rng(1).uniform(-20, 20, (6, 3))
-    settings = rx.ExperimentSettings(bins_mm=(0.0, 5.0, 10.0), per_bin=4, seed=7)
+    settings = experiment(bins_mm=(0.0, 5.0, 10.0), per_bin=4, seed=7)
     first = rx.simulate_displacements(points, settings, "Case-1")
     again = rx.simulate_displacements(points, settings, "Case-1")
     other = rx.simulate_displacements(points, settings, "Case-2")
@@ -115,22 +126,21 @@ def test_displacements_are_seeded_per_subject_and_shared_by_methods():
 # --- settings --------------------------------------------------------------------------
 
 
-def test_settings_from_config_keep_defaults_and_refuse_unknown_keys():
-    settings = rx.ExperimentSettings.from_config(
-        {"per_bin": 2, "registration": {"levels": 2, "levels_performed": 1}}, threads=2
-    )
-    assert settings.per_bin == 2 and settings.bins_mm == (0.0, 4.0, 8.0, 12.0, 16.0)
+def test_settings_come_from_the_config_and_bad_values_name_their_key():
+    section = {"per_bin": 3, "registration": {"levels": 2, "levels_performed": 1}}
+    config = merged_config({"registration_experiment": {"experiment": section}})
+    settings = jobs.registration_experiment(config, threads=2)
+    assert settings.per_bin == 3 and settings.bins_mm == (0.0, 4.0, 8.0, 12.0, 16.0)
     assert settings.bins == [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 16.0)]
-    direct = settings.options("direct")
+    direct = settings.registration.options("direct")
     assert (direct.levels, direct.levels_performed, direct.threads) == (2, 1, 2)
     assert direct.transform == "rigid" and direct.reference_smoothing_mm == 2.0
-    assert settings.options("synthesis").reference_smoothing_mm == 0.0
-    with pytest.raises(ValueError, match=r"registration\.level"):
-        rx.ExperimentSettings.from_config({"registration": {"level": 2}})
-    with pytest.raises(ValueError, match="bins_mm"):
-        rx.ExperimentSettings.from_config({"bins_mm": [4, 0]})
-    with pytest.raises(ValueError, match="sequences"):
-        rx.ExperimentSettings.from_config({"sequences": ["T1"]})
+    assert settings.registration.options("synthesis").reference_smoothing_mm == 0.0
+    key = "registration_experiment.experiment"
+    for bad, word in (({"bins_mm": [12, 8]}, "bins_mm"), ({"sequences": ["T1"]}, "sequences")):
+        config = merged_config({"registration_experiment": {"experiment": bad}})
+        with pytest.raises(ConfigError, match=rf"config key '{key}': {word}"):
+            jobs.registration_experiment(config)
 
 
 # --- reg_aladin from an initial transform ----------------------------------------------
@@ -162,7 +172,7 @@ def test_reg_aladin_from_an_initial_transform_recovers_a_displacement(tmp_path):
     perturbation = rx.simulate_displacement(points, 5.0, 8.0, 5.0, rng)
     start = truth @ perturbation.matrix
     assert 5.0 <= rx.tre(start, points, mr_points) < 8.0
-    options = rx.ExperimentSettings(levels=2).options("synthesis")
+    options = experiment(levels=2).registration.options("synthesis")
     result = reg_aladin(
         tmp_path / "reference.nii.gz", tmp_path / "floating.nii.gz", options, initial=start
     )
@@ -228,7 +238,7 @@ def test_subject_experiment_runs_both_methods_from_the_same_starts(generated, tm
     subject = folder.name
     alignment = write_alignment(tmp_path / "align.json", subject, "ceT1", {})
     synthetic = {"ceT1": perfect_synthesis(folder, subject, "ceT1", tmp_path / "syn.nii.gz")}
-    settings = rx.ExperimentSettings(
+    settings = experiment(
         bins_mm=(6.0, 8.0), per_bin=1, sequences=("T2", "ceT1"), levels=3, levels_performed=2
     )
     frame = rx.run_subject(folder, subject, alignment, synthetic, settings)
@@ -302,11 +312,11 @@ def test_bad_inputs_are_refused_with_the_file_named(generated, tmp_path):
     _, folder = generated["resect"]
     subject = folder.name
     alignment = write_alignment(tmp_path / "align.json", subject, "ceT1", {})
-    only_t2 = rx.ExperimentSettings(sequences=("T2",))
+    only_t2 = experiment(sequences=("T2",))
     with pytest.raises(FileNotFoundError, match=f"{subject}_T2.nii.gz"):
         rx.run_subject(folder, subject, alignment, {}, only_t2)
     with pytest.raises(FileNotFoundError, match="no synthetic ceT1 volume"):
-        rx.run_subject(folder, subject, alignment, {}, rx.ExperimentSettings())
+        rx.run_subject(folder, subject, alignment, {}, experiment())
 
 
 # --- table and figure ------------------------------------------------------------------

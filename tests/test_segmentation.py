@@ -12,8 +12,12 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
+from iusynth import jobs
+from iusynth.core.settings import ConfigError
 from iusynth.experiments.segmentation import nnunet as seg
 from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
+
+from .conftest import defaults, merged_config
 
 NNUNET_VARIABLES = (
     "nnUNet_raw",
@@ -130,12 +134,11 @@ def test_grouped_splits_need_enough_subjects() -> None:
         seg.grouped_splits(cases, folds=5, seed=0)
 
 
-def test_settings_from_config() -> None:
-    assert seg.SegmentationSettings.from_config({"epochs": 3}).epochs == 3
-    with pytest.raises(ValueError, match="unknown"):
-        seg.SegmentationSettings.from_config({"epoch": 3})
-    with pytest.raises(ValueError, match="folds"):
-        seg.SegmentationSettings(folds=1)
+def test_settings_come_from_the_config_and_bad_values_name_their_key() -> None:
+    config = merged_config({"segmentation": {"nnunet": {"epochs": 3}}})
+    assert jobs.nnunet(config, threads=2).epochs == 3
+    with pytest.raises(ConfigError, match=r"config key 'segmentation\.nnunet': segmentation folds"):
+        jobs.nnunet(merged_config({"segmentation": {"nnunet": {"folds": 1}}}))
 
 
 def disc_planes(
@@ -239,13 +242,18 @@ def test_tiny_fold_end_to_end(tmp_path: Path, restore_nnunet_environment) -> Non
     environment = {name: os.environ.get(name) for name in NNUNET_VARIABLES}
     rng = np.random.default_rng(0)
     paths = seg.NnunetPaths.under(tmp_path / "nnunet")
-    settings = seg.SegmentationSettings(
+    settings = defaults(
+        jobs.nnunet,
         folds=5,
         epochs=1,
         iterations_per_epoch=2,
         val_iterations_per_epoch=1,
+        initial_lr=1e-2,
+        batch_size=None,
         device="cpu",
         threads=1,
+        tile_step_size=0.5,
+        mirroring=True,
     )
     subjects = (disc_planes(f"synth{s:02d}", 4, rng) for s in range(8))
     seg.export_dataset(paths.raw, 501, "TinyUS", subjects)

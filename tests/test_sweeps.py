@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from iusynth import jobs
 from iusynth.core import layout, modalities
+from iusynth.core.settings import ConfigError
 from iusynth.experiments.segmentation.sweeps import (
-    VirtualSweepSettings,
     make_sweeps,
     plane_world_points,
 )
@@ -20,19 +22,20 @@ from iusynth.preprocessing.pipeline import fov_grid, resample, ultrasound_fov
 from iusynth.preprocessing.slices import load_slices
 from iusynth.synthesis.synthesizers import Synthesizer, synthesise_stack
 
-SETTINGS = VirtualSweepSettings.from_config(
-    {
-        "max_planes": 40,
-        "plane_spacing_mm": 1.0,
-        "jitter_mm": 2.0,
-        "margin_mm": 3.0,
-        "size": [96, 96],
-        "spacing_mm": 1.0,
-        "sector_angle_deg": 70.0,
-        "depth_mm": 60.0,
-        "clip_percentile": 99.95,
-        "seed": 0,
-    }
+from .conftest import defaults, merged_config
+
+SETTINGS = defaults(
+    jobs.virtual_sweep,
+    max_planes=40,
+    plane_spacing_mm=1.0,
+    jitter_mm=2.0,
+    margin_mm=3.0,
+    size=(96, 96),
+    spacing_mm=1.0,
+    sector_angle_deg=70.0,
+    depth_mm=60.0,
+    clip_percentile=99.95,
+    seed=0,
 )
 
 
@@ -45,11 +48,14 @@ def upenn_sweep(generated, tmp_path_factory) -> tuple[Path, Path, str]:
     return output, folder, subject.plan.subject
 
 
-def test_settings_read_the_config_section():
-    assert SETTINGS.size == (96, 96) and SETTINGS.max_planes == 40
-    assert VirtualSweepSettings.from_config({}) == VirtualSweepSettings()
-    with pytest.raises(ValueError, match="out of range"):
-        VirtualSweepSettings.from_config({"sector_angle_deg": 200})
+def test_settings_read_the_config_section_and_the_slices():
+    config = merged_config({"preprocessing": {"slice_size": [64, 64], "spacing_mm": 0.8}})
+    settings = jobs.virtual_sweep(config)
+    assert settings.size == (64, 64) and settings.spacing_mm == 0.8  # planes like the slices
+    assert settings.max_planes == config["segmentation"]["sweeps"]["max_planes"]
+    bad = merged_config({"segmentation": {"sweeps": {"sector_angle_deg": 200}}})
+    with pytest.raises(ConfigError, match=r"segmentation\.sweeps.*out of range"):
+        jobs.virtual_sweep(bad)
 
 
 def test_stack_opens_like_a_training_stack(upenn_sweep):
@@ -190,7 +196,7 @@ def test_sweeps_are_deterministic_for_a_seed(upenn_sweep, tmp_path):
     make_sweeps(folder, name, tmp_path / "again", SETTINGS)
     for file in ("images.npy", "fov.npy", "tumor-MR.npy"):
         np.testing.assert_array_equal(np.load(output / file), np.load(tmp_path / "again" / file))
-    other = VirtualSweepSettings.from_config({"size": [96, 96], "spacing_mm": 1.0, "seed": 1})
+    other = dataclasses.replace(SETTINGS, seed=1)
     meta = make_sweeps(folder, name, tmp_path / "other", other)
     first = load_slices(output).meta["sweep"]["planes"][0]["apex_ras_mm"]
     assert meta["sweep"]["planes"][0]["apex_ras_mm"] != first

@@ -20,11 +20,13 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from iusynth.cohorts.datasets.download import RetryPolicy
+from iusynth import jobs
+from iusynth.core.directions import Direction
 from iusynth.evaluation import metrics, perceptual
 from iusynth.evaluation.evaluate import aggregate, evaluate_subject, write_csv
+from iusynth.model.config import TranslatorConfig
 from iusynth.model.network import MMHVAE
-from iusynth.model.translator import TranslatorConfig, UNetTranslator
+from iusynth.model.translator import UNetTranslator
 from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
 from iusynth.reporting.tables import (
@@ -35,15 +37,14 @@ from iusynth.reporting.tables import (
     synthesis_table,
 )
 from iusynth.synthesis.synthesizers import (
-    Direction,
-    SweepSettings,
     Synthesizer,
     TranslatorSynthesizer,
     VAESynthesizer,
     synthesise_subject,
 )
-from iusynth.training.baselines import TranslatorTraining, load_translator, train_translator
+from iusynth.training.baselines import load_translator, train_translator
 
+from .conftest import defaults, policy
 from .fake_servers import FakeServer, Reply, start
 from .test_model import TINY, stack
 
@@ -270,7 +271,7 @@ def test_torchvision_source_is_fetched_and_checked(tmp_path, monkeypatch):
         perceptual.fetch_lpips_weights(
             folder,
             "torchvision",
-            RetryPolicy(attempts=1, backoff_s=0.0),
+            policy(),
             backbone_url=f"{base}/alexnet",
             release_json=f"{base}/release",
         )
@@ -284,7 +285,14 @@ def test_torchvision_source_is_fetched_and_checked(tmp_path, monkeypatch):
 # --- baselines -------------------------------------------------------------------------
 
 TINY_GAN = dict(image_size=32, downsamplings=3, base_channels=4, max_channels=8)
-TINY_GAN_TRAINING = TranslatorTraining(epochs=2, batch_slices=4, checkpoint_every=1, device="cpu")
+TINY_GAN_TRAINING = defaults(
+    jobs.translator_training, epochs=2, batch_slices=4, checkpoint_every=1, device="cpu"
+)
+
+
+def translator(kind: str, inputs: tuple, targets: tuple, **replace) -> TranslatorConfig:
+    """A tiny U-Net of the default config's baseline settings."""
+    return defaults(jobs.translator, kind, inputs, targets, **{**TINY_GAN, **replace})
 
 
 @pytest.mark.parametrize(
@@ -292,9 +300,7 @@ TINY_GAN_TRAINING = TranslatorTraining(epochs=2, batch_slices=4, checkpoint_ever
     [("pix2pix", ("T2",), ("US",)), ("mmgan", tuple(MODALITIES), tuple(MODALITIES))],
 )
 def test_gan_baselines_train_resume_and_load(tmp_path, kind, inputs, targets):
-    config = TranslatorConfig(
-        kind=kind, inputs=inputs, targets=targets, discriminator_channels=4, **TINY_GAN
-    )
+    config = translator(kind, inputs, targets, discriminator_channels=4)
     stacks = [stack(1), stack(2, present=(True, False, True, True))]
     paths = (tmp_path / "a.pt", tmp_path / "a.ckpt", tmp_path / "a.csv")
     straight = train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *paths)
@@ -315,16 +321,14 @@ def test_gan_baselines_train_resume_and_load(tmp_path, kind, inputs, targets):
 def test_pix2pix_only_synthesises_its_directions_and_mmgan_the_missing_ones():
     pix2pix = TranslatorSynthesizer(
         [
-            UNetTranslator(TranslatorConfig("pix2pix", ("T2",), ("US",), **TINY_GAN)),
-            UNetTranslator(TranslatorConfig("pix2pix", ("US",), ("FLAIR",), **TINY_GAN)),
+            UNetTranslator(translator("pix2pix", ("T2",), ("US",))),
+            UNetTranslator(translator("pix2pix", ("US",), ("FLAIR",))),
         ]
     )
     assert pix2pix.targets(("T2",)) == ("US",)
     assert pix2pix.targets(("ceT1",)) == ()
     everything = tuple(MODALITIES)
-    mmgan = TranslatorSynthesizer(
-        [UNetTranslator(TranslatorConfig("mmgan", everything, everything, **TINY_GAN))]
-    )
+    mmgan = TranslatorSynthesizer([UNetTranslator(translator("mmgan", everything, everything))])
     assert mmgan.targets(("T2", "ceT1")) == ("US", "FLAIR")
     assert mmgan.targets(tuple(MODALITIES)) == ()
 
@@ -364,11 +368,15 @@ class Oracle(Synthesizer):
         return {m: images[:, i] for i, m in enumerate(MODALITIES)}
 
 
-SETTINGS = SweepSettings(
+SETTINGS = defaults(
+    jobs.sweep,
+    "mmhvae",
     subsets=(("US",), ("T2",), ("T2", "ceT1", "FLAIR")),
     temperatures=(0.0, 0.7),
     samples=3,
+    slice_step=1,
     batch_slices=4,
+    seed=0,
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from iusynth.cohorts.datasets.download import RetryPolicy
 from iusynth.cohorts.demo.settings import DemoSettings
+from iusynth.core.config import validate_config
 from iusynth.core.directions import canonical_subset
 from iusynth.core.modalities import MODALITIES
 from iusynth.core.settings import build, merged
@@ -282,3 +283,14 @@ def baseline(config: Config, kind: str, direction: str) -> BaselineSettings:
         translator=translator(config, kind, inputs, targets),
         training=translator_training(config),
     )
+
+
+def validate(config: Config, schema_path: Any) -> None:
+    """Every check of the configuration, before any job.
+
+    The schema and the workflow's cross-section rules
+    (:func:`iusynth.core.config.validate_config`), then every job's settings
+    (:func:`check_all`). Raises ConfigError naming the key and the fix.
+    """
+    validate_config(config, schema_path)
+    check_all(config)

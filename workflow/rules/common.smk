@@ -7,7 +7,6 @@ from iusynth.core.config import (
     ConfigError,
     resolve_cohorts,
     run_provenance,
-    validate_config,
 )
 from iusynth.cohorts.datasets import catalog
 from iusynth.cohorts.datasets.upenn import is_archive
@@ -28,9 +27,8 @@ import iusynth.jobs as jobs
 from iusynth.reporting import PAPER_RESULTS_FILE
 
 try:
-    validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+    jobs.validate(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
     COHORTS = resolve_cohorts(config)
-    jobs.check_all(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 # Stated in the report's captions (added after validation; no rule reads it).

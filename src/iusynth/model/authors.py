@@ -139,6 +139,13 @@ def authors_config(state: Mapping[str, torch.Tensor], name: str = "the state dic
         head_channels=_shape(state, f"final_blocks.{first}.convt2.weight", name)[0],
         expand=cell[0] // cell[1],
         head_blocks=head_blocks,
+        # their product of experts, KL estimate, output mask and discriminator
+        fusion="poe",
+        poe="authors",
+        kl="sampled",
+        output_mask="first_input",
+        discriminator_channels=64,
+        discriminator_layers=6,
     )
 
 

@@ -180,13 +180,13 @@ STAGES = (
         "align-mr",
         "rigidly align a subject's MR sequences to its reference (reg_aladin)",
         _align_mr,
-        ["subject-dir", "subject", "preprocessing", "threads", "json"],
+        ["subject-dir", "subject", "settings", "threads", "json"],
     ),
     Stage(
         "register-us",
         "register a subject's iUS to its reference MR (reg_aladin)",
         _register_us,
-        ["subject-dir", "subject", "alignment", "preprocessing", "threads", "json"],
+        ["subject-dir", "subject", "alignment", "settings", "threads", "json"],
     ),
     Stage(
         "preprocess",

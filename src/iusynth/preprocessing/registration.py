@@ -14,6 +14,7 @@ transform recovers the simulated misalignment best (see README, Preprocessing).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -171,13 +172,11 @@ def align_mr_sequence(
     A whole-head rigid alignment needs no full resolution: the finest pyramid level is
     skipped (3x faster on the demo, same transform to 0.1 mm).
     """
-    rigid = RegistrationOptions(
+    rigid = dataclasses.replace(
+        options,
         transform="rigid",
-        symmetric=options.symmetric,
-        levels=options.levels,
         levels_performed=max(1, options.levels - 1),
         reference_smoothing_mm=0.0,
-        threads=options.threads,
     )
     return reg_aladin(reference_path, moving_path, rigid)
 
