@@ -15,6 +15,8 @@ from scipy.spatial.distance import cdist
 from iusynth import jobs
 from iusynth.core.settings import ConfigError
 from iusynth.experiments.segmentation import nnunet as seg
+from iusynth.experiments.segmentation import planes as plane_data
+from iusynth.experiments.segmentation import scoring
 from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 
 from .conftest import defaults, merged_config
@@ -37,7 +39,7 @@ def box(shape: tuple[int, ...], start: tuple[int, ...], stop: tuple[int, ...]) -
 
 def brute_force_assd(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) -> float:
     """ASSD from all pairwise distances between the two boundaries (same definition)."""
-    edges = [np.argwhere(seg._boundary(m)) * np.asarray(spacing) for m in (a, b)]
+    edges = [np.argwhere(scoring._boundary(m)) * np.asarray(spacing) for m in (a, b)]
     distances = cdist(edges[0], edges[1])
     return float((distances.min(axis=1).sum() + distances.min(axis=0).sum()) / sum(map(len, edges)))
 
@@ -46,15 +48,15 @@ def test_dice_of_overlapping_rectangles() -> None:
     a = box((50, 60), (10, 10), (30, 30))  # 20 x 20 = 400
     b = box((50, 60), (20, 15), (45, 31))  # 25 x 16 = 400
     overlap = (30 - 20) * (30 - 15)  # rows 20..29, columns 15..29
-    assert seg.dice(a, b) == pytest.approx(2 * overlap / 800)
-    assert seg.dice(a, a) == 1.0
+    assert scoring.dice(a, b) == pytest.approx(2 * overlap / 800)
+    assert scoring.dice(a, a) == 1.0
 
 
 def test_dice_of_empty_masks() -> None:
     empty = np.zeros((8, 8), bool)
-    assert seg.dice(empty, empty) == 1.0
-    assert seg.dice(empty, box((8, 8), (2, 2), (4, 4))) == 0.0
-    assert seg.dice(box((8, 8), (2, 2), (4, 4)), empty) == 0.0
+    assert scoring.dice(empty, empty) == 1.0
+    assert scoring.dice(empty, box((8, 8), (2, 2), (4, 4))) == 0.0
+    assert scoring.dice(box((8, 8), (2, 2), (4, 4)), empty) == 0.0
 
 
 def test_assd_of_a_plate_shifted_along_its_normal() -> None:
@@ -66,32 +68,32 @@ def test_assd_of_a_plate_shifted_along_its_normal() -> None:
             b = np.zeros_like(a)
             a[(slice(None),) * axis + (4,)] = True
             b[(slice(None),) * axis + (4 + k,)] = True
-            assert seg.assd(a, b, spacing) == pytest.approx(k * spacing[axis])
-            assert seg.assd(b, a, spacing) == pytest.approx(k * spacing[axis])
+            assert scoring.assd(a, b, spacing) == pytest.approx(k * spacing[axis])
+            assert scoring.assd(b, a, spacing) == pytest.approx(k * spacing[axis])
 
 
 def test_assd_of_a_shifted_box_matches_brute_force() -> None:
     spacing = (0.5, 0.5, 2.0)
     a = box((20, 20, 12), (4, 5, 2), (14, 13, 8))
     b = box((20, 20, 12), (4, 5, 4), (14, 13, 10))  # shifted by 2 slices
-    value = seg.assd(a, b, spacing)
+    value = scoring.assd(a, b, spacing)
     assert value == pytest.approx(brute_force_assd(a, b, spacing))
     # the shift is 4 mm; side faces within the overlap are at distance 0
     assert 0 < value < 4.0
-    assert seg.assd(a, a, spacing) == 0.0
+    assert scoring.assd(a, a, spacing) == 0.0
 
 
 def test_assd_of_empty_masks() -> None:
     empty = np.zeros((6, 6, 6), bool)
-    assert seg.assd(empty, empty, (1, 1, 1)) == 0.0
-    assert math.isnan(seg.assd(empty, box((6, 6, 6), (1, 1, 1), (3, 3, 3)), (1, 1, 1)))
+    assert scoring.assd(empty, empty, (1, 1, 1)) == 0.0
+    assert math.isnan(scoring.assd(empty, box((6, 6, 6), (1, 1, 1), (3, 3, 3)), (1, 1, 1)))
     with pytest.raises(ValueError, match="spacing"):
-        seg.assd(empty, empty, (1, 1))
+        scoring.assd(empty, empty, (1, 1))
 
 
 def test_case_metrics_row() -> None:
     truth = box((10, 10, 4), (2, 2, 1), (6, 6, 3))
-    row = seg.case_metrics("s1", "mmhvae", "resect", truth, truth, (1.0, 1.0, 1.0))
+    row = scoring.case_metrics("s1", "mmhvae", "resect", truth, truth, (1.0, 1.0, 1.0))
     assert row.to_dict() == {
         "subject": "s1",
         "method": "mmhvae",
@@ -105,13 +107,13 @@ def test_case_metrics_row() -> None:
 
 def test_to_intensity_scales_and_masks() -> None:
     floats = np.array([[[-1.0, 0.0, 1.0, 2.0]]], np.float16)
-    assert seg.to_intensity(floats).tolist() == [[[0.0, 127.5, 255.0, 255.0]]]
+    assert plane_data.to_intensity(floats).tolist() == [[[0.0, 127.5, 255.0, 255.0]]]
     fov = np.array([[[True, False, True, True]]])
-    assert seg.to_intensity(np.full((1, 1, 4), 200, np.uint8), fov).tolist() == [
+    assert plane_data.to_intensity(np.full((1, 1, 4), 200, np.uint8), fov).tolist() == [
         [[200.0, 0.0, 200.0, 200.0]]
     ]
     with pytest.raises(TypeError):
-        seg.to_intensity(np.zeros((1, 2, 2), np.int16))
+        plane_data.to_intensity(np.zeros((1, 2, 2), np.int16))
 
 
 def test_grouped_splits_keep_subjects_together() -> None:
@@ -123,9 +125,9 @@ def test_grouped_splits_keep_subjects_together() -> None:
     assert sorted(validated) == sorted(cases)  # every case validated exactly once
     for split in splits:
         assert sorted(split["train"] + split["val"]) == sorted(cases)
-        train_subjects = {seg.subject_of(c) for c in split["train"]}
-        assert train_subjects.isdisjoint(seg.subject_of(c) for c in split["val"])
-    assert seg.subject_of("sub_01_0012") == "sub_01"
+        train_subjects = {plane_data.subject_of(c) for c in split["train"]}
+        assert train_subjects.isdisjoint(plane_data.subject_of(c) for c in split["val"])
+    assert plane_data.subject_of("sub_01_0012") == "sub_01"
 
 
 def test_grouped_splits_need_enough_subjects() -> None:
@@ -136,14 +138,14 @@ def test_grouped_splits_need_enough_subjects() -> None:
 
 def test_settings_come_from_the_config_and_bad_values_name_their_key() -> None:
     config = merged_config({"segmentation": {"nnunet": {"epochs": 3}}})
-    assert jobs.nnunet(config, threads=2).epochs == 3
+    assert jobs.segmenter(config, threads=2).epochs == 3
     with pytest.raises(ConfigError, match=r"config key 'segmentation\.nnunet': segmentation folds"):
-        jobs.nnunet(merged_config({"segmentation": {"nnunet": {"folds": 1}}}))
+        jobs.segmenter(merged_config({"segmentation": {"nnunet": {"folds": 1}}}))
 
 
 def disc_planes(
     subject: str, n: int, rng: np.random.Generator, size: int = 64
-) -> seg.SubjectPlanes:
+) -> plane_data.SubjectPlanes:
     """Bright discs (the tumour) on Rayleigh speckle, uint8, 0.5 mm pixels."""
     rows, columns = np.mgrid[:size, :size]
     images = np.empty((n, size, size), np.uint8)
@@ -154,10 +156,10 @@ def disc_planes(
         disc = (rows - centre[0]) ** 2 + (columns - centre[1]) ** 2 <= radius**2
         images[i] = np.clip(rng.rayleigh(40, (size, size)) + 120 * disc, 0, 255).astype(np.uint8)
         labels[i] = disc
-    return seg.SubjectPlanes(subject, images, labels, (0.5, 0.5))
+    return plane_data.SubjectPlanes(subject, images, labels, (0.5, 0.5))
 
 
-def write_stack(folder: Path, planes: seg.SubjectPlanes, slice_indices: list[int]) -> None:
+def write_stack(folder: Path, planes: plane_data.SubjectPlanes, slice_indices: list[int]) -> None:
     """A slice stack (see iusynth.preprocessing.slices) holding ``planes`` as its US channel."""
     n, height, width = planes.images.shape
     images = np.full((n, 4, height, width), -1.0, np.float16)
@@ -213,17 +215,17 @@ def test_export_dataset_writes_fov_planes(tmp_path: Path) -> None:
 def test_planes_from_stack_and_grid(tmp_path: Path) -> None:
     planes = disc_planes("remind-3", 3, np.random.default_rng(2), size=32)
     write_stack(tmp_path / "remind-3", planes, [4, 5, 6])
-    loaded = seg.planes_from_stack(tmp_path / "remind-3")
+    loaded = plane_data.planes_from_stack(tmp_path / "remind-3")
     assert loaded.subject == "remind-3"
     assert loaded.spacing == (0.5, 0.5)
     assert loaded.case_id(0) == "remind-3_0004"
-    np.testing.assert_allclose(seg.to_intensity(loaded.images), planes.images, atol=1.0)
+    np.testing.assert_allclose(plane_data.to_intensity(loaded.images), planes.images, atol=1.0)
     meta = json.loads((tmp_path / "remind-3" / "meta.json").read_text())
-    grid = seg.stack_to_grid(planes.labels, meta)
+    grid = plane_data.stack_to_grid(planes.labels, meta)
     assert grid.shape == (32, 32, 8)
     np.testing.assert_array_equal(grid[:, :, 5], planes.labels[1])
     assert grid[:, :, [0, 1, 2, 3, 7]].max() == 0
-    row = seg.score_stack(tmp_path / "remind-3", planes.labels, "truth", "remind")
+    row = scoring.score_stack(tmp_path / "remind-3", planes.labels, "truth", "remind")
     assert row["dice"] == 1.0 and row["assd_mm"] == 0.0
 
 
@@ -243,7 +245,7 @@ def test_tiny_fold_end_to_end(tmp_path: Path, restore_nnunet_environment) -> Non
     rng = np.random.default_rng(0)
     paths = seg.NnunetPaths.under(tmp_path / "nnunet")
     settings = defaults(
-        jobs.nnunet,
+        jobs.segmenter,
         folds=5,
         epochs=1,
         iterations_per_epoch=2,
@@ -288,12 +290,16 @@ def test_tiny_fold_end_to_end(tmp_path: Path, restore_nnunet_environment) -> Non
     held_out = disc_planes("real01", 3, rng)
     write_stack(tmp_path / "stacks" / "real01", held_out, [2, 3, 4])
     masks = seg.predict_cases(
-        paths, 501, [seg.planes_from_stack(tmp_path / "stacks" / "real01")], settings, folds=[0]
+        paths,
+        501,
+        [plane_data.planes_from_stack(tmp_path / "stacks" / "real01")],
+        settings,
+        folds=[0],
     )
     assert masks["real01"].shape == (3, 64, 64)
     assert masks["real01"].dtype == np.uint8
     assert set(np.unique(masks["real01"])) <= {0, 1}
-    row = seg.score_stack(tmp_path / "stacks" / "real01", masks["real01"], "toy", "test")
+    row = scoring.score_stack(tmp_path / "stacks" / "real01", masks["real01"], "toy", "test")
     assert 0.0 <= row["dice"] <= 1.0
     assert row["truth_voxels"] == int(held_out.labels.sum())
 

@@ -341,7 +341,7 @@ GPU_RULES = {
     "synthesise",
     "synthesise_mr_from_us",
     "synthetic_ius",
-    "nnunet_train",
+    "segmenter_train",
     "segment_real_ius",
 }
 

@@ -25,6 +25,7 @@ from iusynth.core.settings import build, merged
 from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSettings
 from iusynth.experiments.registration_tre.settings import ExperimentSettings, MrSynthesisSettings
 from iusynth.experiments.segmentation.settings import (
+    NETWORK_SETTINGS,
     NnunetSettings,
     SegmentationTableSettings,
     SyntheticIusSettings,
@@ -188,10 +189,11 @@ def synthetic_ius(config: Config) -> SyntheticIusSettings:
     return build(SyntheticIusSettings, config["segmentation"], "segmentation")
 
 
-def nnunet(config: Config, threads: int = 1) -> NnunetSettings:
-    """nnU-Net (``segmentation.nnunet``)."""
-    key = "segmentation.nnunet"
-    return build(NnunetSettings, section(config, key), key, threads=threads)
+def segmenter(config: Config, threads: int = 1) -> Any:
+    """The settings of the configured segmentation network (``segmentation.network``)."""
+    network = config["segmentation"]["network"]
+    key = f"segmentation.{network}"
+    return build(NETWORK_SETTINGS[network], section(config, key), key, threads=threads)
 
 
 def segmentation_tables(config: Config) -> SegmentationTableSettings:
@@ -226,7 +228,7 @@ BINDINGS = (
     Binding(mr_synthesis, MrSynthesisSettings, "registration_experiment"),
     Binding(virtual_sweep, VirtualSweepSettings, "segmentation.sweeps"),
     Binding(synthetic_ius, SyntheticIusSettings, "segmentation"),
-    Binding(nnunet, NnunetSettings, "segmentation.nnunet"),
+    Binding(segmenter, NnunetSettings, "segmentation.nnunet"),
     Binding(segmentation_tables, SegmentationTableSettings, "segmentation"),
 )
 
@@ -246,7 +248,7 @@ def check_all(config: Config) -> None:
         sweep(config, method)
     for builder in (metrics, tables, figures, registration_experiment, mr_synthesis):
         builder(config)
-    for builder in (virtual_sweep, synthetic_ius, nnunet, segmentation_tables):
+    for builder in (virtual_sweep, synthetic_ius, segmenter, segmentation_tables):
         builder(config)
 
 

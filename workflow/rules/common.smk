@@ -11,15 +11,8 @@ from iusynth.core.config import (
 from iusynth.cohorts.datasets import catalog
 from iusynth.cohorts.datasets.upenn import is_archive
 from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
-from iusynth.evaluation.perceptual import WEIGHTS_FILE as LPIPS_WEIGHTS_FILE
-from iusynth.experiments.segmentation.nnunet import (
-    CONFIGURATION,
-    DATASET_ID,
-    DATASET_NAME,
-    PLANS,
-    TRAINER_NAME,
-    dataset_name,
-)
+from iusynth.evaluation.settings import LPIPS_WEIGHTS_FILE
+from iusynth.experiments.segmentation.segmenter import DATA as SEGMENTER_DATA
 from iusynth.core.directions import Direction
 from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
@@ -338,20 +331,9 @@ def trainval_slice_dirs():
 # Downstream segmentation (Table 4)
 SEGMENTATION = config["segmentation"]
 SYNTHETIC_IUS_METHODS = [m for m in SEGMENTATION["methods"] if m != "supervised"]
-NNUNET_FOLDS = list(range(SEGMENTATION["nnunet"]["folds"]))
-# nnU-Net's model folder inside a method's nnunet_models folder
-NNUNET_MODEL = "/".join(
-    [
-        dataset_name(DATASET_ID, DATASET_NAME),
-        f"{TRAINER_NAME}__{PLANS}__{CONFIGURATION}",
-    ]
-)
-NNUNET_CHECKPOINT = f"{RESULTS}/segmentation/{{method}}/nnunet_models/{NNUNET_MODEL}/fold_{{fold}}/checkpoint_final.pth"
-
-
-def nnunet_models_dir(data_dir):
-    """A method's nnU-Net results folder, beside its nnunet_data folder."""
-    return str(Path(data_dir).parent / "nnunet_models")
+SEGMENTER_FOLDS = list(range(jobs.segmenter(config).folds))
+# The record of one trained fold (the network keeps its own files beside it)
+SEGMENTER_FOLD = f"{RESULTS}/segmentation/{{method}}/segmenter/fold_{{fold}}.json"
 
 
 def sweep_dirs():
@@ -366,8 +348,8 @@ def supervised_stacks():
     return [f"{RESULTS}/slices/{name}/{s}" for s in COHORTS[name].ultrasound_subjects]
 
 
-def nnunet_training_inputs(wildcards):
-    """What a method's nnU-Net trains on: synthetic iUS of the sweeps, or real iUS."""
+def segmenter_training_inputs(wildcards):
+    """What a method's segmenter trains on: synthetic iUS of the sweeps, or real iUS."""
     if wildcards.method == "supervised":
         return {"real": supervised_stacks()}
     return {
@@ -379,8 +361,8 @@ def nnunet_training_inputs(wildcards):
     }
 
 
-def nnunet_sources_arguments(wildcards, input):
-    """The nnunet-prepare options naming a method's training planes."""
+def segmenter_sources_arguments(wildcards, input):
+    """The segmenter-prepare options naming a method's training planes."""
     if wildcards.method == "supervised":
         return "--real " + " ".join(f"'{path}'" for path in input.real)
     synthetic = " ".join(f"'{path}'" for path in input.synthetic)

@@ -59,15 +59,15 @@ rule synthetic_ius:
         " --output {output:q} > {log} 2>&1"
 
 
-rule nnunet_prepare:
+rule segmenter_prepare:
     input:
-        unpack(nnunet_training_inputs),
+        unpack(segmenter_training_inputs),
     output:
-        directory(f"{RESULTS}/segmentation/{{method}}/nnunet_data"),
+        directory(f"{RESULTS}/segmentation/{{method}}/segmenter/{SEGMENTER_DATA}"),
     log:
-        f"{RESULTS}/logs/nnunet_prepare/{{method}}.log",
+        f"{RESULTS}/logs/segmenter_prepare/{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/nnunet_prepare/{{method}}.tsv"
+        f"{RESULTS}/benchmarks/segmenter_prepare/{{method}}.tsv"
     wildcard_constraints:
         method="|".join(SEGMENTATION["methods"]),
     conda:
@@ -79,24 +79,25 @@ rule nnunet_prepare:
         runtime=60,
     params:
         iusynth=IUSYNTH,
-        settings=job_settings(jobs.nnunet),
-        sources=nnunet_sources_arguments,
-        models=lambda wildcards, output: nnunet_models_dir(output[0]),
+        settings=job_settings(jobs.segmenter),
+        network=SEGMENTATION["network"],
+        sources=segmenter_sources_arguments,
+        folder=lambda wildcards, output: str(Path(output[0]).parent),
     shell:
-        "{params.iusynth} nnunet-prepare --method {wildcards.method} {params.sources}"
-        " --settings {params.settings:q} --threads {threads} --data {output:q}"
-        " --models {params.models:q} > {log} 2>&1"
+        "{params.iusynth} segmenter-prepare --method {wildcards.method} {params.sources}"
+        " --network {params.network} --folder {params.folder:q}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
-rule nnunet_splits:
+rule segmenter_splits:
     input:
-        rules.nnunet_prepare.output[0],
+        rules.segmenter_prepare.output[0],
     output:
         f"{RESULTS}/segmentation/{{method}}/splits.json",
     log:
-        f"{RESULTS}/logs/nnunet_splits/{{method}}.log",
+        f"{RESULTS}/logs/segmenter_splits/{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/nnunet_splits/{{method}}.tsv"
+        f"{RESULTS}/benchmarks/segmenter_splits/{{method}}.tsv"
     wildcard_constraints:
         method="|".join(SEGMENTATION["methods"]),
     conda:
@@ -108,23 +109,24 @@ rule nnunet_splits:
         runtime=10,
     params:
         iusynth=IUSYNTH,
-        settings=job_settings(jobs.nnunet),
-        models=lambda wildcards, input: nnunet_models_dir(input[0]),
+        settings=job_settings(jobs.segmenter),
+        network=SEGMENTATION["network"],
+        folder=lambda wildcards, input: str(Path(input[0]).parent),
     shell:
-        "{params.iusynth} nnunet-splits --settings {params.settings:q} --threads {threads}"
-        " --data {input:q} --models {params.models:q} --output {output:q} > {log} 2>&1"
+        "{params.iusynth} segmenter-splits --network {params.network} --folder {params.folder:q}"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
 
 
-rule nnunet_train:
+rule segmenter_train:
     input:
-        data=rules.nnunet_prepare.output[0],
-        splits=rules.nnunet_splits.output[0],
+        data=rules.segmenter_prepare.output[0],
+        splits=rules.segmenter_splits.output[0],
     output:
-        NNUNET_CHECKPOINT,
+        SEGMENTER_FOLD,
     log:
-        f"{RESULTS}/logs/nnunet_train/{{method}}/fold_{{fold}}.log",
+        f"{RESULTS}/logs/segmenter_train/{{method}}/fold_{{fold}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/nnunet_train/{{method}}/fold_{{fold}}.tsv"
+        f"{RESULTS}/benchmarks/segmenter_train/{{method}}/fold_{{fold}}.tsv"
     wildcard_constraints:
         method="|".join(SEGMENTATION["methods"]),
         fold=r"\d+",
@@ -138,18 +140,19 @@ rule nnunet_train:
         gpu=SEGMENTATION["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=job_settings(jobs.nnunet),
-        models=lambda wildcards, input: nnunet_models_dir(input[0]),
+        settings=job_settings(jobs.segmenter),
+        network=SEGMENTATION["network"],
+        folder=lambda wildcards, input: str(Path(input.data).parent),
     shell:
-        "{params.iusynth} nnunet-train --fold {wildcards.fold} --splits {input.splits:q}"
-        " --settings {params.settings:q} --threads {threads} --data {input.data:q}"
-        " --models {params.models:q} > {log} 2>&1"
+        "{params.iusynth} segmenter-train --fold {wildcards.fold} --splits {input.splits:q}"
+        " --network {params.network} --folder {params.folder:q}"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
 
 
 rule segment_real_ius:
     input:
-        data=rules.nnunet_prepare.output[0],
-        checkpoints=expand(NNUNET_CHECKPOINT, fold=NNUNET_FOLDS, allow_missing=True),
+        data=rules.segmenter_prepare.output[0],
+        folds=expand(SEGMENTER_FOLD, fold=SEGMENTER_FOLDS, allow_missing=True),
         slices=lambda wildcards: slice_dir_of(wildcards.subject),
     output:
         mask=f"{RESULTS}/segmentation/{{method}}/predictions/{{subject}}.nii.gz",
@@ -171,14 +174,15 @@ rule segment_real_ius:
         gpu=SEGMENTATION["gpus"],
     params:
         iusynth=IUSYNTH,
-        settings=job_settings(jobs.nnunet),
-        models=lambda wildcards, input: nnunet_models_dir(input[0]),
-        folds=" ".join(str(fold) for fold in NNUNET_FOLDS),
+        settings=job_settings(jobs.segmenter),
+        network=SEGMENTATION["network"],
+        folder=lambda wildcards, input: str(Path(input.data).parent),
+        folds=" ".join(str(fold) for fold in SEGMENTER_FOLDS),
         set=lambda wildcards: evaluation_set(wildcards.subject),
     shell:
         "{params.iusynth} segment-real-ius --method {wildcards.method} --set {params.set}"
-        " --slices {input.slices:q} --folds {params.folds} --settings {params.settings:q}"
-        " --threads {threads} --data {input.data:q} --models {params.models:q}"
+        " --slices {input.slices:q} --folds {params.folds} --network {params.network}"
+        " --folder {params.folder:q} --settings {params.settings:q} --threads {threads}"
         " --mask {output.mask:q} --output {output.metrics:q} > {log} 2>&1"
 
 

@@ -71,14 +71,6 @@ SHARED_ARGUMENTS: dict[str, Any] = {
         {"required": True, "type": Path, "help": "checkpoint to resume"},
     ),
     "losses": ("--losses", {"required": True, "type": Path, "help": "loss curves CSV"}),
-    "nnunet-data": (
-        "--data",
-        {"required": True, "type": Path, "help": "the method's nnU-Net raw + preprocessed"},
-    ),
-    "nnunet-models": (
-        "--models",
-        {"required": True, "type": Path, "help": "the method's nnU-Net results folder"},
-    ),
     "model-output": ("--output", {"required": True, "type": Path, "help": "model.pt to write"}),
     "pretrained-options": [
         (

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from iusynth.evaluation.perceptual import LPIPS, lpips_distance
+from iusynth.evaluation.settings import SSIM_MODES
 
 METRICS = ("psnr", "ssim", "lpips", "l1")
-SSIM_MODES = ("authors", "2d")
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 

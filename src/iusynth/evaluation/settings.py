@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from iusynth.core.directions import Direction
 
 SSIM_MODES = ("authors", "2d")
+LPIPS_WEIGHTS_FILE = "lpips-alexnet-v0.1.pt"  # in evaluation.lpips_weights
 
 
 @dataclass(frozen=True)

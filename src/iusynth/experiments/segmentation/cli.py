@@ -11,16 +11,17 @@ from iusynth.core.commands import Stage
 from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
+NETWORK = ("--network", {"required": True, "help": "segmentation.network, e.g. nnunet"})
+FOLDER = ("--folder", {"required": True, "type": Path, "help": "the method's segmenter folder"})
 
 
-def _segmentation_settings(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The job's nnU-Net settings and the nnU-Net folders of a method."""
-    from iusynth.experiments.segmentation.nnunet import NnunetPaths
-    from iusynth.experiments.segmentation.settings import NnunetSettings
+def _segmenter(args: argparse.Namespace) -> Any:
+    """The job's segmentation network (``--network``) with its settings."""
+    from iusynth.experiments.segmentation.segmenter import segmenter_for
+    from iusynth.experiments.segmentation.settings import NETWORK_SETTINGS
 
-    settings = from_json(NnunetSettings, args.settings, threads=args.threads)
-    paths = NnunetPaths(args.data / "raw", args.data / "preprocessed", args.models)
-    return settings, paths
+    settings = from_json(NETWORK_SETTINGS[args.network], args.settings, threads=args.threads)
+    return segmenter_for(args.network, settings)
 
 
 def _virtual_sweep(args: argparse.Namespace) -> None:
@@ -77,72 +78,55 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
     log.info("%s: %d x %d synthetic iUS planes", args.method, len(planes), len(positions))
 
 
-def _nnunet_prepare(args: argparse.Namespace) -> None:
-    """Export a method's training planes as an nnU-Net dataset; plan and preprocess it."""
-    from iusynth.experiments.segmentation.nnunet import (
-        DATASET_ID,
-        DATASET_NAME,
-        export_dataset,
-        plan_and_preprocess,
-        planes_from_stack,
-        synthetic_planes,
-    )
+def _segmenter_prepare(args: argparse.Namespace) -> None:
+    """Give a method's training planes to the segmentation network (export, planning)."""
+    from iusynth.experiments.segmentation.planes import planes_from_stack, synthetic_planes
 
-    settings, paths = _segmentation_settings(args)
     if args.real:
         subjects = (planes_from_stack(folder, label="tumor-US") for folder in args.real)
     else:
         subjects = (
             synthetic_planes(folder, args.sweeps / folder.name) for folder in args.synthetic
         )
-    export_dataset(paths.raw, DATASET_ID, DATASET_NAME, subjects)
-    plans = plan_and_preprocess(paths, DATASET_ID, settings)
-    log.info("%s: nnU-Net dataset planned (%s)", args.method, plans)
+    _segmenter(args).prepare(args.folder, subjects)
+    log.info("%s: %s data prepared in %s", args.method, args.network, args.folder)
 
 
-def _nnunet_splits(args: argparse.Namespace) -> None:
-    """Write the nnU-Net folds of a method's dataset, grouped by subject."""
-    from iusynth.experiments.segmentation.nnunet import DATASET_ID, write_splits
-
-    settings, paths = _segmentation_settings(args)
-    write_splits(paths, DATASET_ID, settings, args.output)
-    log.info("%d folds -> %s", settings.folds, args.output)
+def _segmenter_splits(args: argparse.Namespace) -> None:
+    """Write the folds of a method's segmentation data, grouped by subject."""
+    _segmenter(args).write_splits(args.folder, args.output)
+    log.info("folds -> %s", args.output)
 
 
-def _nnunet_train(args: argparse.Namespace) -> None:
-    """Train one nnU-Net fold of a method."""
-    from iusynth.experiments.segmentation.nnunet import DATASET_ID, train_fold
+def _segmenter_train(args: argparse.Namespace) -> None:
+    """Train one fold of a method's segmentation network; record its weights."""
+    from iusynth.core.fileio import write_json
+    from iusynth.training.pretrained import sha256_of
 
-    settings, paths = _segmentation_settings(args)
-    checkpoint = train_fold(paths, DATASET_ID, args.fold, settings, args.splits)
-    log.info("fold %d -> %s", args.fold, checkpoint)
+    weights = _segmenter(args).train(args.folder, args.fold, args.splits)
+    record = {"fold": args.fold, "weights": str(weights), "sha256": sha256_of(weights)}
+    write_json(args.output, record)
+    log.info("fold %d -> %s", args.fold, weights)
 
 
 def _segment_real_ius(args: argparse.Namespace) -> None:
-    """Segment a real iUS subject with a method's nnU-Net ensemble; score it (Dice, ASSD)."""
+    """Segment a real iUS subject with a method's ensemble of folds; score it (Dice, ASSD)."""
     import numpy as np
     import pandas as pd
 
     from iusynth.core.fileio import save_nifti
     from iusynth.evaluation.evaluate import write_csv
-    from iusynth.experiments.segmentation.nnunet import (
-        CASE_COLUMNS,
-        DATASET_ID,
-        planes_from_stack,
-        predict_cases,
-        score_stack,
-        stack_to_grid,
-    )
+    from iusynth.experiments.segmentation.planes import planes_from_stack, stack_to_grid
+    from iusynth.experiments.segmentation.scoring import CASE_COLUMNS, score_stack
     from iusynth.preprocessing.slices import load_slices
 
-    settings, paths = _segmentation_settings(args)
     meta = load_slices(args.slices).meta
     if "tumor-US" not in meta["labels"]:
         log.warning("%s has no iUS tumour label: nothing to score", args.slices)
         write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)
         return
     planes = planes_from_stack(args.slices, label="tumor-US")
-    masks = predict_cases(paths, DATASET_ID, [planes], settings, folds=args.folds)[planes.subject]
+    masks = _segmenter(args).predict(args.folder, args.folds, [planes])[planes.subject]
     affine = np.array(meta["grid_affine"])
     save_nifti(args.mask, stack_to_grid(masks, meta).astype(np.uint8), affine)
     row = score_stack(args.slices, masks, args.method, args.set)
@@ -153,7 +137,7 @@ def _segment_real_ius(args: argparse.Namespace) -> None:
 def _segmentation_tables(args: argparse.Namespace) -> None:
     """Table 4 (Dice and ASSD per method and test set) beside the paper's, and its boxplot."""
     from iusynth.evaluation.evaluate import read_metric_files, write_csv
-    from iusynth.experiments.segmentation.nnunet import CASE_COLUMNS
+    from iusynth.experiments.segmentation.scoring import CASE_COLUMNS
     from iusynth.experiments.segmentation.settings import SegmentationTableSettings
     from iusynth.reporting.figures import plot_segmentation_boxplot
     from iusynth.reporting.tables import (
@@ -199,43 +183,44 @@ STAGES = (
         ],
     ),
     Stage(
-        "nnunet-prepare",
-        "export a method's training planes as an nnU-Net dataset, plan and preprocess it",
-        _nnunet_prepare,
+        "segmenter-prepare",
+        "give a method's training planes to the segmentation network (export, planning)",
+        _segmenter_prepare,
         [
             ("--method", {"required": True, "help": "Table 4 method"}),
             ("--synthetic", {"nargs": "*", "type": Path, "default": [], "help": "folders"}),
             ("--sweeps", {"type": Path, "default": None, "help": "folder of the sweeps"}),
             ("--real", {"nargs": "*", "type": Path, "default": [], "help": "real slice stacks"}),
+            NETWORK,
+            FOLDER,
             "settings",
             "threads",
-            "nnunet-data",
-            "nnunet-models",
         ],
     ),
     Stage(
-        "nnunet-splits",
-        "write the nnU-Net folds of a method's dataset (grouped by subject)",
-        _nnunet_splits,
+        "segmenter-splits",
+        "write the folds of a method's segmentation data (grouped by subject)",
+        _segmenter_splits,
         [
+            NETWORK,
+            FOLDER,
             "settings",
             "threads",
-            "nnunet-data",
-            "nnunet-models",
             ("--output", {"required": True, "type": Path, "help": "splits JSON to write"}),
         ],
     ),
     Stage(
-        "nnunet-train",
-        "train one nnU-Net fold of a method",
-        _nnunet_train,
+        "segmenter-train",
+        "train one fold of a method's segmentation network",
+        _segmenter_train,
         [
             ("--fold", {"required": True, "type": int, "help": "fold to train"}),
-            ("--splits", {"required": True, "type": Path, "help": "nnunet-splits output"}),
+            ("--splits", {"required": True, "type": Path, "help": "segmenter-splits output"}),
+            NETWORK,
+            FOLDER,
             "settings",
             "threads",
-            "nnunet-data",
-            "nnunet-models",
+            ("--output", {"required": True, "type": Path, "help": "fold record JSON to write"}),
         ],
     ),
     Stage(
@@ -247,10 +232,10 @@ STAGES = (
             ("--set", {"required": True, "help": "test set (the cohort's name)"}),
             ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
             ("--folds", {"required": True, "nargs": "+", "type": int, "help": "folds to ensemble"}),
+            NETWORK,
+            FOLDER,
             "settings",
             "threads",
-            "nnunet-data",
-            "nnunet-models",
             ("--mask", {"required": True, "type": Path, "help": "predicted mask NIfTI to write"}),
             ("--output", {"required": True, "type": Path, "help": "metrics CSV to write"}),
         ],

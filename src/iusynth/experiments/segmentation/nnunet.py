@@ -44,19 +44,18 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from scipy import ndimage
 
 from iusynth.core.fileio import atomic_directory, write_json
 from iusynth.core.splits import kfold
+from iusynth.experiments.segmentation.planes import SubjectPlanes, subject_of, to_intensity
+from iusynth.experiments.segmentation.segmenter import DATA
 from iusynth.experiments.segmentation.settings import NnunetSettings
-from iusynth.preprocessing.slices import load_slices
 from iusynth.training.mmhvae import select_device
 
 log = logging.getLogger(__name__)
@@ -69,15 +68,6 @@ LABELS = {"background": 0, "tumour": 1}
 # One dataset per method, each under its own nnU-Net folders, so the id and name are fixed.
 DATASET_ID = 501
 DATASET_NAME = "iUSTumour"
-CASE_COLUMNS: tuple[str, ...] = (
-    "subject",
-    "method",
-    "set",
-    "dice",
-    "assd_mm",
-    "truth_voxels",
-    "prediction_voxels",
-)
 # nnU-Net's SimpleITKIO gives a 2D image this spacing along its dummy first axis
 _DUMMY_AXIS_FACTOR = 999
 _CUDA = torch.device("cuda")  # nnUNetTrainer's default device
@@ -127,133 +117,6 @@ def nnunet_environment(paths: NnunetPaths, threads: int) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-@dataclass
-class SubjectPlanes:
-    """A subject's 2D iUS planes with their tumour labels.
-
-    ``images``: (n, H, W), uint8 0..255 or float in [-1, 1]. ``labels``: (n, H, W), any
-    value > 0 is tumour (None for prediction-only input). ``spacing``: mm along H and W.
-    ``fov``: (n, H, W) bool, None for "everywhere". ``planes``: the plane numbers used in
-    case names (default 0..n-1). ``subject`` is the case-name prefix and the unit the
-    folds are grouped by.
-    """
-
-    subject: str
-    images: np.ndarray
-    labels: np.ndarray | None
-    spacing: tuple[float, float]
-    fov: np.ndarray | None = None
-    planes: np.ndarray = field(default_factory=lambda: np.empty(0, int))
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 3:
-            raise ValueError(f"{self.subject}: planes must be (n, H, W), not {self.images.shape}")
-        for name in ("labels", "fov"):
-            array = getattr(self, name)
-            if array is not None and array.shape != self.images.shape:
-                raise ValueError(
-                    f"{self.subject}: {name} {array.shape} differ from images {self.images.shape}"
-                )
-        if self.planes.size == 0:
-            self.planes = np.arange(len(self.images))
-        if len(self.planes) != len(self.images):
-            raise ValueError(f"{self.subject}: {len(self.planes)} plane numbers for {len(self)}")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def case_id(self, index: int) -> str:
-        """The nnU-Net case name of plane ``index``."""
-        return f"{self.subject}_{int(self.planes[index]):04d}"
-
-
-def subject_of(case_id: str) -> str:
-    """The subject of an nnU-Net case named ``<subject>_<plane:04d>``."""
-    return case_id.rsplit("_", 1)[0]
-
-
-def to_intensity(images: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
-    """Intensities of iUS planes as float32 0..255, 0 outside the field of view.
-
-    uint8 input is taken as 0..255; float input as [-1, 1] (clipped).
-    """
-    if images.dtype == np.uint8:
-        values = images.astype(np.float32)
-    elif np.issubdtype(images.dtype, np.floating):
-        values = (np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5
-    else:
-        raise TypeError(f"iUS planes must be uint8 0..255 or float in [-1, 1], not {images.dtype}")
-    if fov is not None:
-        values = np.where(fov, values, np.float32(0.0))
-    return values
-
-
-def grid_spacing(meta: dict[str, Any]) -> tuple[float, float, float]:
-    """Voxel size (mm) along the three axes of a slice stack's grid (from ``grid_affine``)."""
-    affine = np.asarray(meta["grid_affine"], float)
-    return tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-
-
-def planes_from_stack(
-    folder: Path, label: str | None = "tumor-US", subject: str | None = None
-) -> SubjectPlanes:
-    """The US channel of a slice stack as :class:`SubjectPlanes` (plane = grid slice index).
-
-    ``label`` names the label array to carry (None: no labels); ``subject`` overrides the
-    stack's subject as case-name prefix.
-    """
-    stack = load_slices(folder)
-    meta = stack.meta
-    us = meta["modalities"].index("US")
-    if not stack.present[us]:
-        raise ValueError(f"{folder}: the slice stack of {meta['subject']} has no iUS")
-    labels = None
-    if label is not None:
-        if label not in stack.labels:
-            raise ValueError(f"{folder}: no {label} labels in {meta['subject']}'s slice stack")
-        labels = np.asarray(stack.labels[label])
-    spacing = grid_spacing(meta)
-    return SubjectPlanes(
-        subject=subject or meta["subject"],
-        images=np.asarray(stack.images[:, us], np.float32),
-        labels=labels,
-        spacing=(spacing[0], spacing[1]),
-        fov=np.asarray(stack.fov, bool),
-        planes=np.asarray(meta["slice_indices"], int),
-    )
-
-
-def synthetic_planes(synthetic_dir: Path, sweep_dir: Path) -> SubjectPlanes:
-    """A subject's synthetic iUS planes with the tumour labels of its virtual sweep.
-
-    ``synthetic_dir`` holds ``us.npy`` (temperatures, planes, H, W) uint8 (the
-    synthetic-ius stage); ``sweep_dir`` the sweep it was made from (binary ``tumor-MR``
-    labels, field of view, grid). Several temperatures become more planes of the same
-    subject (augmentation), so they stay in one fold.
-    """
-    us_path = Path(synthetic_dir) / "us.npy"
-    if not us_path.is_file():
-        raise FileNotFoundError(f"{us_path} is missing: re-run the synthetic_ius rule")
-    us = np.load(us_path)
-    sweep = load_slices(sweep_dir)
-    if "tumor-MR" not in sweep.labels:
-        raise ValueError(f"{sweep_dir}: the sweep has no tumor-MR labels; re-run virtual_sweep")
-    if us.shape[1:] != sweep.fov.shape:
-        raise ValueError(
-            f"{us_path}: planes {us.shape[1:]} do not match the sweep {sweep.fov.shape} of "
-            f"{sweep_dir}; re-run synthetic_ius"
-        )
-    copies = len(us)
-    spacing = grid_spacing(sweep.meta)
-    return SubjectPlanes(
-        subject=sweep.meta["subject"],
-        images=us.reshape(-1, *us.shape[2:]),
-        labels=np.tile(np.asarray(sweep.labels["tumor-MR"]), (copies, 1, 1)),
-        spacing=(spacing[0], spacing[1]),
-        fov=np.tile(np.asarray(sweep.fov, bool), (copies, 1, 1)),
-    )
 
 
 def dataset_name(dataset_id: int, name: str) -> str:
@@ -624,97 +487,38 @@ def predict_cases(
         return {planes.subject: predict_planes(predictor, planes) for planes in subjects}
 
 
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice overlap of two binary masks; 1.0 when both are empty, 0.0 when only one is."""
-    prediction, truth = np.asarray(prediction) > 0, np.asarray(truth) > 0
-    total = int(prediction.sum()) + int(truth.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int((prediction & truth).sum()) / total
+class NnunetSegmenter:
+    """nnU-Net v2 (2D) as a :class:`~iusynth.experiments.segmentation.segmenter.Segmenter`.
 
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    """Voxels of a mask with a face neighbour outside it (the array edge counts as outside)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
-
-
-def assd(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> float:
-    """Average symmetric surface distance (mm) between two binary masks.
-
-    Surfaces are the masks' boundary voxels (:func:`_boundary`); every boundary voxel of
-    each mask contributes its distance to the nearest boundary voxel of the other
-    (Euclidean, voxel size ``spacing``), and the mean is over both sets together.
-    0.0 when both masks are empty, nan when only one is (no surface to measure to).
+    Under its folder: ``data/raw`` and ``data/preprocessed`` (one dataset, made by
+    :meth:`prepare`) and ``models`` (nnU-Net's results folder, where the folds train).
     """
-    prediction, truth = np.asarray(prediction) > 0, np.asarray(truth) > 0
-    if len(spacing) != prediction.ndim or prediction.shape != truth.shape:
-        raise ValueError(
-            f"masks {prediction.shape} and {truth.shape} with spacing {tuple(spacing)} differ"
-        )
-    if not prediction.any() and not truth.any():
-        return 0.0
-    if not prediction.any() or not truth.any():
-        return float("nan")
-    edges = _boundary(prediction), _boundary(truth)
-    to_truth = ndimage.distance_transform_edt(~edges[1], sampling=spacing)
-    to_prediction = ndimage.distance_transform_edt(~edges[0], sampling=spacing)
-    distances = np.concatenate([to_truth[edges[0]], to_prediction[edges[1]]])
-    return float(distances.mean())
 
+    def __init__(self, settings: NnunetSettings) -> None:
+        self.settings = settings
 
-def case_metrics(
-    subject: str,
-    method: str,
-    set_name: str,
-    prediction: np.ndarray,
-    truth: np.ndarray,
-    spacing: Sequence[float],
-) -> pd.Series:
-    """One table row (:data:`CASE_COLUMNS`)."""
-    return pd.Series(
-        {
-            "subject": subject,
-            "method": method,
-            "set": set_name,
-            "dice": dice(prediction, truth),
-            "assd_mm": assd(prediction, truth, spacing),
-            "truth_voxels": int((np.asarray(truth) > 0).sum()),
-            "prediction_voxels": int((np.asarray(prediction) > 0).sum()),
-        }
-    )
+    @staticmethod
+    def paths(folder: Path) -> NnunetPaths:
+        """nnU-Net's three folders under ``folder``."""
+        data = Path(folder) / DATA
+        return NnunetPaths(data / "raw", data / "preprocessed", Path(folder) / "models")
 
+    def prepare(self, folder: Path, training: Iterable[SubjectPlanes]) -> None:
+        """Export the planes as a raw dataset; fingerprint, plan and preprocess it."""
+        paths = self.paths(folder)
+        export_dataset(paths.raw, DATASET_ID, DATASET_NAME, training)
+        plan_and_preprocess(paths, DATASET_ID, self.settings)
 
-def stack_to_grid(masks: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    """Put a slice stack's (n, H, W) masks back into its 3D grid (slices on axis 2)."""
-    grid = np.zeros(meta["grid_shape"], np.uint8)
-    grid[:, :, meta["slice_indices"]] = np.moveaxis(np.asarray(masks, np.uint8), 0, 2)
-    return grid
+    def write_splits(self, folder: Path, output: Path) -> None:
+        """The folds of the preprocessed cases, grouped by subject (:func:`write_splits`)."""
+        write_splits(self.paths(folder), DATASET_ID, self.settings, output)
 
+    def train(self, folder: Path, fold: int, splits: Path) -> Path:
+        """Train one fold (:func:`train_fold`); its ``checkpoint_final.pth``."""
+        return train_fold(self.paths(folder), DATASET_ID, fold, self.settings, splits)
 
-def score_stack(
-    folder: Path,
-    prediction: np.ndarray,
-    method: str,
-    set_name: str,
-    label: str = "tumor-US",
-) -> pd.Series:
-    """Score a subject's predicted (n, H, W) masks against its slice stack's 3D ``label``.
-
-    Both are placed back in the subject's grid (:func:`stack_to_grid`) and compared in 3D
-    with the grid's voxel size (:func:`case_metrics`).
-    """
-    stack = load_slices(folder)
-    if label not in stack.labels:
-        raise ValueError(f"{folder}: no {label} labels to score against")
-    truth = np.asarray(stack.labels[label])
-    if prediction.shape != truth.shape:
-        raise ValueError(f"{folder}: prediction {prediction.shape} is not {truth.shape}")
-    return case_metrics(
-        stack.meta["subject"],
-        method,
-        set_name,
-        stack_to_grid(prediction, stack.meta),
-        stack_to_grid(truth > 0, stack.meta),
-        grid_spacing(stack.meta),
-    )
+    def predict(
+        self, folder: Path, folds: Sequence[int], subjects: Iterable[SubjectPlanes]
+    ) -> dict[str, np.ndarray]:
+        """The ensemble of ``folds`` (:func:`predict_cases`)."""
+        return predict_cases(self.paths(folder), DATASET_ID, subjects, self.settings, folds)

@@ -84,3 +84,6 @@ class SegmentationTableSettings:
     """Table 4 (``segmentation``): its rows."""
 
     methods: dict[str, str]  # method -> row label
+
+
+NETWORK_SETTINGS: dict[str, type] = {"nnunet": NnunetSettings}  # segmentation.network -> settings
