@@ -196,6 +196,27 @@ def check_overlap(
         )
 
 
+def _resample_labels(
+    subject_dir: Path,
+    subject: str,
+    entry: layout.SubjectEntry,
+    label_maps: dict[str, np.ndarray],
+    grid: Grid,
+    fov: np.ndarray,
+    interpolation: str,
+) -> dict[str, np.ndarray]:
+    """The subject's label volumes in the grid (zero outside the field of view)."""
+    volumes = {}
+    for kind, world_map in label_maps.items():
+        if entry.has(kind):
+            labels = check_header(layout.subject_file(subject_dir, subject, kind))
+            resampled = resample_labels(
+                np.asarray(labels.dataobj), labels.affine, grid, world_map, interpolation
+            )
+            volumes[kind] = np.where(fov, resampled, 0).astype(np.uint8)
+    return volumes
+
+
 def preprocess_subject(
     subject_dir: Path,
     subject: str,
@@ -242,17 +263,9 @@ def preprocess_subject(
         "tumor-US": identity,
         "tumor-MR": mr_alignment.get(annotations, identity) @ us_to_mr,
     }
-    for kind, world_map in label_maps.items():
-        if entry.has(kind):
-            labels = check_header(layout.subject_file(subject_dir, subject, kind))
-            resampled = resample_labels(
-                np.asarray(labels.dataobj),
-                labels.affine,
-                grid,
-                world_map,
-                settings.label_interpolation,
-            )
-            volumes[kind] = np.where(fov, resampled, 0).astype(np.uint8)
+    volumes |= _resample_labels(
+        subject_dir, subject, entry, label_maps, grid, fov, settings.label_interpolation
+    )
     summary = {
         "subject": subject,
         "reference_sequence": reference,

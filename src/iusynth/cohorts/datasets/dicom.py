@@ -75,23 +75,8 @@ def _frame_attribute(ds: Any, frame: int, sequence: str, attribute: str) -> Any:
     )
 
 
-def frames_volume(ds: Any, *, combine: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A 3D volume and RAS affine from a multi-frame object's functional groups alone.
-
-    Needs, per frame (per-frame or shared groups), the plane position, the plane
-    orientation and the pixel spacing; no frame of reference. Frames are placed along the
-    stack by their positions: all must share one orientation and lie on one line of
-    equally spaced planes. ``combine`` (segmentations) ORs frames that share a plane
-    (several segments) and allows planes without a frame (left empty).
-    """
-    frames = int(getattr(ds, "NumberOfFrames", 1))
-    pixels = np.asarray(ds.pixel_array)
-    if pixels.ndim == 2:
-        pixels = pixels[None]
-    if pixels.ndim != 3 or pixels.shape[0] != frames:
-        raise DicomConversionError(
-            f"pixel data of shape {pixels.shape} is not {frames} grayscale frames"
-        )
+def _frame_planes(ds: Any, frames: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The frames' shared orientation (6 cosines), their positions and the pixel spacing."""
     orientations = np.array(
         [
             _frame_attribute(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
@@ -109,8 +94,18 @@ def frames_volume(ds: Any, *, combine: bool = False) -> tuple[np.ndarray, np.nda
         ],
         dtype=float,
     )
-    row_cosines, column_cosines = orientations[0, :3], orientations[0, 3:]
-    normal = np.cross(row_cosines, column_cosines)
+    return orientations[0], positions, spacing
+
+
+def _stack_indices(
+    ds: Any, positions: np.ndarray, normal: np.ndarray, combine: bool
+) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """Each frame's plane along the stack, the plane count, the slice vector, the first frame.
+
+    Frames must lie on one line of equally spaced planes; ``combine`` allows repeated and
+    missing planes.
+    """
+    frames = len(positions)
     depth = positions @ normal
     first = int(np.argmin(depth))
     planes = np.unique(np.round(depth - depth[first], 3))
@@ -137,6 +132,30 @@ def frames_volume(ds: Any, *, combine: bool = False) -> tuple[np.ndarray, np.nda
     expected = positions[first] + index[:, None] * slice_vector
     if not np.allclose(positions, expected, atol=0.01):
         raise DicomConversionError("its frame positions do not lie on one line")
+    return index, count, slice_vector, first
+
+
+def frames_volume(ds: Any, *, combine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D volume and RAS affine from a multi-frame object's functional groups alone.
+
+    Needs, per frame (per-frame or shared groups), the plane position, the plane
+    orientation and the pixel spacing; no frame of reference. Frames are placed along the
+    stack by their positions: all must share one orientation and lie on one line of
+    equally spaced planes. ``combine`` (segmentations) ORs frames that share a plane
+    (several segments) and allows planes without a frame (left empty).
+    """
+    frames = int(getattr(ds, "NumberOfFrames", 1))
+    pixels = np.asarray(ds.pixel_array)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.ndim != 3 or pixels.shape[0] != frames:
+        raise DicomConversionError(
+            f"pixel data of shape {pixels.shape} is not {frames} grayscale frames"
+        )
+    orientation, positions, spacing = _frame_planes(ds, frames)
+    row_cosines, column_cosines = orientation[:3], orientation[3:]
+    normal = np.cross(row_cosines, column_cosines)
+    index, count, slice_vector, first = _stack_indices(ds, positions, normal, combine)
     data = np.zeros((pixels.shape[2], pixels.shape[1], count), dtype=pixels.dtype)
     for frame, plane in enumerate(index):
         if combine:

@@ -149,6 +149,33 @@ def _retry_delay(policy: RetryPolicy, attempt: int) -> float:
     return policy.backoff_s * 2 ** (attempt - 1)
 
 
+def _check_status(response: requests.Response) -> None:
+    """A 5xx is worth another attempt; a 4xx is final."""
+    if response.status_code >= 500:
+        raise CorruptDownload(f"server error HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise DownloadError(
+            f"{response.url} answered HTTP {response.status_code} ({response.reason}): the "
+            "file is not there; check the dataset's url and subject list in the config"
+        )
+
+
+def _check_payload(
+    record: FileRecord,
+    tmp: Path,
+    expected_size: int | None,
+    expected_md5: str | None,
+    validate: Callable[[Path], None] | None,
+) -> None:
+    """The downloaded bytes' size, MD5 and content checks (CorruptDownload when wrong)."""
+    if expected_size is not None and record.size != expected_size:
+        raise CorruptDownload(f"size {record.size} bytes, expected {expected_size}")
+    if expected_md5 is not None and record.md5 != expected_md5.lower():
+        raise CorruptDownload(f"MD5 {record.md5}, expected {expected_md5.lower()}")
+    if validate is not None:
+        validate(tmp)
+
+
 def fetch(
     url: str,
     destination: Path,
@@ -170,42 +197,26 @@ def fetch(
     session = session or new_session()
     destination = Path(destination)
     description = description or destination.name
-    last_problem = "no attempt made"
+    problems: list[str] = []
     for attempt in range(1, policy.attempts + 1):
         try:
+            timeout = (policy.connect_timeout_s, policy.read_timeout_s)
             with (
                 atomic_path(destination) as tmp,
-                session.get(
-                    url,
-                    params=params,
-                    stream=True,
-                    timeout=(policy.connect_timeout_s, policy.read_timeout_s),
-                ) as response,
+                session.get(url, params=params, stream=True, timeout=timeout) as response,
             ):
-                if response.status_code >= 500:
-                    raise CorruptDownload(f"server error HTTP {response.status_code}")
-                if response.status_code >= 400:
-                    raise DownloadError(
-                        f"{response.url} answered HTTP {response.status_code} "
-                        f"({response.reason}): the file is not there; check the dataset's "
-                        "url and subject list in the config"
-                    )
+                _check_status(response)
                 record = _stream_to(response, tmp, url, description)
-                if expected_size is not None and record.size != expected_size:
-                    raise CorruptDownload(f"size {record.size} bytes, expected {expected_size}")
-                if expected_md5 is not None and record.md5 != expected_md5.lower():
-                    raise CorruptDownload(f"MD5 {record.md5}, expected {expected_md5.lower()}")
-                if validate is not None:
-                    validate(tmp)
+                _check_payload(record, tmp, expected_size, expected_md5, validate)
             return record
         except OSError as error:
             if error.errno == errno.ENOSPC:
                 raise _disk_full(error, destination) from error
             if not isinstance(error, requests.RequestException):
                 raise
-            last_problem = f"{type(error).__name__}: {error}"
+            problems.append(f"{type(error).__name__}: {error}")
         except CorruptDownload as error:
-            last_problem = str(error)
+            problems.append(str(error))
         if attempt < policy.attempts:
             delay = _retry_delay(policy, attempt)
             log.warning(
@@ -213,14 +224,25 @@ def fetch(
                 description,
                 attempt,
                 policy.attempts,
-                last_problem,
+                problems[-1],
                 delay,
             )
             time.sleep(delay)
-    raise DownloadError(
-        f"could not download {url} to {destination} after {policy.attempts} attempts "
-        f"(last problem: {last_problem}); the server may be having an outage: rerun later, "
-        "files already verified are kept"
+    raise _gave_up(url, destination, policy.attempts, problems)
+
+
+def _gave_up(url: str, destination: Path, attempts: int, problems: list[str]) -> DownloadError:
+    """The error after the last attempt: the same wrong content every time is not an outage."""
+    where = f"could not download {url} to {destination} after {attempts} attempts"
+    if len(set(problems)) == 1 and any(word in problems[0] for word in ("MD5", "SHA", "size")):
+        return DownloadError(
+            f"{where}: every attempt got the same wrong file ({problems[0]}); the server's copy "
+            "or the expected checksum is wrong: check the checksum in the config or the "
+            "dataset's published list, or report it to the data provider"
+        )
+    return DownloadError(
+        f"{where} (last problem: {problems[-1] if problems else 'none'}); the server may be "
+        "having an outage: rerun later, files already verified are kept"
     )
 
 

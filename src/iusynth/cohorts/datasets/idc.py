@@ -422,65 +422,42 @@ def _check_objects(
     return problems
 
 
-def download_series(
-    series: IndexedSeries,
-    subject: str,
-    raw_dir: Path,
-    ledger: Ledger,
-    *,
-    endpoint: str = DEFAULT_ENDPOINT,
-    policy: RetryPolicy,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Download and verify one series into ``raw_dir/<patient>/<uid>/``; record it in the ledger.
+def _check_object_count(series: IndexedSeries, subject: str, objects: list, version: str) -> None:
+    """The bucket holds as many objects as the index counts (fewer: vanished)."""
+    if not series.instances or len(objects) == series.instances:
+        return
+    if len(objects) < series.instances:
+        raise VanishedSeries(_vanished_message(series, subject, f"{len(objects)} objects"))
+    raise VanishedSeries(
+        f"{subject}: series {series.uid} ({series.description}) has {len(objects)} objects in "
+        f"{series.bucket_url}, the installed IDC index (idc-index-data {version}) lists "
+        f"{series.instances}: upgrade idc-index-data and rerun"
+    )
 
-    Skipped when the ledger already holds it verified. Objects are verified one by one
-    against the bucket's ETags and sizes; verified objects survive an interruption in
-    ``raw_dir/<patient>/.<uid>.partial/``; the series folder is renamed into place only
-    when every object the index counts is there and verified.
+
+def _fetch_verified(
+    objects: list, staging: Path, endpoint: str, policy: RetryPolicy, series: IndexedSeries,
+    subject: str,
+) -> tuple[dict[str, dict[str, Any]], int]:  # fmt: skip
+    """Fetch and verify the objects not yet verified in ``staging``, with retries.
+
+    Returns the verified state and the bytes fetched; raises when some objects stay
+    unverified (the verified ones are kept for the next run).
     """
-    raw_dir = Path(raw_dir)
-    folder = raw_dir / series.patient / series.uid
-    if ledger.verified(series.uid) is not None and folder.is_dir():
-        log.info("%s: series %s (%s) already verified", subject, series.uid, series.description)
-        return folder
-    version = index_version()
-    check_ledger_version(ledger, version)
-    objects = list_objects(series, endpoint, policy, subject)
-    if series.instances and len(objects) != series.instances:
-        raise VanishedSeries(
-            _vanished_message(series, subject, f"{len(objects)} objects")
-            if len(objects) < series.instances
-            else (
-                f"{subject}: series {series.uid} ({series.description}) has {len(objects)} "
-                f"objects in {series.bucket_url}, the installed IDC index (idc-index-data "
-                f"{version}) lists {series.instances}: upgrade idc-index-data and rerun"
-            )
-        )
-    staging = folder.with_name(f".{series.uid}.partial")
-    staging.mkdir(parents=True, exist_ok=True)
-    state = _read_state(staging)
     state = {
         name: entry
-        for name, entry in state.items()
+        for name, entry in _read_state(staging).items()
         if any(o.name == name and o.etag == entry["etag"] for o in objects)
     }
-    last_problem = ""
-    started = time.perf_counter()
-    fetched_bytes = 0
+    last_problem, fetched_bytes = "", 0
     for attempt in range(1, policy.attempts + 1):
         missing = [item for item in objects if item.name not in state]
         if not missing:
             break
         log.info(
-            "%s %s: fetching %d of %d objects (attempt %d/%d)",
-            subject,
-            series.description,
-            len(missing),
-            len(objects),
-            attempt,
-            policy.attempts,
-        )
+            "%s %s: fetching %d of %d objects (attempt %d/%d)", subject, series.description,
+            len(missing), len(objects), attempt, policy.attempts,
+        )  # fmt: skip
         failure = _fetch_missing(missing, staging, endpoint, policy, series, subject)
         problems = _check_objects(missing, staging, state)
         fetched_bytes += sum(state[item.name]["size"] for item in missing if item.name in state)
@@ -499,8 +476,11 @@ def download_series(
             f"{len(objects) - len(missing)} verified ones are kept in {staging}: rerun later "
             "and only the rest is fetched"
         )
-    elapsed = time.perf_counter() - started
-    names = {item.name for item in objects}
+    return state, fetched_bytes
+
+
+def _move_into_place(staging: Path, folder: Path, names: set[str]) -> None:
+    """Keep only the series' objects and rename the staging folder to the series folder."""
     for path in staging.iterdir():
         if path.name not in names:
             if path.is_dir():
@@ -510,6 +490,40 @@ def download_series(
     if folder.exists():  # a folder the ledger does not vouch for
         shutil.rmtree(folder)
     os.replace(staging, folder)
+
+
+def download_series(
+    series: IndexedSeries,
+    subject: str,
+    raw_dir: Path,
+    ledger: Ledger,
+    *,
+    endpoint: str = DEFAULT_ENDPOINT,
+    policy: RetryPolicy,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Download and verify one series into ``raw_dir/<patient>/<uid>/``; record it in the ledger.
+
+    Skipped when the ledger already holds it verified. Objects are verified one by one
+    against the bucket's ETags and sizes; verified objects survive an interruption in
+    ``raw_dir/<patient>/.<uid>.partial/``; the series folder is renamed into place only
+    when every object the index counts is there and verified.
+    """
+    folder = Path(raw_dir) / series.patient / series.uid
+    if ledger.verified(series.uid) is not None and folder.is_dir():
+        log.info("%s: series %s (%s) already verified", subject, series.uid, series.description)
+        return folder
+    version = index_version()
+    check_ledger_version(ledger, version)
+    objects = list_objects(series, endpoint, policy, subject)
+    _check_object_count(series, subject, objects, version)
+    staging = folder.with_name(f".{series.uid}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    state, fetched_bytes = _fetch_verified(objects, staging, endpoint, policy, series, subject)
+    elapsed = time.perf_counter() - started
+    names = {item.name for item in objects}
+    _move_into_place(staging, folder, names)
     digest = hashlib.sha256(
         "".join(f"{name} {state[name]['md5']}\n" for name in sorted(names)).encode()
     ).hexdigest()
@@ -517,32 +531,19 @@ def download_series(
     if series.size_mb and abs(total / 1e6 - series.size_mb) > max(0.01 * series.size_mb, 0.01):
         log.warning(
             "%s %s: %d bytes verified against the bucket, the index says %.3f MB",
-            subject,
-            series.description,
-            total,
-            series.size_mb,
-        )
+            subject, series.description, total, series.size_mb,
+        )  # fmt: skip
     ledger.record(
-        series.uid,
-        folder,
-        FileRecord(total, digest),
-        patient=series.patient,
-        description=series.description,
-        source="idc",
-        bucket_url=series.bucket_url,
+        series.uid, folder, FileRecord(total, digest), patient=series.patient,
+        description=series.description, source="idc", bucket_url=series.bucket_url,
         objects=len(objects),
         checksum="S3 ETag (MD5) and size per object; md5 = SHA-256 of the objects' MD5 list",
-        idc_index=version,
-        **(extra or {}),
-    )
+        idc_index=version, **(extra or {}),
+    )  # fmt: skip
     if fetched_bytes and elapsed > 0:
+        rate = fetched_bytes / 1e6 / elapsed
         log.info(
-            "%s %s: %d objects, %.1f MB in %.1f s (%.1f MB/s)",
-            subject,
-            series.description,
-            len(objects),
-            fetched_bytes / 1e6,
-            elapsed,
-            fetched_bytes / 1e6 / elapsed,
-        )
+            "%s %s: %d objects, %.1f MB in %.1f s (%.1f MB/s)", subject, series.description,
+            len(objects), fetched_bytes / 1e6, elapsed, rate,
+        )  # fmt: skip
     return folder

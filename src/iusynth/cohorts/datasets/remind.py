@@ -159,6 +159,41 @@ def _best(candidates: list[IndexedSeries]) -> IndexedSeries:
     return min(candidates, key=lambda s: (-s.instances, -s.size_mb, s.uid))
 
 
+def _plan_mask(
+    subject: str,
+    series: list[IndexedSeries],
+    masks: list[IndexedSeries],
+    planned: list[PlannedSeries],
+    order: list[str],
+) -> list[PlannedSeries]:
+    """The tumour SEG to plan (the one on the earliest reference MR), with its MR if new."""
+    on_role = {entry.series.description: entry.role for entry in planned[1:]}
+
+    def rank(mask: IndexedSeries) -> tuple[int, str]:
+        role = on_role.get(seg_reference(mask) or "")
+        return (order.index(role) if role in order else len(order), mask.uid)
+
+    preop_mr = [s for s in series if s.modality.upper() == "MR" and is_preoperative(s)]
+    for mask in sorted(masks, key=rank):
+        reference = seg_reference(mask) or ""
+        if reference in on_role:
+            return [PlannedSeries(subject, "SEG", mask, len(masks), on_role[reference])]
+        named = [s for s in preop_mr if s.description == reference]
+        if named:
+            return [
+                PlannedSeries(subject, "SEG", mask, len(masks), "SEG_MR"),
+                PlannedSeries(subject, "SEG_MR", _best(named), len(named)),
+            ]
+        log.warning(
+            "%s: tumour SEG %s names MR %r, which is not in the pre-operative study",
+            subject,
+            mask.uid,
+            reference,
+        )
+    log.warning("%s: no tumour SEG names an MR of the subject; no tumor-MR label", subject)
+    return []
+
+
 def plan_subject(
     subject: str, series: list[IndexedSeries], reference_order: list[str]
 ) -> list[PlannedSeries]:
@@ -194,33 +229,9 @@ def plan_subject(
     if not masks:
         log.warning("%s: no pre-operative tumour SEG in the index; no tumor-MR label", subject)
         return planned
-    on_role = {entry.series.description: entry.role for entry in planned[1:]}
     order = [role for role in reference_order if role in sequences]
     order += [role for role in sequences if role not in order]
-
-    def rank(mask: IndexedSeries) -> tuple[int, str]:
-        role = on_role.get(seg_reference(mask) or "")
-        return (order.index(role) if role in order else len(order), mask.uid)
-
-    preop_mr = [s for s in series if s.modality.upper() == "MR" and is_preoperative(s)]
-    for mask in sorted(masks, key=rank):
-        reference = seg_reference(mask) or ""
-        if reference in on_role:
-            planned.append(PlannedSeries(subject, "SEG", mask, len(masks), on_role[reference]))
-            return planned
-        named = [s for s in preop_mr if s.description == reference]
-        if named:
-            planned.append(PlannedSeries(subject, "SEG", mask, len(masks), "SEG_MR"))
-            planned.append(PlannedSeries(subject, "SEG_MR", _best(named), len(named)))
-            return planned
-        log.warning(
-            "%s: tumour SEG %s names MR %r, which is not in the pre-operative study",
-            subject,
-            mask.uid,
-            reference,
-        )
-    log.warning("%s: no tumour SEG names an MR of the subject; no tumor-MR label", subject)
-    return planned
+    return planned + _plan_mask(subject, series, masks, planned, order)
 
 
 def plan_cohort(
@@ -436,6 +447,27 @@ def _provenance(record: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     }
 
 
+def _seg_mr_alignment(
+    mr: dict[str, Any], folder: Path, subject: str, sequence: str, alignment: Any
+) -> tuple[np.ndarray, list[str]]:
+    """Reference world -> the SEG's own MR world (identity when alignment is off)."""
+    from iusynth.cohorts.datasets.dicom import series_volume
+    from iusynth.core.fileio import save_nifti
+
+    data, mr_affine, notes = series_volume(Path(mr["folder"]))
+    if alignment is None:
+        return np.eye(4), notes
+    from iusynth.preprocessing.registration import align_mr_sequence
+
+    with tempfile.TemporaryDirectory(prefix="seg_mr.") as work:
+        moving = Path(work) / "seg_mr.nii.gz"
+        save_nifti(moving, data, mr_affine)
+        result = align_mr_sequence(
+            layout.subject_file(folder, subject, sequence), moving, alignment
+        )
+    return result.matrix, notes
+
+
 def _convert_mask(
     seg: dict[str, Any],
     by_role: dict[str, dict[str, Any]],
@@ -446,11 +478,7 @@ def _convert_mask(
     source: dict[str, Any],
 ) -> str:
     """Write the tumour mask; return the sequence whose world it is in."""
-    from iusynth.cohorts.datasets.dicom import (
-        DicomConversionError,
-        segmentation_volume,
-        series_volume,
-    )
+    from iusynth.cohorts.datasets.dicom import DicomConversionError, segmentation_volume
     from iusynth.core.fileio import save_nifti
 
     files = sorted(p for p in Path(seg["folder"]).rglob("*") if p.is_file())
@@ -463,9 +491,8 @@ def _convert_mask(
     entry: dict[str, Any] = {**_provenance(seg, notes), "drawn_on": label_on}
     source["notes"] += [f"SEG: {note}" for note in notes]
     available = {role for role in SEQUENCE_ROLES if role in source["series"]}
-    if label_on in available:
-        sequence = label_on
-    else:
+    sequence = label_on
+    if label_on not in available:
         mr = by_role.get("SEG_MR")
         if label_on != "SEG_MR" or mr is None:
             raise ValueError(
@@ -473,18 +500,7 @@ def _convert_mask(
                 f"{label_on!r}, which was not downloaded; rerun the plan (remind-plan)"
             )
         sequence = _reference_of(available, reference_order)
-        data, mr_affine, mr_notes = series_volume(Path(mr["folder"]))
-        to_mr = np.eye(4)
-        if alignment is not None:
-            from iusynth.preprocessing.registration import align_mr_sequence
-
-            with tempfile.TemporaryDirectory(prefix="seg_mr.") as work:
-                moving = Path(work) / "seg_mr.nii.gz"
-                save_nifti(moving, data, mr_affine)
-                result = align_mr_sequence(
-                    layout.subject_file(folder, subject, sequence), moving, alignment
-                )
-            to_mr = result.matrix
+        to_mr, mr_notes = _seg_mr_alignment(mr, folder, subject, sequence, alignment)
         # mask voxel -> SEG_MR world -> reference world (the inverse of reference -> SEG_MR)
         affine = np.linalg.inv(to_mr) @ affine
         entry |= {

@@ -186,24 +186,10 @@ def _case_listed(key: str, case: str) -> bool:
     return folder in ("images_segm", "automated_segm") and rest.startswith(f"{case}_")
 
 
-def verify_package(
-    package_root: Path, checksums: Path | None, cases: list[str], output: Path, raw_dir: Path
-) -> dict[str, Any]:
-    """Check every file of the wanted cases against the package's MD5 list; record the result.
-
-    The list (``UPENN-GBM.sums``: ``<md5>  <relative path>``) is keyed by relative path, not
-    by file name: the ``old/`` folders of some cases hold same-named files with other MD5s
-    and are ignored. A listed file of a wanted case missing from the package is an error.
-    """
-    from iusynth.cohorts.datasets.catalog import UPENN
-    from iusynth.cohorts.datasets.download import FileRecord, Ledger, announce_licence, md5_of
-    from iusynth.core.fileio import write_json
-
-    announce_licence(raw_dir, UPENN.name, UPENN.licence)
-    package_root = Path(package_root)
-    nifti_root = find_structural(package_root).parent
-    checksum_path = Path(checksums) if checksums else find_checksum_list(package_root)
-    keyed, old = _package_keys(read_checksums(checksum_path), nifti_root)
+def _check_listed_files_exist(
+    keyed: dict[str, tuple[str, str]], nifti_root: Path, cases: list[str], checksum_path: Path
+) -> None:
+    """Every file the list names for a wanted case is in the package."""
     for case in cases:
         for key, (name, _) in keyed.items():
             if _case_listed(key, case) and not (nifti_root / key).is_file():
@@ -213,12 +199,23 @@ def verify_package(
                     "that file (or the package) again with Aspera, or remove the case from "
                     "cohorts.upenn.subjects"
                 )
-    ledger = Ledger(Path(raw_dir) / "ledger.jsonl")
+
+
+def _verify_files(
+    package_root: Path,
+    nifti_root: Path,
+    keyed: dict[str, tuple[str, str]],
+    cases: list[str],
+    checksum_path: Path,
+    ledger: Any,
+) -> tuple[int, list[str]]:
+    """MD5-check the wanted cases' files (ledger-verified ones are skipped): verified, unlisted."""
+    from iusynth.cohorts.datasets.download import FileRecord, md5_of
+
     verified, unlisted = 0, []
     for case in cases:
         files = case_files(package_root, case)
-        paths = [*files.sequences.values(), *([files.label] if files.label else [])]
-        for path in paths:
+        for path in [*files.sequences.values(), *([files.label] if files.label else [])]:
             key = str(path.relative_to(package_root))
             if ledger.verified(key) is not None:
                 verified += 1
@@ -236,6 +233,32 @@ def verify_package(
                 )
             ledger.record(key, path, FileRecord(path.stat().st_size, digest))
             verified += 1
+    return verified, unlisted
+
+
+def verify_package(
+    package_root: Path, checksums: Path | None, cases: list[str], output: Path, raw_dir: Path
+) -> dict[str, Any]:
+    """Check every file of the wanted cases against the package's MD5 list; record the result.
+
+    The list (``UPENN-GBM.sums``: ``<md5>  <relative path>``) is keyed by relative path, not
+    by file name: the ``old/`` folders of some cases hold same-named files with other MD5s
+    and are ignored. A listed file of a wanted case missing from the package is an error.
+    """
+    from iusynth.cohorts.datasets.catalog import UPENN
+    from iusynth.cohorts.datasets.download import Ledger, announce_licence
+    from iusynth.core.fileio import write_json
+
+    announce_licence(raw_dir, UPENN.name, UPENN.licence)
+    package_root = Path(package_root)
+    nifti_root = find_structural(package_root).parent
+    checksum_path = Path(checksums) if checksums else find_checksum_list(package_root)
+    keyed, old = _package_keys(read_checksums(checksum_path), nifti_root)
+    _check_listed_files_exist(keyed, nifti_root, cases, checksum_path)
+    ledger = Ledger(Path(raw_dir) / "ledger.jsonl")
+    verified, unlisted = _verify_files(
+        package_root, nifti_root, keyed, cases, checksum_path, ledger
+    )
     if unlisted:
         log.warning(
             "%d files are not in %s (kept unverified): %s",

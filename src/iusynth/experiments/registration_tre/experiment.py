@@ -100,6 +100,18 @@ class Displacement:
         """The bin as text, e.g. ``8-12`` for [8, 12) mm."""
         return bin_label(self.bin_low_mm, self.bin_high_mm)
 
+    def as_row(self) -> dict[str, Any]:
+        """Its columns of a case row (:data:`CASE_COLUMNS`)."""
+        return {
+            "bin": self.bin_label,
+            "bin_low_mm": self.bin_low_mm,
+            "bin_high_mm": self.bin_high_mm,
+            "repeat": self.repeat,
+            "rotation_deg": self.rotation_deg,
+            "translation_mm": self.translation_mm,
+            "displacement_mm": self.displacement_mm,
+        }
+
 
 def bin_label(low: float, high: float) -> str:
     """A displacement bin as text, e.g. ``8-12`` for [8, 12) mm."""
@@ -341,6 +353,59 @@ def synthesise_volumes(
 # --- the experiment --------------------------------------------------------------------
 
 
+def _experiment_sequences(
+    subject_dir: Path, subject: str, settings: ExperimentSettings, synthetic: Mapping[str, Path]
+) -> list[str]:
+    """The subject's sequences among ``settings.sequences`` (their synthetic volumes present)."""
+    entry = layout.scan_subject(subject_dir, subject)
+    sequences = [s for s in settings.sequences if entry.has(s)]
+    if not sequences:
+        raise FileNotFoundError(
+            f"subject {subject} has none of the sequences {list(settings.sequences)} in "
+            f"{subject_dir} (expected e.g. "
+            f"{layout.subject_file(subject_dir, subject, settings.sequences[0]).name})"
+        )
+    if "synthesis" in settings.methods:
+        for sequence in sequences:
+            path = synthetic.get(sequence)
+            if path is None or not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"subject {subject}: no synthetic {sequence} volume "
+                    f"({path or 'none given'}); run synthesise_volumes for it first"
+                )
+    return sequences
+
+
+def _reference_images(
+    us_path: Path,
+    sequences: list[str],
+    synthetic: Mapping[str, Path],
+    settings: ExperimentSettings,
+    workdir: Path,
+) -> dict[tuple[str, str], tuple[Path, Path]]:
+    """Per (sequence, method), the reference image and its eroded sector mask."""
+    us_image = load_ultrasound(us_path)
+    erosion = settings.registration.mask_erosion_mm
+    references: dict[tuple[str, str], tuple[Path, Path]] = {}
+    if "direct" in settings.methods:
+        mask_path = workdir / "us_sector_mask.nii.gz"
+        save_nifti(mask_path, sector_mask(us_image, us_path, erosion).astype(np.uint8),
+                   us_image.affine)  # fmt: skip
+        references |= {(s, "direct"): (us_path, mask_path) for s in sequences}
+    if "synthesis" in settings.methods:
+        masks: dict[tuple[tuple[int, ...], bytes], Path] = {}  # one per synthetic grid
+        for sequence in sequences:
+            volume_path = Path(synthetic[sequence])
+            volume = check_header(volume_path)
+            grid = (tuple(volume.shape), np.asarray(volume.affine).tobytes())
+            if grid not in masks:
+                mask = fov_mask_in_grid(us_image, us_path, volume.affine, volume.shape, erosion)
+                masks[grid] = workdir / f"synthetic_mask_{len(masks)}.nii.gz"
+                save_nifti(masks[grid], mask.astype(np.uint8), volume.affine)
+            references[(sequence, "synthesis")] = (volume_path, masks[grid])
+    return references
+
+
 def run_subject(
     subject_dir: Path,
     subject: str,
@@ -362,57 +427,20 @@ def run_subject(
 
     subject_dir = Path(subject_dir)
     reference, mr_alignment = read_alignment_record(alignment_path, subject)
-    entry = layout.scan_subject(subject_dir, subject)
-    sequences = [s for s in settings.sequences if entry.has(s)]
-    if not sequences:
-        raise FileNotFoundError(
-            f"subject {subject} has none of the sequences {list(settings.sequences)} in "
-            f"{subject_dir} (expected e.g. "
-            f"{layout.subject_file(subject_dir, subject, settings.sequences[0]).name})"
-        )
-    if "synthesis" in settings.methods:
-        for sequence in sequences:
-            path = synthetic.get(sequence)
-            if path is None or not Path(path).is_file():
-                raise FileNotFoundError(
-                    f"subject {subject}: no synthetic {sequence} volume "
-                    f"({path or 'none given'}); run synthesise_volumes for it first"
-                )
+    sequences = _experiment_sequences(subject_dir, subject, settings, synthetic)
     us_path = layout.subject_file(subject_dir, subject, "US")
-    us_image = load_ultrasound(us_path)
     us_points, mr_points = sequence_landmarks(subject_dir, subject, reference, mr_alignment)
     landmark_path = layout.subject_file(subject_dir, subject, "landmarks")
     displacements = simulate_displacements(us_points, settings, subject)
     rows = []
     with tempfile.TemporaryDirectory(prefix="registration_experiment.") as workdir:
-        references: dict[tuple[str, str], tuple[Path, Path]] = {}
-        if "direct" in settings.methods:
-            mask_path = Path(workdir) / "us_sector_mask.nii.gz"
-            mask = sector_mask(us_image, us_path, settings.registration.mask_erosion_mm)
-            save_nifti(mask_path, mask.astype(np.uint8), us_image.affine)
-            references |= {(s, "direct"): (us_path, mask_path) for s in sequences}
-        if "synthesis" in settings.methods:
-            masks: dict[tuple[tuple[int, ...], bytes], Path] = {}  # one per synthetic grid
-            for sequence in sequences:
-                volume_path = Path(synthetic[sequence])
-                volume = check_header(volume_path)
-                grid = (tuple(volume.shape), np.asarray(volume.affine).tobytes())
-                if grid not in masks:
-                    mask = fov_mask_in_grid(
-                        us_image,
-                        us_path,
-                        volume.affine,
-                        volume.shape,
-                        settings.registration.mask_erosion_mm,
-                    )
-                    masks[grid] = Path(workdir) / f"synthetic_mask_{len(masks)}.nii.gz"
-                    save_nifti(masks[grid], mask.astype(np.uint8), volume.affine)
-                references[(sequence, "synthesis")] = (volume_path, masks[grid])
+        references = _reference_images(us_path, sequences, synthetic, settings, Path(workdir))
         for sequence in sequences:
             mr_path = layout.subject_file(subject_dir, subject, sequence)
             check_header(mr_path)
             truth = ground_truth(us_points, mr_points[sequence], landmark_path)
-            truth_tre = tre(truth, us_points, mr_points[sequence])
+            case = {"subject": subject, "sequence": sequence,
+                    "ground_truth_tre_mm": tre(truth, us_points, mr_points[sequence])}  # fmt: skip
             for method in settings.methods:
                 reference_path, mask_path = references[(sequence, method)]
                 options = settings.registration.options(method)
@@ -423,18 +451,10 @@ def run_subject(
                         result.matrix, us_points, mr_points[sequence]
                     )
                     rows.append(
-                        {
-                            "subject": subject,
-                            "sequence": sequence,
+                        case
+                        | displacement.as_row()
+                        | {
                             "method": method,
-                            "bin": displacement.bin_label,
-                            "bin_low_mm": displacement.bin_low_mm,
-                            "bin_high_mm": displacement.bin_high_mm,
-                            "repeat": displacement.repeat,
-                            "rotation_deg": displacement.rotation_deg,
-                            "translation_mm": displacement.translation_mm,
-                            "displacement_mm": displacement.displacement_mm,
-                            "ground_truth_tre_mm": truth_tre,
                             "initial_tre_mm": tre(start, us_points, mr_points[sequence]),
                             "final_tre_mm": float(errors.mean()),
                             "final_tre_max_mm": float(errors.max()),

@@ -262,6 +262,59 @@ def brain_mask(images: dict[str, Any], tumour_world: np.ndarray) -> tuple[np.nda
     return ndimage.binary_fill_holes((kept & foreground) | tumour), affine
 
 
+def _probe_and_directions(
+    mask: np.ndarray, mask_affine: np.ndarray, centroid: np.ndarray, principal: np.ndarray,
+    standoff_mm: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The probe (on the brain surface nearest the tumour), depth, sweep and lateral axes."""
+    surface = mask & ~ndimage.binary_erosion(mask)
+    points = voxel_to_world(mask_affine, np.argwhere(surface))
+    nearest = points[np.argmin(np.linalg.norm(points - centroid, axis=1))]
+    depth = unit(centroid - nearest)
+    probe = nearest - standoff_mm * depth
+    for axis in principal:
+        across = axis - (axis @ depth) * depth
+        if np.linalg.norm(across) > PARALLEL_TOLERANCE:
+            sweep = unit(across)
+            break
+    return probe, depth, sweep, np.cross(depth, sweep)
+
+
+def _plane_offsets(
+    along: np.ndarray, settings: VirtualSweepSettings, rng: np.random.Generator
+) -> np.ndarray:
+    """Offsets (mm, along the sweep) of the planes over the tumour's extent plus the margin."""
+    spacing = settings.plane_spacing_mm
+    phase = rng.uniform(-0.5, 0.5) * spacing
+    lo = np.ceil((along.min() - settings.margin_mm - phase) / spacing)
+    hi = np.floor((along.max() + settings.margin_mm - phase) / spacing)
+    steps = np.arange(lo, hi + 1)
+    if len(steps) > settings.max_planes:
+        steps = np.sort(
+            steps[np.argsort(np.abs(steps + phase / spacing), kind="stable")][: settings.max_planes]
+        )
+    return steps * spacing + phase
+
+
+def _grid_origin(
+    centre_apex: np.ndarray, depth: np.ndarray, lateral: np.ndarray, axis0: np.ndarray,
+    axis1: np.ndarray, half_angle: float, settings: VirtualSweepSettings,
+) -> np.ndarray:  # fmt: skip
+    """World point of pixel (0, 0): the pixel grid centred on the fan's bounding box."""
+    angles = np.linspace(-half_angle, half_angle, 33)
+    rays = np.cos(angles)[:, None] * depth + np.sin(angles)[:, None] * lateral
+    fan = np.vstack([[0.0, 0.0, 0.0], settings.depth_mm * rays])
+    fan = np.vstack([fan + j * lateral for j in (-settings.jitter_mm, settings.jitter_mm)])
+    coords = np.stack([fan @ axis0, fan @ axis1], axis=1)
+    centre_2d = (coords.min(axis=0) + coords.max(axis=0)) / 2.0
+    half_extent = (np.array(settings.size) - 1) / 2.0 * settings.spacing_mm
+    return (
+        centre_apex
+        + (centre_2d[0] - half_extent[0]) * axis0
+        + (centre_2d[1] - half_extent[1]) * axis1
+    )
+
+
 def plan_sweep(
     mask: np.ndarray,
     mask_affine: np.ndarray,
@@ -273,48 +326,15 @@ def plan_sweep(
     centroid = tumour_world.mean(axis=0)
     _, eigenvectors = np.linalg.eigh(np.cov((tumour_world - centroid).T))
     principal = eigenvectors[:, ::-1].T  # largest variance first
-    surface = mask & ~ndimage.binary_erosion(mask)
-    points = voxel_to_world(mask_affine, np.argwhere(surface))
-    nearest = points[np.argmin(np.linalg.norm(points - centroid, axis=1))]
-    depth = unit(centroid - nearest)
-    probe = nearest - settings.standoff_mm * depth
-    for axis in principal:
-        across = axis - (axis @ depth) * depth
-        if np.linalg.norm(across) > PARALLEL_TOLERANCE:
-            sweep = unit(across)
-            break
-    lateral = np.cross(depth, sweep)
-
-    along = (tumour_world - centroid) @ sweep
-    spacing = settings.plane_spacing_mm
-    phase = rng.uniform(-0.5, 0.5) * spacing
-    lo = np.ceil((along.min() - settings.margin_mm - phase) / spacing)
-    hi = np.floor((along.max() + settings.margin_mm - phase) / spacing)
-    steps = np.arange(lo, hi + 1)
-    if len(steps) > settings.max_planes:
-        steps = np.sort(
-            steps[np.argsort(np.abs(steps + phase / spacing), kind="stable")][: settings.max_planes]
-        )
-    offsets = steps * spacing + phase
+    probe, depth, sweep, lateral = _probe_and_directions(
+        mask, mask_affine, centroid, principal, settings.standoff_mm
+    )
+    offsets = _plane_offsets((tumour_world - centroid) @ sweep, settings, rng)
     jitter = rng.uniform(-settings.jitter_mm, settings.jitter_mm, len(offsets))
     centre_apex = probe + (centroid - probe) @ sweep * sweep
     apexes = centre_apex + offsets[:, None] * sweep + jitter[:, None] * lateral
-
     axis0, axis1 = training_aligned_axes(sweep)
     half_angle = np.radians(settings.sector_angle_deg) / 2.0
-    # Fan corners and arc extremes in plane coordinates, for the bounding box.
-    angles = np.linspace(-half_angle, half_angle, 33)
-    rays = np.cos(angles)[:, None] * depth + np.sin(angles)[:, None] * lateral
-    fan = np.vstack([[0.0, 0.0, 0.0], settings.depth_mm * rays])
-    fan = np.vstack([fan + j * lateral for j in (-settings.jitter_mm, settings.jitter_mm)])
-    coords = np.stack([fan @ axis0, fan @ axis1], axis=1)
-    centre_2d = (coords.min(axis=0) + coords.max(axis=0)) / 2.0
-    half_extent = (np.array(settings.size) - 1) / 2.0 * settings.spacing_mm
-    origin = (
-        centre_apex
-        + (centre_2d[0] - half_extent[0]) * axis0
-        + (centre_2d[1] - half_extent[1]) * axis1
-    )
     return SweepGeometry(
         probe=probe,
         centroid=centroid,
@@ -323,12 +343,12 @@ def plan_sweep(
         lateral=lateral,
         axis0=axis0,
         axis1=axis1,
-        origin=origin,
+        origin=_grid_origin(centre_apex, depth, lateral, axis0, axis1, half_angle, settings),
         offsets=offsets,
         apexes=apexes,
         size=settings.size,
         spacing_mm=settings.spacing_mm,
-        plane_spacing_mm=spacing,
+        plane_spacing_mm=settings.plane_spacing_mm,
         half_angle_rad=float(half_angle),
         depth_mm=settings.depth_mm,
     )
@@ -340,6 +360,46 @@ def _sample(image: Any, world: np.ndarray, order: int) -> np.ndarray:
     data = np.asarray(image.dataobj, np.float32 if order else np.int32)
     values = ndimage.map_coordinates(data, voxels, order=order, mode="constant", cval=0)
     return values.reshape(world.shape[:-1])
+
+
+def _plane_points(
+    geometry: SweepGeometry, settings: VirtualSweepSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points of every pixel of every plane (planes x H x W x 3), and the fan masks."""
+    rows, cols = np.meshgrid(
+        np.arange(settings.size[0]), np.arange(settings.size[1]), indexing="ij"
+    )
+    in_plane = rows[..., None] * settings.spacing_mm * geometry.axis0 + (
+        cols[..., None] * settings.spacing_mm * geometry.axis1
+    )
+    world = np.stack([geometry.plane_origin(k) + in_plane for k in range(len(geometry.offsets))])
+    fov = np.stack(
+        [
+            fan_mask(
+                world[k], geometry.apexes[k], geometry.depth, geometry.half_angle_rad,
+                geometry.depth_mm,
+            )
+            for k in range(len(world))
+        ]
+    )  # fmt: skip
+    return world, fov
+
+
+def _sample_sequences(
+    images: dict[str, Any], world: np.ndarray, fov: np.ndarray, settings: VirtualSweepSettings
+) -> tuple[np.ndarray, list[bool], dict[str, Any]]:
+    """The MR sequences on the planes, normalised as in preprocessing (missing: all -1)."""
+    stack = np.full((len(world), len(modalities.MODALITIES), *settings.size), -1.0, np.float16)
+    present = [False] * len(modalities.MODALITIES)
+    normalisation = {}
+    for sequence, image in images.items():
+        channel = modalities.MODALITIES.index(sequence)
+        values, normalisation[sequence] = normalise(
+            _sample(image, world, order=1), fov, settings.clip_percentile
+        )
+        stack[:, channel] = values
+        present[channel] = True
+    return stack, present, normalisation
 
 
 def make_sweeps(
@@ -362,39 +422,9 @@ def make_sweeps(
         label_path, label_image, layout.subject_file(subject_dir, subject, first), images[first]
     )
     geometry = plan_sweep(*brain_mask(images, tumour_world), tumour_world, settings)
-
-    rows, cols = np.meshgrid(
-        np.arange(settings.size[0]), np.arange(settings.size[1]), indexing="ij"
-    )
-    in_plane = rows[..., None] * settings.spacing_mm * geometry.axis0 + (
-        cols[..., None] * settings.spacing_mm * geometry.axis1
-    )
-    world = np.stack([geometry.plane_origin(k) + in_plane for k in range(len(geometry.offsets))])
-    fov = np.stack(
-        [
-            fan_mask(
-                world[k],
-                geometry.apexes[k],
-                geometry.depth,
-                geometry.half_angle_rad,
-                geometry.depth_mm,
-            )
-            for k in range(len(world))
-        ]
-    )
-
-    stack = np.full((len(world), len(modalities.MODALITIES), *settings.size), -1.0, np.float16)
-    present = [False] * len(modalities.MODALITIES)
-    normalisation = {}
-    for sequence, image in images.items():
-        channel = modalities.MODALITIES.index(sequence)
-        values, normalisation[sequence] = normalise(
-            _sample(image, world, order=1), fov, settings.clip_percentile
-        )
-        stack[:, channel] = values
-        present[channel] = True
+    world, fov = _plane_points(geometry, settings)
+    stack, present, normalisation = _sample_sequences(images, world, fov, settings)
     labels = np.where(fov, _sample(label_image, world, order=0), 0).astype(np.uint8)
-
     meta = {
         "subject": subject,
         "modalities": list(modalities.MODALITIES),
