@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO
+from iusynth.cohorts.demo.plan import plan_cohort
+
+from .conftest import REPO, merged_config
 
 
 def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -191,6 +193,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     )
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    check_what_reruns(workdir, tmp_path)
 
     # the self-contained HTML report holds every table and figure
     report = workdir / "report.html"
@@ -203,6 +206,32 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     for name in ("table1_synthesis.csv", "table3_registration.csv", "table4_segmentation.csv"):
         assert name in html, name
     assert "segmentation_dice.png" in html and "registration_tre.png" in html
+
+
+EXPENSIVE = {
+    "train_model", "train_baseline", "synthesise", "evaluate_synthesis", "synthesise_mr_from_us",
+    "registration_experiment", "segmenter_prepare", "segmenter_splits", "segmenter_train",
+    "segment_real_ius",
+}  # fmt: skip
+
+
+def rules_to_rerun(workdir, tmp_path, overlay: dict) -> set[str]:
+    """The rules a dry run with ``overlay`` on the micro config would run."""
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    configs = [str(REPO / "config" / "micro.yaml"), str(path)]
+    result = snakemake("-n", "--configfile", *configs, "-d", str(workdir))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, re.M))
+
+
+def check_what_reruns(workdir, tmp_path) -> None:
+    """A table label or bootstrap count reruns the tables alone; the slice size everything."""
+    cosmetic = {"evaluation": {"table1": {"mmhvae": "MMHVAE (ours)"}, "bootstrap_resamples": 500}}
+    rerun = rules_to_rerun(workdir, tmp_path, cosmetic)
+    assert "synthesis_tables" in rerun and not rerun & EXPENSIVE, sorted(rerun)
+    resized = rules_to_rerun(workdir, tmp_path, {"preprocessing": {"slice_size": [64, 64]}})
+    assert {"train_model", "synthesise", "segmenter_train", "registration_experiment"} <= resized
 
 
 def test_local_cohort_plans_through_the_dag(generated, tmp_path):
@@ -432,12 +461,13 @@ def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
         },
     }
     (tmp_path / "authors.yaml").write_text(yaml.safe_dump(overlay))
+    micro = merged_config(yaml.safe_load((REPO / "config" / "micro.yaml").read_text()), overlay)
     workdir = tmp_path / "run"
     configs = [str(REPO / "config" / "micro.yaml"), str(tmp_path / "authors.yaml")]
-    result = snakemake(
-        "--cores", "2", "--configfile", *configs, "-d", str(workdir),
-        "results/tables/table1_synthesis.csv",
-    )  # fmt: skip
+    # the metrics of the test cohort's subjects: Table 1 itself would need every method
+    subjects = [plan.subject for plan in plan_cohort("resect", micro["demo"])]
+    targets = [f"results/metrics/synthesis/authors/{subject}.csv" for subject in subjects]
+    result = snakemake("--cores", "2", "--configfile", *configs, "-d", str(workdir), *targets)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = workdir / "results"
     model = torch.load(results / "models" / "authors" / "model.pt", weights_only=False)
@@ -446,6 +476,6 @@ def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
         "converted the authors' checkpoint"
         in (results / "logs" / "train_model" / "authors.log").read_text()
     )
-    table1 = pd.read_csv(results / "tables" / "table1_synthesis.csv")
-    assert set(table1["method"]) == {"authors"} and table1["psnr"].notna().all()
+    metrics = pd.concat(pd.read_csv(workdir / target) for target in targets)
+    assert set(metrics["method"]) == {"authors"} and metrics["psnr"].notna().all()
     assert not (results / "models" / "mmhvae").exists()  # nothing else was trained
