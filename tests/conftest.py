@@ -14,7 +14,7 @@ import yaml
 from iusynth import jobs
 from iusynth.cohorts.datasets.download import RetryPolicy
 from iusynth.cohorts.demo.generate import SimulatedSubject, generate_subject
-from iusynth.cohorts.demo.plan import plan_cohort
+from iusynth.cohorts.demo.plan import DemoSubjectPlan, plan_cohort
 from iusynth.cohorts.demo.settings import DemoSettings
 from iusynth.core.config import merge_config
 
@@ -41,6 +41,12 @@ def policy(attempts: int = 1) -> RetryPolicy:
     return RetryPolicy(attempts=attempts, backoff_s=0.0, connect_timeout_s=5, read_timeout_s=30)
 
 
+def demo_plans(config: dict, cohort: str) -> list[DemoSubjectPlan]:
+    """The planned subjects of one demo cohort of a config."""
+    dataset = config["cohorts"][cohort]["dataset"]
+    return plan_cohort(cohort, dataset, config["demo"]["seed"], jobs.demo_cohort(config, cohort))
+
+
 @pytest.fixture(scope="session")
 def micro_config() -> dict:
     """Default config with config/micro.yaml merged in."""
@@ -61,7 +67,7 @@ def generated(
     root = tmp_path_factory.mktemp("demo")
     subjects = {}
     for cohort in ("remind", "upenn", "resect"):
-        plan = plan_cohort(cohort, micro_config["demo"])[0]
+        plan = demo_plans(micro_config, cohort)[0]
         folder = root / cohort / plan.subject
         subjects[cohort] = (generate_subject(plan, demo_settings, folder), folder)
     return subjects

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iusynth.core.config import ConfigError, resolve_cohorts
+from iusynth.cohorts.registry import resolve_cohorts
+from iusynth.core.config import ConfigError
 from iusynth.core.layout import SubjectEntry, write_manifest
 from iusynth.jobs import validate
 
@@ -70,6 +71,74 @@ def test_local_cohort_lists_its_manifest(tmp_path):
     assert cohorts["remind"].root == Path("results") / "cohorts" / "remind"
 
 
+def test_a_further_cohort_is_one_row(tmp_path):
+    """A private paired cohort trains the model; a second ReMIND-like demo cohort tests it."""
+    entries = [SubjectEntry(f"P{i}", frozenset({"US", "T2", "tumor-US"})) for i in range(1, 6)]
+    write_manifest(tmp_path / "subjects.tsv", entries)
+    config = merged_config(
+        {
+            "cohorts": {
+                "hospital": {"source": "local", "path": str(tmp_path)},
+                "site_b": {"dataset": "remind", "source": "demo"},
+            },
+            "demo": {
+                "cohorts": {
+                    "site_b": {
+                        "subjects": 3,
+                        "low_grade_fraction": 0,
+                        "missing_sequence_fraction": 0,
+                    }
+                }
+            },
+            "preprocessing": {"trainval_cohort": "hospital", "test_cohort": "site_b"},
+        }
+    )
+    validate(config, SCHEMA)
+    cohorts = resolve_cohorts(config)
+    assert cohorts["hospital"].ultrasound_subjects == ("P1", "P2", "P3", "P4", "P5")
+    assert cohorts["hospital"].dataset is None
+    assert cohorts["site_b"].subjects == ("site_b-demo001", "site_b-demo002", "site_b-demo003")
+    assert cohorts["site_b"].root == Path("results") / "cohorts" / "site_b"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"cohorts": {"site_b": {"dataset": "remind", "source": "demo"}}},
+            "missing config key 'demo.cohorts.site_b'",
+        ),
+        (
+            {"cohorts": {"site_b": {"source": "demo"}}},
+            "missing config key 'cohorts.site_b.dataset'",
+        ),
+        (
+            {"cohorts": {"remind": {"source": "dataset", "raw": "a"}, "more": {
+                "dataset": "remind", "source": "dataset", "raw": "b"}}},
+            "2 cohorts download remind; keep one row",
+        ),
+        ({"preprocessing": {"trainval_cohort": "hospital"}}, "'hospital' is not a cohort"),
+        ({"segmentation": {"cohort": "brats"}}, "'segmentation.cohort': 'brats' is not a cohort"),
+        (
+            {"demo": {"cohorts": {"upenn": {"missing_sequence_fraction": 0.5}}}},
+            "'demo.cohorts.upenn.missing_sequence_fraction'",
+        ),
+    ],
+)  # fmt: skip
+def test_cohort_table_mistakes_name_their_key(override, message):
+    config = merged_config(override)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(config, SCHEMA)
+        resolve_cohorts(config)
+
+
+def test_a_subject_belongs_to_one_cohort(tmp_path):
+    write_manifest(tmp_path / "subjects.tsv", [SubjectEntry("Case-demo001", frozenset({"US"}))])
+    config = merged_config({"cohorts": {"mine": {"source": "local", "path": str(tmp_path)}}})
+    with pytest.raises(ConfigError, match="subject Case-demo001 is also in cohort 'resect'"):
+        resolve_cohorts(config)
+
+
 def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -93,7 +162,7 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
         ({"remind": {"source": "demo", "raw": "data"}}, "'cohorts.remind.raw' only applies"),
         (
             {"remind": {"source": "dataset", "raw": "d", "package": "p"}},
-            "only applies to cohort upenn",
+            "only applies to dataset upenn",
         ),
         ({"resect": {"source": "demo", "path": "somewhere"}}, "'cohorts.resect.path' only applies"),
         (
@@ -106,7 +175,7 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
         ),
         (
             {"resect": {"source": "dataset", "raw": "d", "api": "idc"}},
-            "'cohorts.resect.api' only applies to cohort remind",
+            "'cohorts.resect.api' only applies to dataset remind",
         ),
         (
             {"remind": {"source": "dataset", "raw": "d", "manifest": "nowhere.tcia"}},

@@ -13,6 +13,7 @@ from scipy import ndimage, stats
 from iusynth import jobs
 from iusynth.cohorts.demo.generate import generate_subject
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
+from iusynth.cohorts.demo.settings import DemoCohortSettings
 from iusynth.cohorts.demo.ultrasound import (
     ProbeGeometry,
     simulate_ultrasound,
@@ -216,21 +217,27 @@ def test_strong_attenuator_casts_an_acoustic_shadow():
     assert shadow.mean() < 0.1 * beside.mean()
 
 
-def test_plan_matches_the_roles_and_fractions(micro_config):
-    demo = micro_config["demo"] | {"cohorts": {
-        "remind": {"subjects": 10, "low_grade_fraction": 0.3, "missing_sequence_fraction": 0.4},
-        "upenn": {"subjects": 4, "low_grade_fraction": 0.0},
-        "resect": {"subjects": 3, "low_grade_fraction": 1.0},
-    }}  # fmt: skip
-    remind = plan_cohort("remind", demo)
+def test_plan_matches_the_roles_and_fractions():
+    def plan(cohort, dataset, subjects, low_grade, missing=0.0):
+        return plan_cohort(cohort, dataset, 2023, DemoCohortSettings(subjects, low_grade, missing))
+
+    remind = plan("remind", "remind", 10, 0.3, 0.4)
     assert sum(p.grade == "LGG" for p in remind) == 3
     assert sum(len(p.modalities) == 3 for p in remind) == 4
     assert all("US" in p.modalities for p in remind)
-    assert all(p.modalities == COHORT_ROLES["upenn"].modalities for p in plan_cohort("upenn", demo))
-    assert all(p.grade == "LGG" for p in plan_cohort("resect", demo))
-    assert [p.subject for p in remind] == [p.subject for p in plan_cohort("remind", demo)]
+    upenn = plan("upenn", "upenn", 4, 0.0)
+    assert all(p.modalities == COHORT_ROLES["upenn"].modalities for p in upenn)
+    assert all(p.grade == "LGG" for p in plan("resect", "resect", 3, 1.0))
+    assert [p.subject for p in remind] == [
+        p.subject for p in plan("remind", "remind", 10, 0.3, 0.4)
+    ]
+    assert remind[0].subject == "ReMIND-demo001"
     for p in remind:
         layout.check_subject_id(p.subject)
+    # a second ReMIND-like cohort: its own draws and subject names
+    extra = plan("extra", "remind", 10, 0.3, 0.4)
+    assert extra[0].subject == "extra-demo001" and extra[0].role == remind[0].role
+    assert [p.modalities for p in extra] != [p.modalities for p in remind]
 
 
 def test_written_layout_matches_the_role(generated):

@@ -41,7 +41,7 @@ def schema_at(path: str) -> dict:
     """The schema of the config section at a dotted path."""
     node = SCHEMA
     for part in path.split("."):
-        node = node["properties"][part]
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
         if "$ref" in node:
             node = SCHEMA["$defs"][node["$ref"].rsplit("/", 1)[1]]
     return node

@@ -14,9 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iusynth.cohorts.demo.plan import plan_cohort
-
-from .conftest import REPO, merged_config
+from .conftest import REPO, demo_plans, merged_config
 
 
 def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -433,6 +431,27 @@ def test_remind_dry_run_shows_the_planned_series_offline(tmp_path):
     assert "results/cohorts/remind/plan.tsv" in output
 
 
+def test_a_second_paired_cohort_is_one_row(tmp_path):
+    """A ReMIND-like cohort named site_b trains the model: its subjects flow through the DAG."""
+    overlay = tmp_path / "site_b.yaml"
+    overlay.write_text(
+        "cohorts:\n  site_b: {dataset: remind, source: demo}\n"
+        "demo:\n  cohorts:\n    site_b:\n"
+        "      {subjects: 3, low_grade_fraction: 0.0, missing_sequence_fraction: 0.0}\n"
+        "preprocessing:\n  trainval_cohort: site_b\n  splits: {folds: 3}\n"
+    )
+    result = snakemake(
+        "-n", "--configfile", str(REPO / "config" / "micro.yaml"), str(overlay),
+        "-d", str(tmp_path / "run"),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for index in (1, 2, 3):
+        assert f"results/slices/site_b/site_b-demo00{index}" in output
+        assert f"results/cohorts/site_b/site_b-demo00{index}" in output
+    assert "results/slices/remind/" not in output  # generated, but no longer a paired cohort
+
+
 REFERENCE = REPO.parent / "shared" / "reference" / "authors_mmhvae"
 
 
@@ -465,7 +484,7 @@ def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
     workdir = tmp_path / "run"
     configs = [str(REPO / "config" / "micro.yaml"), str(tmp_path / "authors.yaml")]
     # the metrics of the test cohort's subjects: Table 1 itself would need every method
-    subjects = [plan.subject for plan in plan_cohort("resect", micro["demo"])]
+    subjects = [plan.subject for plan in demo_plans(micro, "resect")]
     targets = [f"results/metrics/synthesis/authors/{subject}.csv" for subject in subjects]
     result = snakemake("--cores", "2", "--configfile", *configs, "-d", str(workdir), *targets)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]

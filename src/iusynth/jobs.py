@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from iusynth.cohorts.datasets.download import RetryPolicy
-from iusynth.cohorts.demo.settings import DemoSettings
+from iusynth.cohorts.demo.settings import DemoCohortSettings, DemoSettings
+from iusynth.cohorts.registry import demo_cohort_settings
 from iusynth.core.config import validate_config
 from iusynth.core.directions import canonical_subset
 from iusynth.core.modalities import MODALITIES
@@ -60,6 +61,11 @@ def section(config: Config, key: str) -> Mapping[str, Any]:
 def demo(config: Config) -> DemoSettings:
     """The simulator's settings (``demo``)."""
     return build(DemoSettings, config["demo"], "demo")
+
+
+def demo_cohort(config: Config, name: str) -> DemoCohortSettings:
+    """The size and variety of one generated cohort (``demo.cohorts.<name>``)."""
+    return demo_cohort_settings(config["demo"], name)
 
 
 def download(config: Config) -> RetryPolicy:
@@ -212,6 +218,7 @@ class Binding:
 
 BINDINGS = (
     Binding(demo, DemoSettings, "demo"),
+    Binding(demo_cohort, DemoCohortSettings, "demo.cohorts.*"),
     Binding(download, RetryPolicy, "download"),
     Binding(registration, RegistrationSettings, "preprocessing"),
     Binding(preprocessing, PreprocessingSettings, "preprocessing"),

@@ -2,12 +2,8 @@ import json
 import re
 import shlex
 
-from iusynth.core.config import (
-    GAN_BASELINES,
-    ConfigError,
-    resolve_cohorts,
-    run_provenance,
-)
+from iusynth.core.config import GAN_BASELINES, ConfigError, run_provenance
+from iusynth.cohorts.registry import downloaded, resolve_cohorts
 from iusynth.cohorts.datasets import catalog
 from iusynth.cohorts.datasets.upenn import is_archive
 from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
@@ -24,6 +20,10 @@ try:
     COHORTS = resolve_cohorts(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+# The cohorts that download a real dataset (at most one per dataset), or None.
+REMIND = downloaded(COHORTS, "remind")
+UPENN = downloaded(COHORTS, "upenn")
+RESECT = downloaded(COHORTS, "resect")
 # Stated in the report's captions (added after validation; no rule reads it).
 config["provenance"] = run_provenance(REPOSITORY, workflow.configfiles, COHORTS)
 
@@ -121,8 +121,8 @@ def registration_records(wildcards):
 def final_targets():
     """Everything the workflow produces (but the benchmark summary, which comes last)."""
     targets = [cohort_manifest(name) for name in COHORTS]
-    if COHORTS["remind"].source == "dataset":
-        targets.append(f"{RESULTS}/cohorts/remind/plan.tsv")
+    if REMIND:
+        targets.append(f"{REMIND.root}/plan.tsv")
     targets += [
         f"{RESULTS}/qc/cohorts/{cohort.name}/{subject}.png"
         for cohort in COHORTS.values()
@@ -151,45 +151,48 @@ def subject_choice(name):
     return "|".join(re.escape(subject) for subject in COHORTS[name].subjects)
 
 
-def dataset_url(name):
-    """The server root of a downloaded dataset (the config's, else the known one)."""
-    if name == "remind":
-        return config["cohorts"]["remind"].get("url", catalog.REMIND_APIS[REMIND_API])
-    return config["cohorts"][name].get("url", catalog.DATASETS[name].default_url)
+def row(cohort):
+    """The config row of a cohort (cohorts.<name>)."""
+    return config["cohorts"][cohort.name]
+
+
+def remind_url():
+    """The server root ReMIND's series come from (the config's, else the API's)."""
+    return row(REMIND).get("url", catalog.REMIND_APIS[REMIND_API])
 
 
 def resect_url_arguments():
     """The --url options of resect-download: the config's address, else both known ones."""
-    url = config["cohorts"]["resect"].get("url")
+    url = row(RESECT).get("url")
     return " ".join(f"--url '{u}'" for u in ([url] if url else catalog.RESECT_URLS))
 
 
 def resect_segmentation_url():
     """Where RESECT-SEG's zip comes from."""
-    return config["cohorts"]["resect"].get("segmentation_url", catalog.RESECT_SEG_URL)
+    return row(RESECT).get("segmentation_url", catalog.RESECT_SEG_URL)
 
 
 def remind_manifest_argument():
     """The --manifest option of remind-plan, or nothing."""
-    manifest = config["cohorts"]["remind"].get("manifest")
+    manifest = row(REMIND).get("manifest")
     return f"--manifest '{manifest}'" if manifest else ""
 
 
 # ReMIND is planned from IDC's index (package idc-index-data) while the DAG is built: the
 # exact series of each subject are known offline, before anything is downloaded.
-REMIND_API = config["cohorts"]["remind"].get("api", "idc")
+REMIND_API = row(REMIND).get("api", "idc") if REMIND else None
 REMIND_PLAN = {}
 REMIND_INDEX_VERSION = ""
-if COHORTS["remind"].source == "dataset":
+if REMIND:
     from iusynth.cohorts.datasets import remind as remind_dataset
 
     try:
         REMIND_INDEX_VERSION = remind_dataset.index_version()
-        remind_dataset.check_index_against_ledger(COHORTS["remind"].raw)
-        _manifest = config["cohorts"]["remind"].get("manifest")
+        remind_dataset.check_index_against_ledger(REMIND.raw)
+        _manifest = row(REMIND).get("manifest")
         REMIND_PLAN = remind_dataset.plan_by_subject(
             remind_dataset.plan_cohort(
-                COHORTS["remind"].subjects,
+                REMIND.subjects,
                 config["preprocessing"]["reference_order"],
                 manifest=Path(_manifest).expanduser() if _manifest else None,
             )
@@ -223,21 +226,19 @@ def job_settings(builder, *args):
 
 def upenn_package_root():
     """The UPenn-GBM package folder: the user's, or where its archive is extracted."""
-    package = Path(config["cohorts"]["upenn"]["package"]).expanduser()
-    return (
-        str(COHORTS["upenn"].raw / "package") if is_archive(package) else str(package)
-    )
+    package = Path(row(UPENN)["package"]).expanduser()
+    return str(UPENN.raw / "package") if is_archive(package) else str(package)
 
 
 def upenn_extraction():
     """The extraction record when the package is an archive, else nothing to wait for."""
-    package = Path(config["cohorts"]["upenn"]["package"]).expanduser()
+    package = Path(row(UPENN)["package"]).expanduser()
     return [f"{RESULTS}/downloads/upenn/extracted.json"] if is_archive(package) else []
 
 
 def upenn_checksums_argument():
     """The --checksums option of upenn-verify, or nothing (found in the package)."""
-    checksums = config["cohorts"]["upenn"].get("checksums")
+    checksums = row(UPENN).get("checksums")
     return f"--checksums '{checksums}'" if checksums else ""
 
 

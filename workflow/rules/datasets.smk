@@ -30,11 +30,11 @@ rule write_cohort_manifest:
         "{params.iusynth} cohort-manifest --output {output} {input:q} > {log} 2>&1"
 
 
-if COHORTS["remind"].source == "dataset":
+if REMIND:
 
     rule plan_remind:
         output:
-            f"{RESULTS}/cohorts/remind/plan.tsv",
+            f"{REMIND.root}/plan.tsv",
         log:
             f"{RESULTS}/logs/plan_remind.log",
         benchmark:
@@ -48,11 +48,11 @@ if COHORTS["remind"].source == "dataset":
             runtime=10,
         params:
             iusynth=IUSYNTH,
-            subjects=COHORTS["remind"].subjects,
+            subjects=REMIND.subjects,
             order=config["preprocessing"]["reference_order"],
             manifest=remind_manifest_argument(),
             index=REMIND_INDEX_VERSION,
-            raw=COHORTS["remind"].raw,
+            raw=REMIND.raw,
         shell:
             "{params.iusynth} remind-plan --subjects {params.subjects}"
             " --reference-order {params.order} {params.manifest} --index-version {params.index}"
@@ -66,7 +66,7 @@ if COHORTS["remind"].source == "dataset":
         benchmark:
             f"{RESULTS}/benchmarks/download_remind_series/{{subject}}/{{series}}.tsv"
         wildcard_constraints:
-            subject=subject_choice("remind"),
+            subject=subject_choice(REMIND.name),
             series=r"[0-9]+(\.[0-9]+)*",
         retries: 2
         conda:
@@ -80,8 +80,8 @@ if COHORTS["remind"].source == "dataset":
             iusynth=IUSYNTH,
             series=remind_planned_series,
             api=REMIND_API,
-            raw=COHORTS["remind"].raw,
-            url=dataset_url("remind"),
+            raw=REMIND.raw,
+            url=remind_url(),
             download=DOWNLOAD_SETTINGS,
         shell:
             "{params.iusynth} remind-download --series {params.series:q} --api {params.api}"
@@ -92,13 +92,13 @@ if COHORTS["remind"].source == "dataset":
         input:
             remind_series_records,
         output:
-            directory(f"{RESULTS}/cohorts/remind/{{subject}}"),
+            directory(f"{REMIND.root}/{{subject}}"),
         log:
             f"{RESULTS}/logs/convert_remind_subject/{{subject}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/convert_remind_subject/{{subject}}.tsv"
         wildcard_constraints:
-            subject=subject_choice("remind"),
+            subject=subject_choice(REMIND.name),
         conda:
             "../envs/datasets.yaml"
         threads: 2
@@ -114,7 +114,7 @@ if COHORTS["remind"].source == "dataset":
             " --threads {threads} --output {output:q} > {log} 2>&1"
 
 
-if COHORTS["upenn"].source == "dataset":
+if UPENN:
 
     rule extract_upenn_package:
         output:
@@ -132,7 +132,7 @@ if COHORTS["upenn"].source == "dataset":
             runtime=600,
         params:
             iusynth=IUSYNTH,
-            archive=config["cohorts"]["upenn"]["package"],
+            archive=row(UPENN)["package"],
             target=upenn_package_root(),
         shell:
             "{params.iusynth} upenn-extract --archive {params.archive:q}"
@@ -158,8 +158,8 @@ if COHORTS["upenn"].source == "dataset":
             iusynth=IUSYNTH,
             package=upenn_package_root(),
             checksums=upenn_checksums_argument(),
-            raw=COHORTS["upenn"].raw,
-            cases=COHORTS["upenn"].subjects,
+            raw=UPENN.raw,
+            cases=UPENN.subjects,
         shell:
             "{params.iusynth} upenn-verify --package {params.package:q} {params.checksums}"
             " --raw {params.raw:q} --output {output:q} --cases {params.cases} > {log} 2>&1"
@@ -168,13 +168,13 @@ if COHORTS["upenn"].source == "dataset":
         input:
             rules.verify_upenn_package.output[0],
         output:
-            directory(f"{RESULTS}/cohorts/upenn/{{subject}}"),
+            directory(f"{UPENN.root}/{{subject}}"),
         log:
             f"{RESULTS}/logs/convert_upenn_subject/{{subject}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/convert_upenn_subject/{{subject}}.tsv"
         wildcard_constraints:
-            subject=subject_choice("upenn"),
+            subject=subject_choice(UPENN.name),
         conda:
             "../envs/datasets.yaml"
         threads: 1
@@ -190,7 +190,7 @@ if COHORTS["upenn"].source == "dataset":
             " --subject {wildcards.subject} --output {output:q} > {log} 2>&1"
 
 
-if COHORTS["resect"].source == "dataset":
+if RESECT:
 
     rule download_resect_subject:
         output:
@@ -200,7 +200,7 @@ if COHORTS["resect"].source == "dataset":
         benchmark:
             f"{RESULTS}/benchmarks/download_resect_subject/{{subject}}.tsv"
         wildcard_constraints:
-            subject=subject_choice("resect"),
+            subject=subject_choice(RESECT.name),
         retries: 2
         conda:
             "../envs/datasets.yaml"
@@ -211,7 +211,7 @@ if COHORTS["resect"].source == "dataset":
             runtime=60,
         params:
             iusynth=IUSYNTH,
-            raw=COHORTS["resect"].raw,
+            raw=RESECT.raw,
             urls=resect_url_arguments(),
             download=DOWNLOAD_SETTINGS,
         shell:
@@ -236,7 +236,7 @@ if COHORTS["resect"].source == "dataset":
             runtime=60,
         params:
             iusynth=IUSYNTH,
-            raw=COHORTS["resect"].raw,
+            raw=RESECT.raw,
             url=resect_segmentation_url(),
             download=DOWNLOAD_SETTINGS,
         shell:
@@ -248,13 +248,13 @@ if COHORTS["resect"].source == "dataset":
             record=rules.download_resect_subject.output[0],
             segmentations=rules.download_resect_segmentations.output[0],
         output:
-            directory(f"{RESULTS}/cohorts/resect/{{subject}}"),
+            directory(f"{RESECT.root}/{{subject}}"),
         log:
             f"{RESULTS}/logs/convert_resect_subject/{{subject}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/convert_resect_subject/{{subject}}.tsv"
         wildcard_constraints:
-            subject=subject_choice("resect"),
+            subject=subject_choice(RESECT.name),
         conda:
             "../envs/datasets.yaml"
         threads: 1

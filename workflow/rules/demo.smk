@@ -19,7 +19,12 @@ rule generate_demo_subject:
         runtime=15,
     params:
         iusynth=IUSYNTH,
-        settings=json.dumps(config["demo"], sort_keys=True),
+        dataset=lambda wildcards: COHORTS[wildcards.cohort].dataset,
+        settings=job_settings(jobs.demo),
+        cohort_settings=lambda wildcards: job_settings(
+            jobs.demo_cohort, wildcards.cohort
+        ),
     shell:
-        "{params.iusynth} demo-subject --cohort {wildcards.cohort} --subject {wildcards.subject}"
-        " --settings {params.settings:q} --output {output} > {log} 2>&1"
+        "{params.iusynth} demo-subject --cohort {wildcards.cohort} --dataset {params.dataset}"
+        " --subject {wildcards.subject} --settings {params.settings:q}"
+        " --cohort-settings {params.cohort_settings:q} --output {output} > {log} 2>&1"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from iusynth.core.commands import Stage
-from iusynth.core.settings import build, from_json
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
 
@@ -26,19 +26,21 @@ def _demo_subject(args: argparse.Namespace) -> None:
     """Generate one demo subject into its folder."""
     from iusynth.cohorts.demo.generate import generate_subject
     from iusynth.cohorts.demo.plan import plan_cohort
-    from iusynth.cohorts.demo.settings import DemoSettings
+    from iusynth.cohorts.demo.settings import DemoCohortSettings, DemoSettings
 
-    demo = json.loads(args.settings)
-    plans = {plan.subject: plan for plan in plan_cohort(args.cohort, demo)}
-    if args.subject not in plans:
+    settings = from_json(DemoSettings, args.settings)
+    cohort = from_json(DemoCohortSettings, args.cohort_settings)
+    plans = plan_cohort(args.cohort, args.dataset, settings.seed, cohort)
+    plan = next((plan for plan in plans if plan.subject == args.subject), None)
+    if plan is None:
         raise SystemExit(f"subject {args.subject!r} is not planned for demo cohort {args.cohort!r}")
     start = time.perf_counter()
-    subject = generate_subject(plans[args.subject], build(DemoSettings, demo, "demo"), args.output)
+    subject = generate_subject(plan, settings, args.output)
     log.info(
         "generated %s (%s, %s) in %.1f s",
         args.subject,
-        subject.plan.grade,
-        "+".join(subject.plan.modalities),
+        plan.grade,
+        "+".join(plan.modalities),
         time.perf_counter() - start,
     )
     if "initial_landmark_error_mm" in subject.truth:
@@ -162,9 +164,14 @@ STAGES = (
         "generate one subject of the offline demo cohort",
         _demo_subject,
         [
-            ("--cohort", {"required": True, "help": "demo cohort (remind, upenn, resect)"}),
+            ("--cohort", {"required": True, "help": "the cohort's name (a row of 'cohorts')"}),
+            ("--dataset", {"required": True, "help": "the dataset it simulates (remind, ...)"}),
             "subject",
-            ("--settings", {"required": True, "help": "the 'demo' config section as JSON"}),
+            ("--settings", {"required": True, "help": "the simulator's settings as JSON"}),
+            (
+                "--cohort-settings",
+                {"required": True, "help": "the cohort's demo.cohorts.<name> as JSON"},
+            ),
             "folder",
         ],
     ),

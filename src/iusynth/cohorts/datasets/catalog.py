@@ -7,17 +7,18 @@ Only the standard library is imported here: the Snakefile reads it at parse time
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
 
-RESOURCES = Path(__file__).resolve().parent / "data"  # package data
+RESOURCES = files(__package__) / "data"  # package data, installed with the package
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One real dataset: its name, the cohort role it plays, licence and where it comes from."""
+    """One real dataset: its name, key (``cohorts.<name>.dataset``), licence and origin."""
 
     name: str
-    cohort: str
+    key: str
+    has_ultrasound: bool
     licence: str
     default_url: str
     how_to_get: str
@@ -25,7 +26,8 @@ class DatasetInfo:
 
 REMIND = DatasetInfo(
     name="ReMIND",
-    cohort="remind",
+    key="remind",
+    has_ultrasound=True,
     licence=(
         "ReMIND (TCIA, DOI 10.7937/3RAG-D070) is licensed CC BY 4.0: cite the dataset and "
         "TCIA in any publication"
@@ -45,7 +47,8 @@ REMIND_APIS = {
 }
 UPENN = DatasetInfo(
     name="UPenn-GBM",
-    cohort="upenn",
+    key="upenn",
+    has_ultrasound=False,
     licence=(
         "UPenn-GBM (TCIA, DOI 10.7937/TCIA.709X-DN49) is licensed CC BY 4.0: cite the "
         "dataset and TCIA in any publication"
@@ -59,7 +62,8 @@ UPENN = DatasetInfo(
 )
 RESECT = DatasetInfo(
     name="RESECT",
-    cohort="resect",
+    key="resect",
+    has_ultrasound=True,
     licence=(
         "RESECT (NIRD, DOI 10.11582/2017.00004) is licensed CC BY 4.0; RESECT-SEG (OSF jv8bk) "
         "is licensed CC BY-NC-SA 4.0: non-commercial use only, share alike"
@@ -77,7 +81,8 @@ RESECT_URLS: tuple[str, ...] = (
     "https://s3.nird.sigma2.no/archive-ro/5686d8fa-2003-4837-8e66-8e887fabe21e/RESECT",
 )
 RESECT_SEG_URL = "https://files.osf.io/v1/resources/jv8bk/providers/osfstorage/?zip="
-DATASETS = {info.cohort: info for info in (REMIND, UPENN, RESECT)}
+# The datasets a cohort can be (cohorts.<name>.dataset), by key.
+DATASETS = {info.key: info for info in (REMIND, UPENN, RESECT)}
 
 # RESECT's published cases (numbers 9, 10, 20 and 22 do not exist).
 RESECT_CASES: tuple[int, ...] = (*range(1, 9), *range(11, 20), 21, *range(23, 28))
@@ -105,10 +110,10 @@ def remind_subjects() -> tuple[str, ...]:
     return tuple(line for line in lines if line and not line.startswith("#"))
 
 
-def default_subjects(cohort: str) -> tuple[str, ...]:
-    """The subjects a downloaded cohort has when the config does not list them."""
-    if cohort == "remind":
+def default_subjects(dataset: str) -> tuple[str, ...]:
+    """The subjects of a downloaded dataset when the config does not list them."""
+    if dataset == "remind":
         return remind_subjects()
-    if cohort == "resect":
+    if dataset == "resect":
         return tuple(resect_subject(case) for case in RESECT_CASES)
-    raise ValueError(f"cohort {cohort!r} has no shipped subject list")
+    raise ValueError(f"dataset {dataset!r} has no shipped subject list")

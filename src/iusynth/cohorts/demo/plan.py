@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
+from iusynth.cohorts.demo.settings import DemoCohortSettings
 from iusynth.core.modalities import MR_SEQUENCES
 
 
@@ -18,7 +18,7 @@ from iusynth.core.modalities import MR_SEQUENCES
 class CohortRole:
     """What a demo cohort stands in for: its modalities and labels, as in the real dataset."""
 
-    dataset: str
+    description: str
     modalities: tuple[str, ...]
     mr_labels: str  # "brats" (labels 1/2/4) or "binary" (tumour core)
     has_ultrasound_labels: bool
@@ -27,9 +27,10 @@ class CohortRole:
     subject_prefix: str
 
 
+# What a demo cohort can simulate, by its ``dataset`` (cohorts.<name>.dataset).
 COHORT_ROLES: dict[str, CohortRole] = {
     "remind": CohortRole(
-        dataset="ReMIND (paired iUS and MR, some sequences missing)",
+        description="ReMIND (paired iUS and MR, some sequences missing)",
         modalities=("US", *MR_SEQUENCES),
         mr_labels="binary",
         has_ultrasound_labels=True,
@@ -38,7 +39,7 @@ COHORT_ROLES: dict[str, CohortRole] = {
         subject_prefix="ReMIND-demo",
     ),
     "upenn": CohortRole(
-        dataset="UPenn-GBM (MR only, BraTS labels)",
+        description="UPenn-GBM (MR only, BraTS labels)",
         modalities=MR_SEQUENCES,
         mr_labels="brats",
         has_ultrasound_labels=False,
@@ -47,7 +48,7 @@ COHORT_ROLES: dict[str, CohortRole] = {
         subject_prefix="UPENN-demo",
     ),
     "resect": CohortRole(
-        dataset="RESECT / RESECT-SEG (iUS, FLAIR and ceT1, landmarks, iUS tumour masks)",
+        description="RESECT / RESECT-SEG (iUS, FLAIR and ceT1, landmarks, iUS tumour masks)",
         modalities=("US", "ceT1", "FLAIR"),
         mr_labels="binary",
         has_ultrasound_labels=True,
@@ -63,6 +64,7 @@ class DemoSubjectPlan:
     """One demo subject: identity, tumour grade and the modalities it will have."""
 
     cohort: str
+    dataset: str
     subject: str
     index: int
     grade: str
@@ -70,8 +72,8 @@ class DemoSubjectPlan:
 
     @property
     def role(self) -> CohortRole:
-        """The cohort's role."""
-        return COHORT_ROLES[self.cohort]
+        """The role of the dataset the cohort simulates."""
+        return COHORT_ROLES[self.dataset]
 
     def seed_words(self, seed: int) -> list[int]:
         """Entropy for numpy's SeedSequence: independent streams per cohort and subject."""
@@ -83,24 +85,36 @@ def _chosen(chooser: random.Random, count: int, fraction: float) -> set[int]:
     return set(chooser.sample(range(1, count + 1), round(fraction * count)))
 
 
-def plan_cohort(cohort: str, demo_config: dict[str, Any]) -> list[DemoSubjectPlan]:
-    """Plan the subjects of one demo cohort from the ``demo`` section of the config.
+def subject_prefix(cohort: str, dataset: str) -> str:
+    """How a demo cohort names its subjects: as its dataset does, or after the cohort.
 
-    Exactly round(fraction x subjects) subjects are low grade, and (where the cohort's
-    role allows it) exactly round(fraction x subjects) lack one MR sequence, chosen at
-    random; ultrasound is never the missing modality.
+    A cohort named after its dataset (``remind`` simulating ReMIND) uses the dataset's
+    prefix (``ReMIND-demo001``); any other (a second ReMIND-like cohort ``extra``) its own
+    name (``extra-demo001``), so subject ids stay unique across cohorts.
     """
-    if cohort not in COHORT_ROLES:
-        raise ValueError(f"unknown demo cohort {cohort!r}; expected one of {sorted(COHORT_ROLES)}")
-    role = COHORT_ROLES[cohort]
-    settings = demo_config["cohorts"][cohort]
-    count = settings["subjects"]
-    chooser = random.Random(f"{demo_config['seed']}:{cohort}")
-    low_grade = _chosen(chooser, count, settings["low_grade_fraction"])
-    missing_fraction = (
-        settings.get("missing_sequence_fraction", 0.0) if role.may_miss_a_sequence else 0.0
-    )
-    incomplete = _chosen(chooser, count, missing_fraction)
+    return COHORT_ROLES[dataset].subject_prefix if cohort == dataset else f"{cohort}-demo"
+
+
+def plan_cohort(
+    cohort: str, dataset: str, seed: int, settings: DemoCohortSettings
+) -> list[DemoSubjectPlan]:
+    """Plan the subjects of one demo cohort simulating ``dataset``.
+
+    Exactly round(fraction x subjects) subjects are low grade, and (where the dataset's
+    role allows it) exactly round(fraction x subjects) lack one MR sequence, chosen at
+    random; ultrasound is never the missing modality. The draws depend on the seed and
+    the cohort's name and settings only.
+    """
+    if dataset not in COHORT_ROLES:
+        raise ValueError(
+            f"a demo cohort cannot simulate {dataset!r}; expected one of {sorted(COHORT_ROLES)}"
+        )
+    role = COHORT_ROLES[dataset]
+    count = settings.subjects
+    chooser = random.Random(f"{seed}:{cohort}")
+    low_grade = _chosen(chooser, count, settings.low_grade_fraction)
+    incomplete = _chosen(chooser, count, settings.missing_sequence_fraction)
+    prefix = subject_prefix(cohort, dataset)
     plans = []
     for index in range(1, count + 1):
         modalities = role.modalities
@@ -108,6 +122,7 @@ def plan_cohort(cohort: str, demo_config: dict[str, Any]) -> list[DemoSubjectPla
             dropped = chooser.choice([m for m in modalities if m in MR_SEQUENCES])
             modalities = tuple(m for m in modalities if m != dropped)
         grade = "LGG" if index in low_grade else "HGG"
-        subject = f"{role.subject_prefix}{index:03d}"
-        plans.append(DemoSubjectPlan(cohort, subject, index, grade, modalities))
+        plans.append(
+            DemoSubjectPlan(cohort, dataset, f"{prefix}{index:03d}", index, grade, modalities)
+        )
     return plans

@@ -44,3 +44,12 @@ class DemoSettings:
     landmarks_per_subject: int
     misalignment: Misalignment
     ultrasound: UltrasoundSettings
+
+
+@dataclass(frozen=True)
+class DemoCohortSettings:
+    """How many subjects one demo cohort has and how they vary (``demo.cohorts.<name>``)."""
+
+    subjects: int
+    low_grade_fraction: float
+    missing_sequence_fraction: float  # 0 where the simulated dataset has every sequence
