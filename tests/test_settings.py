@@ -20,6 +20,7 @@ from iusynth import jobs
 from iusynth.core import modalities
 from iusynth.core.settings import ConfigError, build, from_json, to_json
 from iusynth.evaluation.settings import SSIM_MODES
+from iusynth.experiments.segmentation.settings import NETWORK_SETTINGS
 from iusynth.model.config import FUSIONS, KL_ESTIMATORS, OUTPUT_MASKS, POE_WEIGHTINGS
 from iusynth.training.settings import SUBSET_MODES
 
@@ -32,7 +33,8 @@ WORKFLOW_KEYS = {
     "demo": {"cohorts"},
     "evaluation": {"threads", "gpus", "lpips_weights", "lpips_source"},
     "registration_experiment": {"model", "threads", "gpus", "experiment"},
-    "segmentation": {"cohort", "threads", "gpus", "methods", "sweeps", "network", "nnunet"},
+    "segmentation": {"cohort", "threads", "gpus", "methods", "sweeps", "network"}
+    | set(NETWORK_SETTINGS),
     "preprocessing": {"trainval_cohort", "test_cohort", "splits"},
 }
 

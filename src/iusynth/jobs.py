@@ -27,7 +27,6 @@ from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSet
 from iusynth.experiments.registration_tre.settings import ExperimentSettings, MrSynthesisSettings
 from iusynth.experiments.segmentation.settings import (
     NETWORK_SETTINGS,
-    NnunetSettings,
     SegmentationTableSettings,
     SyntheticIusSettings,
     VirtualSweepSettings,
@@ -235,7 +234,7 @@ BINDINGS = (
     Binding(mr_synthesis, MrSynthesisSettings, "registration_experiment"),
     Binding(virtual_sweep, VirtualSweepSettings, "segmentation.sweeps"),
     Binding(synthetic_ius, SyntheticIusSettings, "segmentation"),
-    Binding(segmenter, NnunetSettings, "segmentation.nnunet"),
+    *(Binding(segmenter, cls, f"segmentation.{name}") for name, cls in NETWORK_SETTINGS.items()),
     Binding(segmentation_tables, SegmentationTableSettings, "segmentation"),
 )
 

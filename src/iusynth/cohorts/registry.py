@@ -250,7 +250,8 @@ def _check_segmentation(config: dict[str, Any], cohorts: dict[str, Cohort]) -> N
             f"config key 'segmentation.cohort': '{section['cohort']}' is not a cohort; "
             f"expected one of {sorted(cohorts)}"
         )
-    folds = section["nnunet"]["folds"]
+    network = section["network"]
+    folds = section[network]["folds"]
     known = {*config["models"]["variants"], *GAN_BASELINES, "supervised"}
     sources = {
         "synthetic iUS": cohorts[section["cohort"]].subjects,
@@ -267,5 +268,5 @@ def _check_segmentation(config: dict[str, Any], cohorts: dict[str, Cohort]) -> N
         if len(subjects) < folds:
             raise ConfigError(
                 f"config key '{key}': its nnU-Net trains on {len(subjects)} subjects, fewer "
-                f"than segmentation.nnunet.folds ({folds}); lower the folds or add subjects"
+                f"than segmentation.{network}.folds ({folds}); lower the folds or add subjects"
             )

@@ -9,7 +9,7 @@ MR is the reference (the sector's border and the whole head enter the blocks). T
 therefore the reference, restricted to an eroded mask of its sector and smoothed against
 speckle, and the MR floats; the result maps iUS world points to MR world points, which is
 exactly what resampling the MR into the iUS grid needs. On the demo cohort a rigid
-transform recovers the simulated misalignment best (see README, Preprocessing).
+transform recovers the simulated misalignment best (see docs/datasets.md, Preprocessing).
 """
 
 from __future__ import annotations
