@@ -31,7 +31,8 @@ from iusynth.model.discriminator import (
 )
 from iusynth.model.translator import TranslatorConfig, UNetTranslator, translator_inputs
 from iusynth.preprocessing.slices import SliceStack
-from iusynth.training.mmhvae import SliceSampler, fit, select_device
+from iusynth.training.data import SliceSampler
+from iusynth.training.loop import fit, select_device
 from iusynth.training.settings import TranslatorTraining
 
 log = logging.getLogger(__name__)

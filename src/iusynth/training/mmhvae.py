@@ -32,13 +32,11 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
 import random
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +53,8 @@ from iusynth.model.discriminator import (
 )
 from iusynth.model.network import MMHVAE, ModelConfig
 from iusynth.preprocessing.slices import SliceStack, load_slices
+from iusynth.training.data import Batch, SliceSampler
+from iusynth.training.loop import fit, select_device
 from iusynth.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -110,65 +110,6 @@ def training_steps(
         subsets = [subsets[rng.randrange(len(subsets))]]
     alone = [(anchor,)] if anchor in present else []
     return [[everything, *alone, subset] for subset in subsets]
-
-
-def select_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; or the device named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@dataclass
-class Batch:
-    """Slices of one volume: images (B x M x H x W), fov (B x H x W), present (M,).
-
-    ``present``: acquired, and not all background in these slices.
-    """
-
-    images: torch.Tensor
-    fov: torch.Tensor
-    present: torch.Tensor
-
-
-class SliceSampler:
-    """Batches of contiguous slices from the training volumes, seeded."""
-
-    def __init__(
-        self, stacks: list[SliceStack], modalities: tuple[str, ...], batch_slices: int
-    ) -> None:
-        if not stacks:
-            raise ValueError("no training volume: the split's train list is empty")
-        self.stacks = stacks
-        self.batch_slices = batch_slices
-        self.channels = [
-            [stack.meta["modalities"].index(m) for m in modalities] for stack in stacks
-        ]
-
-    def batch(
-        self, index: int, rng: np.random.Generator, flip: bool = True, start: int | None = None
-    ) -> Batch:
-        """One batch from volume ``index`` (random window and flip unless given).
-
-        The window starts in [0, slices - size - 1), the authors' draw; the flip reverses
-        the rows (the volume's first array axis).
-        """
-        stack = self.stacks[index]
-        count = stack.images.shape[0]
-        size = min(self.batch_slices, count)
-        if start is None:
-            start = int(rng.integers(0, max(count - size - 1, 1)))
-        channels = self.channels[index]
-        images = np.asarray(stack.images[start : start + size][:, channels], dtype=np.float32)
-        fov = np.array(stack.fov[start : start + size], dtype=bool)
-        if flip and rng.random() < 0.5:
-            images, fov = images[..., ::-1, :], fov[..., ::-1, :]
-        present = stack.present[channels] & (images > -1).any(axis=(0, 2, 3))
-        return Batch(
-            torch.from_numpy(np.ascontiguousarray(images)),
-            torch.from_numpy(np.ascontiguousarray(fov)),
-            torch.from_numpy(present.copy()),
-        )
 
 
 def reconstruction_l1(
@@ -452,61 +393,6 @@ class Trainer:
         """Write the state atomically."""
         with atomic_path(path) as tmp:
             torch.save(self.state(), tmp)
-
-
-def write_history(
-    path: Path, history: list[dict[str, Any]], columns: tuple[str, ...] = LOSS_COLUMNS
-) -> None:
-    """The loss curves as CSV, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def fit(
-    make_trainer: Callable[[], Any],
-    output: Path,
-    checkpoint: Path,
-    losses: Path,
-    stop_after: int | None = None,
-) -> Any:
-    """Run a trainer to its last epoch, resuming from ``checkpoint``; write model and curves.
-
-    The trainer (:class:`Trainer`, or a baseline's) has ``epoch``, ``epochs``, ``history``,
-    ``columns``, ``run_epoch()``, ``checkpoint_due()``, ``save_checkpoint(path)``,
-    ``load_state(state)`` (ValueError for another config) and ``final_state()``.
-    ``stop_after`` ends the run after that many epochs (a simulated kill, for tests).
-    """
-    from tqdm import tqdm
-
-    trainer = make_trainer()
-    if Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
-        try:
-            trainer.load_state(state)
-            log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)
-        except ValueError as error:
-            log.warning("%s: %s; training from scratch (it will be overwritten)", checkpoint, error)
-            trainer = make_trainer()
-    log.info("training on %s", trainer.device)
-    progress = tqdm(
-        total=trainer.epochs, initial=trainer.epoch, desc="epochs", unit="epoch", mininterval=5.0
-    )
-    with progress:
-        while trainer.epoch < trainer.epochs:
-            if stop_after is not None and trainer.epoch >= stop_after:
-                return trainer
-            row = trainer.run_epoch()
-            progress.update(1)
-            progress.set_postfix(loss=f"{row['loss']:.4f}")
-            if trainer.checkpoint_due():
-                trainer.save_checkpoint(checkpoint)
-                write_history(losses, trainer.history, trainer.columns)
-    with atomic_path(output) as tmp:
-        torch.save(trainer.final_state(), tmp)
-    write_history(losses, trainer.history, trainer.columns)
-    return trainer
 
 
 def train(

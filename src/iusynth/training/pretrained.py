@@ -22,7 +22,8 @@ from iusynth.cohorts.datasets.download import CorruptDownload, RetryPolicy, fetc
 from iusynth.core.fileio import atomic_path
 from iusynth.model.authors import load_authors_checkpoint
 from iusynth.model.network import MMHVAE
-from iusynth.training.mmhvae import LOSS_COLUMNS, write_history
+from iusynth.training.loop import write_history
+from iusynth.training.mmhvae import LOSS_COLUMNS
 from iusynth.training.settings import PretrainedSettings
 
 log = logging.getLogger(__name__)

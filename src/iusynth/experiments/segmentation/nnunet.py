@@ -56,7 +56,7 @@ from iusynth.core.splits import kfold
 from iusynth.experiments.segmentation.planes import SubjectPlanes, subject_of, to_intensity
 from iusynth.experiments.segmentation.segmenter import DATA
 from iusynth.experiments.segmentation.settings import NnunetSettings
-from iusynth.training.mmhvae import select_device
+from iusynth.training.loop import select_device
 
 log = logging.getLogger(__name__)
 
