@@ -251,3 +251,26 @@ def test_written_layout_matches_the_role(generated):
         us_path = layout.subject_file(folder, subject.plan.subject, "US")
         if us_path.is_file():
             assert nib.load(us_path).get_data_dtype() == np.uint8
+
+
+def test_clean_images_are_the_acquisitions_without_noise(generated):
+    subject, folder = generated["remind"]
+    name = subject.plan.subject
+    us = nib.load(layout.subject_file(folder, name, "US"))
+    clean = nib.load(layout.subject_file(folder, name, layout.clean_kind("US")))
+    assert clean.shape == us.shape and np.allclose(clean.affine, us.affine)
+    bmode, noise_free = np.asarray(us.dataobj, float), np.asarray(clean.dataobj, float)
+    fov = subject.ultrasound.fov
+    assert not noise_free[~fov].any()
+    assert np.corrcoef(bmode[fov], noise_free[fov])[0, 1] > 0.5
+    # speckle gone: neighbouring voxels along the beam differ far less
+    assert (
+        np.abs(np.diff(noise_free, axis=0))[fov[1:]].mean()
+        < 0.5 * np.abs(np.diff(bmode, axis=0))[fov[1:]].mean()
+    )
+    for sequence in subject.mr:
+        mr = np.asarray(nib.load(layout.subject_file(folder, name, sequence)).dataobj, float)
+        path = layout.subject_file(folder, name, layout.clean_kind(sequence))
+        mr_clean = np.asarray(nib.load(path).dataobj, float)
+        brain = mr_clean > 100
+        assert np.corrcoef(mr[brain], mr_clean[brain])[0, 1] > 0.8

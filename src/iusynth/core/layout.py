@@ -15,6 +15,8 @@ came from::
             <subject>_tumor-US.nii.gz        binary tumour mask in the ultrasound grid
             <subject>_landmarks.tag          MNI tag file: MR point, then US point (RAS mm)
             <subject>_truth.json             demo only: the simulation's ground truth
+            <subject>_<modality>-clean.nii.gz  demo only: the image without noise (MR
+                                             before bias and noise, iUS before speckle)
             <subject>_source.json            real data: provenance (series, files chosen)
 
 Each image keeps its own grid; world coordinates follow the NIfTI convention (RAS
@@ -46,8 +48,17 @@ BRATS_NECROSIS = 1
 BRATS_OEDEMA = 2
 BRATS_ENHANCING = 4
 
+CLEAN_SUFFIX = "-clean"
+CLEAN_KINDS: tuple[str, ...] = tuple(f"{m}{CLEAN_SUFFIX}" for m in MODALITIES)
+
+
+def clean_kind(modality: str) -> str:
+    """The file kind of a modality's noise-free image (demo subjects only)."""
+    return f"{modality}{CLEAN_SUFFIX}"
+
+
 # Derived outputs (preprocessed subjects) use the same naming, with two more kinds.
-_SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *LABEL_KINDS, "fov")} | {
+_SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *CLEAN_KINDS, *LABEL_KINDS, "fov")} | {
     "landmarks": ".tag",
     "truth": ".json",
     "source": ".json",

@@ -4,8 +4,9 @@ Per subject: a random smooth deformation of the MNI anatomy with the mass effect
 glioma; the glioma's tissues; the MR sequences of the subject's plan; for cohorts with
 ultrasound, a simulated iUS acquisition over a craniotomy near the tumour, stored in its
 own grid whose header is misaligned from the MR by a known rigid transform (as tracking
-error and brain shift do); landmark pairs and tumour labels in both spaces; and a
-``truth.json`` with everything the simulation knows.
+error and brain shift do); landmark pairs and tumour labels in both spaces; every image
+also without its noise (``<kind>-clean``: MR before bias and noise, iUS before speckle),
+the target of the skill measure; and a ``truth.json`` with everything the simulation knows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from iusynth.cohorts.demo.anatomy import (
     random_displacement,
     warp,
 )
-from iusynth.cohorts.demo.mri import synthesize_mr
+from iusynth.cohorts.demo.mri import clean_mr, synthesize_mr
 from iusynth.cohorts.demo.plan import DemoSubjectPlan
 from iusynth.cohorts.demo.settings import DemoSettings
 from iusynth.cohorts.demo.tumour import (
@@ -64,6 +65,7 @@ class SimulatedSubject:
     tissues: dict[str, np.ndarray]
     brats: np.ndarray
     mr: dict[str, np.ndarray]
+    mr_clean: dict[str, np.ndarray]  # the sequences before bias and noise
     truth: dict[str, Any]
     ultrasound: UltrasoundVolume | None = None
     us_header_affine: np.ndarray | None = None
@@ -156,6 +158,7 @@ def simulate_subject(plan: DemoSubjectPlan, settings: DemoSettings) -> Simulated
         for sequence in plan.modalities
         if sequence != "US"
     }
+    mr_clean = {sequence: clean_mr(tissues, sequence) for sequence in mr}
     truth: dict[str, Any] = {
         "cohort": plan.cohort,
         "subject": plan.subject,
@@ -168,7 +171,7 @@ def simulate_subject(plan: DemoSubjectPlan, settings: DemoSettings) -> Simulated
             "calcifications": len(spec.calcifications),
         },
     }
-    subject = SimulatedSubject(plan, affine, tissues, brats, mr, truth)
+    subject = SimulatedSubject(plan, affine, tissues, brats, mr, mr_clean, truth)
     if "US" in plan.modalities:
         _add_ultrasound(subject, settings, rng, brain)
     return subject
@@ -230,10 +233,17 @@ def write_subject(subject: SimulatedSubject, subject_dir: Path) -> None:
     with atomic_directory(subject_dir) as folder:
         for sequence, volume in subject.mr.items():
             save_nifti(path(folder, sequence), volume, subject.mr_affine)
+        for sequence, volume in subject.mr_clean.items():
+            save_nifti(path(folder, layout.clean_kind(sequence)), volume, subject.mr_affine)
         mr_labels = subject.brats if role.mr_labels == "brats" else tumour_core_mask(subject.brats)
         save_nifti(path(folder, "tumor-MR"), mr_labels.astype(np.uint8), subject.mr_affine)
         if subject.ultrasound is not None:
             save_nifti(path(folder, "US"), subject.ultrasound.bmode, subject.us_header_affine)
+            save_nifti(
+                path(folder, layout.clean_kind("US")),
+                subject.ultrasound.clean,
+                subject.us_header_affine,
+            )
             if role.has_ultrasound_labels:
                 save_nifti(
                     path(folder, "tumor-US"),

@@ -35,6 +35,11 @@ def tissue_mixture(tissues: dict[str, np.ndarray], values: dict[str, float]) -> 
     return out
 
 
+def clean_mr(tissues: dict[str, np.ndarray], sequence: str) -> np.ndarray:
+    """One MR sequence before bias and noise (float32, white matter about 1000 / 2)."""
+    return tissue_mixture(tissues, MR_TISSUE_SIGNAL[sequence]) * np.float32(1000.0)
+
+
 def synthesize_mr(
     tissues: dict[str, np.ndarray],
     sequence: str,

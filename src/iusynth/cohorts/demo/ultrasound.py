@@ -95,6 +95,7 @@ class UltrasoundVolume:
     """A simulated acquisition: B-mode in its Cartesian grid, plus the polar intermediates."""
 
     bmode: np.ndarray  # uint8, zero outside the sector
+    clean: np.ndarray  # uint8, the same acquisition without speckle (the skill's target)
     fov: np.ndarray  # bool, inside the sector
     affine: np.ndarray  # true voxel -> world (RAS) map of the Cartesian grid
     envelope: np.ndarray  # polar (depth, lateral, elevation) envelope before log compression
@@ -165,6 +166,12 @@ def speckle_envelope(
     return np.sqrt(0.5 * (channels[0] ** 2 + channels[1] ** 2)).astype(np.float32)
 
 
+def log_compress(envelope: np.ndarray, reference: float, dynamic_range_db: float) -> np.ndarray:
+    """B-mode grey levels (0..255, float32): the envelope in dB below ``reference``."""
+    decibels = 20.0 * np.log10(np.maximum(envelope / reference, 1e-12))
+    return (np.clip(1.0 + decibels / dynamic_range_db, 0.0, 1.0) * 255.0).astype(np.float32)
+
+
 def _polar_grid(
     geometry: ProbeGeometry, spacing_mm: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,8 +236,10 @@ def simulate_ultrasound(
 
     compounded = ndimage.gaussian_filter(envelope, settings.compounding_sigma)
     reference = np.percentile(compounded, 99.5) + 1e-12
-    decibels = 20.0 * np.log10(np.maximum(compounded / reference, 1e-12))
-    bmode_polar = np.clip(1.0 + decibels / settings.dynamic_range_db, 0.0, 1.0) * 255.0
+    # Without speckle: the mean Rayleigh envelope of the same amplitude (sqrt(pi) / 2 of it),
+    # through the same attenuation, TGC, compounding and log compression.
+    expected = np.sqrt(np.pi) / 2 * np.sqrt(np.maximum(echo, 0.0)) * transmission
+    clean = ndimage.gaussian_filter(expected.astype(np.float32), settings.compounding_sigma)
 
     affine, grid_shape = sector_grid(geometry, spacing)
     indices = np.indices(grid_shape, dtype=np.float32).reshape(3, -1).T
@@ -240,12 +249,15 @@ def simulate_ultrasound(
     polar_index = np.stack(
         [r / spacing - 0.5, (theta - thetas[0]) / lateral_step, (phi - phis[0]) / elevation_step]
     )
-    values = ndimage.map_coordinates(
-        bmode_polar.astype(np.float32), polar_index, order=1, mode="nearest"
-    )
-    bmode = np.where(fov, np.rint(values), 0.0).astype(np.uint8).reshape(grid_shape)
+
+    def to_cartesian(polar: np.ndarray) -> np.ndarray:
+        bmode_polar = log_compress(polar, reference, settings.dynamic_range_db)
+        values = ndimage.map_coordinates(bmode_polar, polar_index, order=1, mode="nearest")
+        return np.where(fov, np.rint(values), 0.0).astype(np.uint8).reshape(grid_shape)
+
     return UltrasoundVolume(
-        bmode=bmode,
+        bmode=to_cartesian(compounded),
+        clean=to_cartesian(clean),
         fov=fov.reshape(grid_shape),
         affine=affine,
         envelope=envelope,
