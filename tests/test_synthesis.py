@@ -29,6 +29,7 @@ from iusynth.model.network import MMHVAE
 from iusynth.model.translator import UNetTranslator
 from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 from iusynth.reporting.figures import plot_examples, plot_temperature_sweep
+from iusynth.reporting.skill import NO_SKILL, render_skill_markdown, skill_table
 from iusynth.reporting.tables import (
     latex_escape,
     read_paper_results,
@@ -448,6 +449,10 @@ def metric_rows(method: str, subject: str, psnr: float, temperature) -> pd.DataF
             "ssim": [0.5, 0.7],
             "lpips": np.nan,
             "l1": [10.0, 12.0],
+            # skill: deterministic syntheses (of demo subjects) only
+            "skill_r": [0.5, 0.7] if not temperature > 0 else np.nan,
+            "skill_psnr": [15.0, 17.0] if not temperature > 0 else np.nan,
+            "constant_psnr": [9.0, 9.0] if not temperature > 0 else np.nan,
         }
     )
 
@@ -491,5 +496,56 @@ def test_tables_hold_one_row_per_configured_method_from_the_metric_files(tmp_pat
         assert len(cells) in (1, 7), line  # a section heading or a full row
 
 
+def test_the_skill_table_holds_the_deterministic_syntheses(tmp_path):
+    files = []
+    for method, temperature in (("pix2pix", np.nan), ("mmhvae", 0.0), ("mmhvae", 0.7)):
+        path = tmp_path / f"{method}-{temperature}.csv"
+        write_csv(metric_rows(method, "ReMIND-a", 20.0, temperature), path)
+        files.append(path)
+    _, summary = aggregate(files, resamples=200)
+    methods = {"pix2pix": "Pix2Pix", "mmhvae": "MMHVAE", "mvae": "MVAE"}
+    table = skill_table(summary, methods, [Direction(("T2",), "US"), Direction(("US",), "T2")])
+    assert list(table["method"]) == ["pix2pix", "mmhvae"]  # only what has a skill
+    assert table["skill_r"].tolist() == pytest.approx([0.6, 0.6])
+    markdown = render_skill_markdown(table)
+    assert "| MMHVAE | 0.600" in markdown and "| 16.00" in markdown and "9.00" in markdown
+    assert NO_SKILL in render_skill_markdown(table.iloc[:0])
+
+
 def test_latex_cells_are_escaped():
     assert latex_escape("mmhvae_l5 & 50% #1") == "mmhvae\\_l5 \\& 50\\% \\#1"
+
+
+def test_skill_is_correlation_and_psnr_against_the_noise_free_target():
+    rng = np.random.default_rng(1)
+    clean = rng.integers(0, 256, (3, 16, 16)).astype(np.uint8)
+    fov = np.zeros((3, 16, 16), bool)
+    fov[:, 4:12, 4:12] = True
+    perfect = metrics.skill(clean, clean, fov)
+    np.testing.assert_allclose(perfect["skill_r"], 1.0)
+    assert np.isinf(perfect["skill_psnr"]).all()
+    means = [np.round(c[f].mean()) for c, f in zip(clean, fov, strict=True)]
+    constant = np.stack([np.full((16, 16), m) for m in means]).astype(np.uint8)
+    flat = metrics.skill(clean, constant, fov)
+    np.testing.assert_allclose(flat["skill_r"], 0.0)
+    np.testing.assert_allclose(flat["skill_psnr"], flat["constant_psnr"], atol=0.01)
+    outside = clean.copy()
+    outside[~fov] = 0  # what lies outside the field of view does not count
+    np.testing.assert_allclose(metrics.skill(clean, outside, fov)["skill_r"], 1.0)
+
+
+def test_deterministic_syntheses_of_a_subject_with_noise_free_images_get_a_skill(tmp_path):
+    stack_dir = write_stack(tmp_path / "stacks" / "ReMIND-z", 10)
+    clean = np.load(stack_dir / "images.npy")
+    noise = np.random.default_rng(2).normal(0, 0.4, clean.shape)
+    noisy = np.where(clean > -1, np.clip(clean + noise, -1, 1), -1).astype(np.float16)
+    np.save(stack_dir / "images.npy", noisy)
+    np.save(stack_dir / "clean.npy", clean)
+    meta = json.loads((stack_dir / "meta.json").read_text())
+    (stack_dir / "meta.json").write_text(json.dumps(meta | {"clean": [True] * 4}))
+    synthesise_subject(Oracle(), stack_dir, SETTINGS, tmp_path / "out")
+    frame = evaluate_subject(tmp_path / "out", stack_dir, "oracle", "remind")
+    deterministic = frame[frame["temperature"] == 0.0]
+    assert deterministic["skill_r"].between(0.3, 0.99).all()  # the noisy acquisition itself
+    assert (deterministic["skill_psnr"] > deterministic["constant_psnr"]).all()
+    assert frame.loc[frame["temperature"] == 0.7, list(metrics.SKILL)].isna().all().all()

@@ -138,7 +138,7 @@ def sweep(config: Config, method: str) -> SweepSettings:
     temperatures = (
         section_["temperatures"]
         if method in section_["sweep_methods"]
-        else [section_["table_temperature"]]
+        else sorted({0.0, section_["table_temperature"]})  # 0: the skill's deterministic one
     )
     return build(SweepSettings, section_, "evaluation", temperatures=temperatures)
 

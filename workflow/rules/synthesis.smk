@@ -161,6 +161,14 @@ rule synthesis_tables:
             f"{RESULTS}/tables/table2_ablations.md",
             f"{RESULTS}/tables/table2_ablations.tex",
         ],
+        skill=[
+            report(
+                f"{RESULTS}/tables/skill_synthesis.csv",
+                caption="../report/skill_table.rst",
+                category="Synthesis (Tables 1-2)",
+            ),
+            f"{RESULTS}/tables/skill_synthesis.md",
+        ],
     log:
         f"{RESULTS}/logs/synthesis_tables.log",
     benchmark:
@@ -180,7 +188,8 @@ rule synthesis_tables:
         "{params.iusynth} synthesis-tables --settings {params.settings:q} {params.lpips}"
         " --paper {input.paper:q} --metrics {input.metrics:q}"
         " --subjects {output.subjects:q} --summary {output.summary:q}"
-        " --table1 {output.table1:q} --table2 {output.table2:q} > {log} 2>&1"
+        " --table1 {output.table1:q} --table2 {output.table2:q} --skill {output.skill:q}"
+        " > {log} 2>&1"
 
 
 rule synthesis_figures:

@@ -39,6 +39,7 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
     from iusynth.evaluation.evaluate import aggregate, write_csv
     from iusynth.evaluation.perceptual import WEIGHTS_FILE
     from iusynth.evaluation.settings import TableSettings
+    from iusynth.reporting.skill import skill_table, write_skill_table
     from iusynth.reporting.tables import (
         read_paper_results,
         render_markdown,
@@ -68,6 +69,8 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
             render_markdown(table, title, temperature),
             synthesis_latex(table, title, temperature),
         )
+    skill = skill_table(summary, {**settings.table1, **settings.table2}, list(settings.directions))
+    write_skill_table(skill, args.skill)
     log.info("tables from %d metric files (%d summary rows)", len(args.metrics), len(summary))
 
 
@@ -154,6 +157,7 @@ STAGES = (
             ("--summary", {"required": True, "type": Path, "help": "summary CSV to write"}),
             ("--table1", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
             ("--table2", {"required": True, "nargs": 3, "type": Path, "help": "CSV, MD, LaTeX"}),
+            ("--skill", {"required": True, "nargs": 2, "type": Path, "help": "CSV, MD"}),
         ],
     ),
     Stage(

@@ -3,7 +3,8 @@
 Reads a subject's synthesis folder (see :mod:`iusynth.synthesis.synthesizers`) and its slice stack,
 and writes one row per (input subset, target, temperature, slice): the metrics of
 :mod:`iusynth.evaluation.metrics` averaged over the samples drawn at that temperature. Targets the
-subject does not have are skipped; so are empty target slices.
+subject does not have are skipped; so are empty target slices. Deterministic syntheses of a
+subject with noise-free images (the demo's) are also scored against them (skill).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from iusynth.core.fileio import atomic_path, load_nifti
 from iusynth.evaluation.metrics import (
     METRICS,
     evaluable_slices,
+    skill,
     slice_metrics,
     subject_means,
     summarise,
@@ -80,6 +82,10 @@ def evaluate_subject(
             slice_metrics(targets[keep], sample[keep], lpips, ssim_mode) for sample in outputs
         ]
         averaged = {m: np.mean([values[m] for values in per_sample], axis=0) for m in METRICS}
+        if not record["temperature"] and stack.clean is not None and meta["clean"][channel]:
+            clean = to_display(np.asarray(stack.clean[positions, channel], np.float32))
+            fov = np.asarray(stack.fov[positions], bool)
+            averaged |= skill(clean[keep], outputs[0][keep], fov[keep])
         frame = pd.DataFrame(averaged)
         frame.insert(0, "samples", len(per_sample))
         frame.insert(0, "slice", np.asarray(index["slice_indices"])[keep])

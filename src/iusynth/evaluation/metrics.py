@@ -13,6 +13,12 @@ pixels along the row and the mean over rows: that is ``ssim: authors`` (default)
 stack of slices at once, in float64. LPIPS (AlexNet) sees 2 x / 255 - 1. L1 is the mean
 absolute difference in 0..255 units. Slice values are averaged per subject, subjects per
 method, and a bootstrap over subjects gives 95 % confidence intervals.
+
+Skill (demo subjects, which hold their noise-free images): for a deterministic synthesis
+(temperature 0, or a GAN), the Pearson correlation ``skill_r`` and the PSNR
+``skill_psnr`` of the output against the noise-free target inside the field of view, per
+slice; ``constant_psnr`` is the PSNR of the best constant (the noise-free target's mean in
+the field of view), the floor any skill must beat. Elsewhere they are NaN.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import torch.nn.functional as F
 from iusynth.evaluation.perceptual import LPIPS, lpips_distance
 from iusynth.evaluation.settings import SSIM_MODES
 
-METRICS = ("psnr", "ssim", "lpips", "l1")
+SKILL = ("skill_r", "skill_psnr", "constant_psnr")
+METRICS = ("psnr", "ssim", "lpips", "l1", *SKILL)
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -125,12 +132,35 @@ def slice_metrics(
         "ssim": ssim(targets, outputs, ranges, ssim_mode),
         "l1": l1(targets, outputs),
     }
+    values |= {name: np.full(len(targets), np.nan) for name in SKILL}
     if lpips is None:
         values["lpips"] = np.full(len(targets), np.nan)
     else:
         first = torch.as_tensor(np.asarray(targets), dtype=torch.float32) / 127.5 - 1.0
         second = torch.as_tensor(np.asarray(outputs), dtype=torch.float32) / 127.5 - 1.0
         values["lpips"] = lpips_distance(lpips, first, second).numpy().astype(np.float64)
+    return values
+
+
+def skill(clean: np.ndarray, outputs: np.ndarray, fov: np.ndarray) -> dict[str, np.ndarray]:
+    """Per slice, the output against the noise-free target inside the field of view.
+
+    ``clean`` and ``outputs``: 0..255 stacks (N x H x W); ``fov``: booleans. The PSNRs use
+    the data range of the noise-free slice inside the field of view; slices with fewer
+    than two field-of-view pixels, or a uniform target there, are NaN.
+    """
+    names = SKILL
+    values = {name: np.full(len(clean), np.nan) for name in names}
+    for index, (target, output, inside) in enumerate(zip(clean, outputs, fov, strict=True)):
+        t = np.asarray(target, np.float64)[inside]
+        o = np.asarray(output, np.float64)[inside]
+        if t.size < 2 or t.max() == t.min():
+            continue
+        span = (t.max() - t.min()) ** 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values["skill_r"][index] = np.corrcoef(t, o)[0, 1] if o.std() > 0 else 0.0
+            values["skill_psnr"][index] = 10.0 * np.log10(span / np.mean((t - o) ** 2))
+            values["constant_psnr"][index] = 10.0 * np.log10(span / np.var(t))
     return values
 
 

@@ -9,6 +9,8 @@ contain some field of view::
         fov.npy         bool (slices, H, W)
         tumor-US.npy    uint8 (slices, H, W), when the subject has iUS tumour labels
         tumor-MR.npy    uint8 (slices, H, W), when the subject has MR tumour labels
+        clean.npy       float16 (slices, 4, H, W), demo subjects: the noise-free images,
+                        normalised as the acquired ones (meta.json's ``clean`` flags them)
         meta.json       subject, modalities, present, slice indices, grid shape and affine
 
 ``np.load(..., mmap_mode="r")`` reads a batch of contiguous slices without loading the
@@ -36,6 +38,7 @@ class SliceStack:
     fov: np.ndarray
     labels: dict[str, np.ndarray]
     meta: dict[str, Any]
+    clean: np.ndarray | None = None  # noise-free images (demo), as ``images``
 
     @property
     def present(self) -> np.ndarray:
@@ -55,13 +58,18 @@ def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dic
     def as_slices(volume: np.ndarray) -> np.ndarray:
         return np.moveaxis(volume, 2, 0)[keep]
 
-    images = np.full((keep.size, len(modalities.MODALITIES), *fov.shape[:2]), -1.0, np.float16)
-    present = []
-    for channel, modality in enumerate(modalities.MODALITIES):
-        path = layout.subject_file(preprocessed_dir, subject, modality)
-        present.append(path.is_file())
-        if path.is_file():
-            images[:, channel] = as_slices(np.asarray(load_nifti(path).dataobj, np.float32))
+    def channels(kinds: list[str]) -> tuple[np.ndarray, list[bool]]:
+        stack = np.full((keep.size, len(kinds), *fov.shape[:2]), -1.0, np.float16)
+        found = []
+        for channel, kind in enumerate(kinds):
+            path = layout.subject_file(preprocessed_dir, subject, kind)
+            found.append(path.is_file())
+            if path.is_file():
+                stack[:, channel] = as_slices(np.asarray(load_nifti(path).dataobj, np.float32))
+        return stack, found
+
+    images, present = channels(list(modalities.MODALITIES))
+    clean, clean_present = channels([layout.clean_kind(m) for m in modalities.MODALITIES])
     meta = {
         "subject": subject,
         "modalities": list(modalities.MODALITIES),
@@ -71,10 +79,13 @@ def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dic
         "grid_shape": list(fov.shape),
         "grid_affine": fov_image.affine.tolist(),
         "labels": [],
+        "clean": clean_present,
     }
     with atomic_directory(output_dir) as folder:
         np.save(folder / "images.npy", images)
         np.save(folder / "fov.npy", as_slices(fov))
+        if any(clean_present):
+            np.save(folder / "clean.npy", clean)
         for kind in layout.LABEL_KINDS:
             path = layout.subject_file(preprocessed_dir, subject, kind)
             if path.is_file():
@@ -97,9 +108,11 @@ def load_slices(folder: Path) -> SliceStack:
         )
     meta = json.loads(meta_path.read_text())
     labels = {kind: np.load(folder / f"{kind}.npy", mmap_mode="r") for kind in meta["labels"]}
+    clean = folder / "clean.npy"
     return SliceStack(
         images=np.load(folder / "images.npy", mmap_mode="r"),
         fov=np.load(folder / "fov.npy", mmap_mode="r"),
         labels=labels,
         meta=meta,
+        clean=np.load(clean, mmap_mode="r") if clean.is_file() else None,
     )

@@ -13,7 +13,8 @@ class SweepSettings:
     """What to synthesise per subject and method (``evaluation``).
 
     ``temperatures``: the sweep (``evaluation.temperatures``) for the methods of
-    ``evaluation.sweep_methods``, ``evaluation.table_temperature`` alone for the others.
+    ``evaluation.sweep_methods``; 0 (deterministic, scored for skill) and
+    ``evaluation.table_temperature`` for the others.
     """
 
     DERIVED: ClassVar[tuple[str, ...]] = ("temperatures",)
