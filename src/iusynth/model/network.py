@@ -243,12 +243,14 @@ class MMHVAE(nn.Module):
         observed: torch.Tensor,
         fov: torch.Tensor | None = None,
         temperature: float = 1.0,
+        with_kl: bool = True,
     ) -> Synthesis:
         """Synthesise every modality from the observed ones.
 
         ``images``: batch x modalities x H x W in [-1, 1]; ``observed``: batch x modalities
         booleans, the inputs used (missing modalities must be False); ``fov``: batch x H x W
-        field of view, used only with ``output_mask: fov``.
+        field of view, used only with ``output_mask: fov``. ``with_kl=False`` (inference)
+        skips the KL terms: the images are the same, ``kl`` is empty.
         """
         observed = observed.bool()
         config = self.config
@@ -269,7 +271,7 @@ class MMHVAE(nn.Module):
             experts = self._experts(self.top_expert, skips(depth), active)
             posterior = self._fuse(experts, prior, observed[:, active])
         z = posterior.sample(temperature)
-        kl = [self._kl(posterior, prior, z, temperature)]
+        kl = [self._kl(posterior, prior, z, temperature)] if with_kl else []
         latents = [z]
         size = config.top_size
         x = self.top_decode(z).view(batch, config.max_channels, size, size)
@@ -285,7 +287,8 @@ class MMHVAE(nn.Module):
                 experts = self._experts(self.experts[key], skips(stage), active, features=h)
                 posterior = self._fuse(experts, prior, observed[:, active])
             x = posterior.sample(temperature)
-            kl.append(self._kl(posterior, prior, x, temperature))
+            if with_kl:
+                kl.append(self._kl(posterior, prior, x, temperature))
             latents.append(x)
         outputs = torch.cat([head(x) for head in self.heads], dim=1)
         mask = self.output_mask(images, observed, fov)
@@ -322,7 +325,7 @@ class MMHVAE(nn.Module):
             index = modalities.index(name)
             stacked[:, index] = image[:, 0]
             observed[:, index] = True
-        result = self(stacked, observed, temperature=temperature).images
+        result = self(stacked, observed, temperature=temperature, with_kl=False).images
         return {name: result[:, i : i + 1] for i, name in enumerate(modalities)}
 
 

@@ -75,13 +75,13 @@ class VAESynthesizer(Synthesizer):
         """Every modality of the model, when the inputs are among them."""
         return self.modalities if set(inputs) <= set(self.modalities) else ()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(
         self, images: torch.Tensor, observed: torch.Tensor, fov: torch.Tensor, temperature: float
     ) -> dict[str, torch.Tensor]:
         """One sample of every modality."""
         result = self.model(
-            images[:, self.channels], observed[:, self.channels], fov, temperature
+            images[:, self.channels], observed[:, self.channels], fov, temperature, with_kl=False
         ).images
         return {m: result[:, i] for i, m in enumerate(self.modalities)}
 
@@ -112,7 +112,7 @@ class TranslatorSynthesizer(Synthesizer):
         produced = {t for model in self._model_for(inputs) for t in model.config.targets}
         return tuple(m for m in MODALITIES if m in produced and m not in inputs)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(
         self, images: torch.Tensor, observed: torch.Tensor, fov: torch.Tensor, temperature: float
     ) -> dict[str, torch.Tensor]:
@@ -160,17 +160,23 @@ def synthesise_stack(
     result = {
         t: np.zeros((samples, len(slice_positions), height, width), np.uint8) for t in targets
     }
-    for sample in range(samples):
-        for start in range(0, len(slice_positions), batch_slices):
-            chosen = slice_positions[start : start + batch_slices]
-            images = torch.from_numpy(np.asarray(stack.images[chosen][:, order], np.float32))
-            fov = torch.from_numpy(np.asarray(stack.fov[chosen], bool))
-            observed = observed_row.unsqueeze(0).expand(len(chosen), -1)
-            outputs = synthesizer(
-                images.to(device), observed.to(device), fov.to(device), temperature
+    # Every sample of a batch of slices in one pass: the batch repeated ``samples`` times.
+    step = max(1, batch_slices // samples)
+    for start in range(0, len(slice_positions), step):
+        chosen = slice_positions[start : start + step]
+        images = torch.from_numpy(np.asarray(stack.images[chosen][:, order], np.float32))
+        fov = torch.from_numpy(np.asarray(stack.fov[chosen], bool))
+        observed = observed_row.unsqueeze(0).expand(len(chosen) * samples, -1)
+        outputs = synthesizer(
+            images.repeat(samples, 1, 1, 1).to(device),
+            observed.to(device),
+            fov.repeat(samples, 1, 1).to(device),
+            temperature,
+        )
+        for target, output in outputs.items():
+            result[target][:, start : start + len(chosen)] = to_display(
+                output.reshape(samples, len(chosen), height, width)
             )
-            for target, output in outputs.items():
-                result[target][sample, start : start + len(chosen)] = to_display(output)
     return result
 
 

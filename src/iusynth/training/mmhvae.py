@@ -282,7 +282,9 @@ class Trainer:
             present = batch.present.to(self.device)
             observed = present.unsqueeze(0).expand(images.shape[0], -1)
             with self._autocast():
-                outputs = self.model(images, observed, batch.fov.to(self.device), 0.0)
+                outputs = self.model(
+                    images, observed, batch.fov.to(self.device), 0.0, with_kl=False
+                )
             errors.append(float(reconstruction_l1(outputs.images.float(), images, present)))
         return float(np.mean(errors))
 
