@@ -15,8 +15,8 @@ from scipy.spatial.distance import cdist
 from iusynth import jobs
 from iusynth.core.settings import ConfigError
 from iusynth.experiments.segmentation import nnunet as seg
+from iusynth.experiments.segmentation import nnunet_prediction, scoring
 from iusynth.experiments.segmentation import planes as plane_data
-from iusynth.experiments.segmentation import scoring
 from iusynth.reporting import PAPER_RESULTS_FILE as PAPER_RESULTS
 
 from .conftest import defaults, merged_config
@@ -289,13 +289,19 @@ def test_tiny_fold_end_to_end(tmp_path: Path, restore_nnunet_environment) -> Non
 
     held_out = disc_planes("real01", 3, rng)
     write_stack(tmp_path / "stacks" / "real01", held_out, [2, 3, 4])
-    masks = seg.predict_cases(
-        paths,
-        501,
-        [plane_data.planes_from_stack(tmp_path / "stacks" / "real01")],
-        settings,
-        folds=[0],
-    )
+    planes = plane_data.planes_from_stack(tmp_path / "stacks" / "real01")
+    masks = nnunet_prediction.predict_cases(paths, 501, [planes], settings, folds=[0])
+    # the batched ensemble gives nnU-Net's own per-plane prediction (two folds: averaged)
+    predictor = nnunet_prediction.load_predictor(paths, 501, [0, 0], settings)
+    with seg.nnunet_environment(paths, settings.threads):
+        batched = nnunet_prediction.predict_planes(predictor, planes)
+        intensity = plane_data.to_intensity(planes.images, planes.fov)
+        spacing = [999 * max(planes.spacing), *planes.spacing]
+        for index, plane in enumerate(intensity):
+            own = predictor.predict_single_npy_array(plane[None, None], {"spacing": spacing})
+            expected = (np.asarray(own)[0] > 0) & planes.fov[index]
+            np.testing.assert_array_equal(batched[index], expected)
+            np.testing.assert_array_equal(masks["real01"][index], expected)
     assert masks["real01"].shape == (3, 64, 64)
     assert masks["real01"].dtype == np.uint8
     assert set(np.unique(masks["real01"])) <= {0, 1}

@@ -19,7 +19,8 @@ Steps, each a function:
 3. :func:`write_splits`: k folds grouped by subject, written once (by a job of its own)
    before any fold trains; the trainer reads them from that file.
 4. :func:`train_fold` trains one fold (``checkpoint_final.pth``).
-5. :func:`predict_cases` ensembles the folds on in-memory planes.
+5. :func:`iusynth.experiments.segmentation.nnunet_prediction.predict_cases` ensembles
+   the folds on in-memory planes, every tile of a subject batched through each fold.
 6. :func:`dice`, :func:`assd`, :func:`case_metrics`, :func:`score_stack` score a
    subject's 3D mask.
 
@@ -46,7 +47,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -393,100 +393,6 @@ def train_fold(
     return Path(trainer.output_folder) / "checkpoint_final.pth"
 
 
-def load_predictor(
-    paths: NnunetPaths, dataset_id: int, folds: Sequence[int], settings: NnunetSettings
-) -> Any:
-    """An ``nnUNetPredictor`` ensembling the ``checkpoint_final.pth`` of ``folds``.
-
-    The network is built from the trained model's plans; mirroring at test time uses
-    the axes the trainer allowed, when ``settings.mirroring``.
-    """
-    if not folds:
-        raise ValueError("no folds to predict with")
-    with nnunet_environment(paths, settings.threads):
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-        from nnunetv2.utilities.label_handling.label_handling import (
-            determine_num_input_channels,
-        )
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        folder = model_folder(paths, dataset_id)
-        plans_manager = PlansManager(str(folder / "plans.json"))
-        configuration = plans_manager.get_configuration(CONFIGURATION)
-        dataset_json = json.loads((folder / "dataset.json").read_text())
-        parameters = []
-        for fold in folds:
-            checkpoint = folder / f"fold_{fold}" / "checkpoint_final.pth"
-            if not checkpoint.is_file():
-                raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} first")
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            parameters.append(state["network_weights"])
-        network = nnUNetTrainer.build_network_architecture(
-            plans_manager,
-            configuration,
-            determine_num_input_channels(plans_manager, configuration, dataset_json),
-            plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
-            enable_deep_supervision=False,
-        )
-        network.load_state_dict(parameters[0])
-        predictor = nnUNetPredictor(
-            tile_step_size=settings.tile_step_size,
-            use_gaussian=True,
-            use_mirroring=settings.mirroring,
-            perform_everything_on_device=True,
-            device=select_device(settings.device),
-            verbose=False,
-            allow_tqdm=False,
-        )
-        predictor.manual_initialization(
-            network,
-            plans_manager,
-            configuration,
-            parameters,
-            dataset_json,
-            TRAINER_NAME,
-            state.get("inference_allowed_mirroring_axes"),
-        )
-    return predictor
-
-
-def predict_planes(predictor: Any, planes: SubjectPlanes) -> np.ndarray:
-    """Segment every plane of a subject; (n, H, W) uint8, 0 where there is no field of view.
-
-    Planes are predicted one at a time, as nnU-Net normalises each training plane on its
-    own.
-    """
-    fov = planes.fov if planes.fov is not None else np.ones(planes.images.shape, bool)
-    intensity = to_intensity(planes.images, fov)
-    spacing = [_DUMMY_AXIS_FACTOR * max(planes.spacing), *planes.spacing]
-    masks = np.zeros(planes.images.shape, np.uint8)
-    for index in np.flatnonzero(fov.any(axis=(1, 2))):
-        segmentation = predictor.predict_single_npy_array(
-            intensity[index][None, None], {"spacing": spacing}
-        )
-        masks[index] = (np.asarray(segmentation)[0] > 0) & fov[index]
-    return masks
-
-
-def predict_cases(
-    paths: NnunetPaths,
-    dataset_id: int,
-    subjects: Iterable[SubjectPlanes],
-    settings: NnunetSettings,
-    folds: Sequence[int] | None = None,
-) -> dict[str, np.ndarray]:
-    """Ensemble prediction of ``folds`` (default: all) for each subject: {subject: masks}.
-
-    Each mask is (n, H, W) uint8 (:func:`predict_planes`).
-    """
-    predictor = load_predictor(
-        paths, dataset_id, range(settings.folds) if folds is None else folds, settings
-    )
-    with nnunet_environment(paths, settings.threads):
-        return {planes.subject: predict_planes(predictor, planes) for planes in subjects}
-
-
 class NnunetSegmenter:
     """nnU-Net v2 (2D) as a :class:`~iusynth.experiments.segmentation.segmenter.Segmenter`.
 
@@ -520,5 +426,9 @@ class NnunetSegmenter:
     def predict(
         self, folder: Path, folds: Sequence[int], subjects: Iterable[SubjectPlanes]
     ) -> dict[str, np.ndarray]:
-        """The ensemble of ``folds`` (:func:`predict_cases`)."""
-        return predict_cases(self.paths(folder), DATASET_ID, subjects, self.settings, folds)
+        """The ensemble of ``folds`` (:func:`nnunet_prediction.predict_cases`)."""
+        from iusynth.experiments.segmentation import nnunet_prediction
+
+        return nnunet_prediction.predict_cases(
+            self.paths(folder), DATASET_ID, subjects, self.settings, folds
+        )
