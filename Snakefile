@@ -26,6 +26,8 @@ include: "workflow/rules/synthesis.smk"
 include: "workflow/rules/registration_experiment.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/reports_common.smk"
+include: "workflow/rules/reports.smk"
 
 
 rule all:
@@ -33,3 +35,4 @@ rule all:
     input:
         final_targets(),
         rules.summarise_benchmarks.output,
+        rules.report_index.output,
