@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from .conftest import REPO
+from .test_reports import check_reports
 
 
 def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -184,6 +185,8 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     assert {"generate_demo_subject", "register_us_to_mr", "resample_and_normalise"} <= set(
         timing["rule"]
     )
+    # reports: a page per subject, the index, methods text and provenance (issue 20)
+    check_reports(workdir, config)
 
     again = snakemake(
         "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)
@@ -202,6 +205,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     for name in ("table1_synthesis.csv", "table3_registration.csv", "table4_segmentation.csv"):
         assert name in html, name
     assert "segmentation_dice.png" in html and "registration_tre.png" in html
+    assert (results / "reports" / "index.html").resolve().as_uri() in html
 
 
 def test_local_cohort_plans_through_the_dag(generated, tmp_path):
