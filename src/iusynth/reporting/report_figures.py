@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from scipy import ndimage
 
 from iusynth.metrics import to_display
@@ -121,11 +122,19 @@ def _show_slice(axis: plt.Axes, image: np.ndarray, title: str | None, **style: o
         axis.set_title(title, fontsize=8)
 
 
-def _contour(axis: plt.Axes, mask: np.ndarray, colour: str, style: str = "-") -> None:
+def _contour(axis: plt.Axes, mask: np.ndarray, colour: str, width: float = 1.0) -> None:
     """The outline of a 2D mask (rotated as :func:`_show_slice` shows slices)."""
     rotated = np.rot90(np.asarray(mask) > 0)
     if rotated.any():
-        axis.contour(rotated, levels=[0.5], colors=colour, linewidths=1.0, linestyles=style)
+        axis.contour(rotated, levels=[0.5], colors=colour, linewidths=width)
+
+
+def _shade(axis: plt.Axes, mask: np.ndarray, colour: str, alpha: float = 0.4) -> None:
+    """A 2D mask as a translucent colour (rotated as :func:`_show_slice` shows slices)."""
+    rotated = np.rot90(np.asarray(mask) > 0)
+    overlay = np.zeros((*rotated.shape, 4), np.float32)
+    overlay[rotated] = (*matplotlib.colors.to_rgb(colour), alpha)
+    axis.imshow(overlay, interpolation="nearest")
 
 
 def largest_label_slices(labels: np.ndarray, count: int) -> list[int]:
@@ -144,7 +153,7 @@ def segmentation_figure(
     predictions: dict[str, np.ndarray],
     slice_numbers: Sequence[int],
 ) -> Figure:
-    """Rows: slices; columns: each method's prediction (magenta) against the truth (lime).
+    """Rows: slices; columns: each method's prediction (shaded magenta) and the truth (lime).
 
     ``us_slices`` are iUS slices in [-1, 1], ``truth`` and each prediction the masks of
     the same slices; ``slice_numbers`` label the rows (grid slice indices).
@@ -158,13 +167,13 @@ def segmentation_figure(
         for column, (method, masks) in enumerate(predictions.items()):
             axis = axes[row, column]
             _show_slice(axis, image, method if row == 0 else None, vmin=0, vmax=255)
-            _contour(axis, truth[row], TRUTH_COLOUR)
-            _contour(axis, masks[row], PREDICTION_COLOUR, "--")
+            _shade(axis, masks[row], PREDICTION_COLOUR)
+            _contour(axis, truth[row], TRUTH_COLOUR, width=1.6)
             if column == 0:
                 axis.set_ylabel(f"slice {slice_numbers[row]}", fontsize=8)
     handles = [
-        Line2D([], [], color=TRUTH_COLOUR, label="iUS tumour label"),
-        Line2D([], [], color=PREDICTION_COLOUR, linestyle="--", label="nnU-Net prediction"),
+        Line2D([], [], color=TRUTH_COLOUR, linewidth=1.6, label="iUS tumour label"),
+        Patch(color=PREDICTION_COLOUR, alpha=0.4, label="nnU-Net prediction"),
     ]
     figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.06, 1, 1))

@@ -443,6 +443,7 @@ def registration_section(
             "sequence": sequence,
             "before_median_mm": record["before_median_mm"],
             "before_mean_mm": record["before_mean_mm"],
+            "before_max_mm": float(before.max()),
             "after_median_mm": record["after_median_mm"],
             "after_mean_mm": record["after_mean_mm"],
             "after_max_mm": record["after_max_mm"],
@@ -643,8 +644,8 @@ def segmentation_part(files: SubjectFiles, settings: PageSettings, subject: str)
                         {name: masks[chosen] for name, masks in predictions.items()},
                         [int(grid_slices[i]) for i in chosen],
                     ),
-                    "nnU-Net's prediction on the real iUS (dashed magenta) against the iUS "
-                    "tumour label (lime), on the slices with the most tumour.",
+                    "nnU-Net's prediction on the real iUS (shaded magenta) and the iUS tumour "
+                    "label (lime outline), on the slices with the most tumour.",
                     f"{subject}: segmentation of the real iUS by each method",
                     settings.figure_dpi,
                 )
