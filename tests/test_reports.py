@@ -113,6 +113,27 @@ def test_rigid_summary_reports_rotation_and_centre_displacement():
     assert summary["displacement_norm_mm"] == pytest.approx(3.0)
 
 
+def test_compact_png_keeps_the_picture(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from iusynth.reporting.render import compact_png
+
+    rng = np.random.default_rng(0)
+    figure, axis = plt.subplots(figsize=(4, 4))
+    axis.imshow(rng.normal(size=(64, 64)), cmap="gray")
+    axis.contour(np.hypot(*np.mgrid[-32:32, -32:32]) < 20, levels=[0.5], colors="red")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    original, compact = buffer.getvalue(), compact_png(buffer.getvalue())
+    assert len(compact) < 0.8 * len(original)
+    before = matplotlib.image.imread(io.BytesIO(original), format="png")[..., :3]
+    after = matplotlib.image.imread(io.BytesIO(compact), format="png")[..., :3]
+    error = np.abs(after - before).max(axis=-1) * 255
+    grey = (before[..., 0] == before[..., 1]) & (before[..., 1] == before[..., 2])
+    assert error[grey].max() < 1.01 and np.percentile(error[~grey], 95) < 20
+
+
 def test_log_warnings_are_collected_once_with_their_count(tmp_path):
     log = tmp_path / "job.log"
     log.write_text(
