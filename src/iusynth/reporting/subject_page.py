@@ -549,6 +549,17 @@ def subject_synthesis_metrics(files: SubjectFiles, settings: PageSettings) -> An
     return rows
 
 
+def _synthesises(folder: Path, direction: Direction) -> bool:
+    """Whether a method's synthesis folder of a subject holds a direction."""
+    from iusynth.synthesis import INDEX_NAME
+
+    index = _read_json(Path(folder) / INDEX_NAME, "synthesis index", "synthesise")
+    return any(
+        tuple(record["inputs"]) == direction.inputs and record["target"] == direction.target
+        for record in index["records"]
+    )
+
+
 def synthesis_section(
     files: SubjectFiles, settings: PageSettings, subject: str, checks: list[Check]
 ) -> dict[str, Any]:
@@ -567,6 +578,11 @@ def synthesis_section(
             entry["note"] = f"not synthesised for this subject: it has no {', '.join(lacking)}"
             directions.append(entry)
             continue
+        synthesised = [m for m, folder in method_dirs.items() if _synthesises(folder, direction)]
+        if not synthesised:
+            entry["note"] = "no method synthesised this direction for this subject"
+            directions.append(entry)
+            continue
         entry["figures"].append(
             inline_plot(
                 lambda path, d=direction: plot_examples(
@@ -583,6 +599,13 @@ def synthesis_section(
                 f"{subject}: {direction.label} by each method",
             )
         )
+        if settings.sweep_method not in synthesised:
+            entry["note"] = (
+                f"{settings.label(settings.sweep_method)} does not synthesise this direction: "
+                "no temperature sweep"
+            )
+            directions.append(entry)
+            continue
         entry["figures"].append(
             inline_plot(
                 lambda path, d=direction: plot_temperature_sweep(
