@@ -55,6 +55,8 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = workdir / "results"
+    # reports: a page per subject, the index, methods text and provenance (issue 20)
+    check_reports(workdir, micro_config)
 
     expected = {"remind": 2, "upenn": 2, "resect": 1}
     for cohort, count in expected.items():
@@ -185,8 +187,6 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     assert {"generate_demo_subject", "register_us_to_mr", "resample_and_normalise"} <= set(
         timing["rule"]
     )
-    # reports: a page per subject, the index, methods text and provenance (issue 20)
-    check_reports(workdir, config)
 
     again = snakemake(
         "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)
