@@ -242,6 +242,24 @@ def test_provenance_records_code_config_data_models_machine_and_times(tmp_path):
     assert stamp.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_code_state_names_the_uncommitted_changes(tmp_path):
+    def git(*arguments: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "tracked.txt").write_text("one\n")
+    git("add", "tracked.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    clean = prov.code_state(tmp_path)
+    assert clean["dirty"] is False and clean["modified_files"] == []
+    (tmp_path / "tracked.txt").write_text("two\n")
+    (tmp_path / "new.txt").write_text("untracked\n")
+    dirty = prov.code_state(tmp_path)
+    assert dirty["dirty"] is True and dirty["describe"].endswith("-dirty")
+    assert dirty["modified_files"] == ["tracked.txt"] and dirty["untracked_files"] == 1
+    assert prov.code_state(tmp_path / "absent")["commit"] is None
+
+
 def test_provenance_errors_name_the_file(tmp_path):
     bad = tmp_path / "provenance.json"
     bad.write_text("{}")

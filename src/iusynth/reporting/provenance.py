@@ -111,14 +111,17 @@ def reg_aladin_version() -> str | None:
 
 
 def _git(repository: Path, *arguments: str) -> str:
-    """Output of one git command in ``repository`` (raises on failure)."""
+    """Output of one git command in ``repository``, trailing newline removed (raises on failure).
+
+    Leading spaces are kept: they are part of ``git status --porcelain``'s lines.
+    """
     return subprocess.run(
         ["git", "-C", str(repository), *arguments],
         capture_output=True,
         text=True,
         check=True,
         timeout=30,
-    ).stdout.strip()
+    ).stdout.rstrip("\n")
 
 
 def code_state(repository: Path) -> dict[str, Any]:
