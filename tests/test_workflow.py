@@ -17,6 +17,7 @@ import yaml
 from iusynth.cohorts.demo.plan import plan_cohort
 
 from .conftest import REPO, merged_config
+from .test_reports import check_reports
 
 
 def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -56,6 +57,8 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = workdir / "results"
+    # reports: a page per subject, the index, methods text and provenance (issue 20)
+    check_reports(workdir, micro_config)
 
     expected = {"remind": 2, "upenn": 2, "resect": 1}
     for cohort, count in expected.items():
@@ -206,6 +209,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     for name in ("table1_synthesis.csv", "table3_registration.csv", "table4_segmentation.csv"):
         assert name in html, name
     assert "segmentation_dice.png" in html and "registration_tre.png" in html
+    assert (results / "reports" / "index.html").resolve().as_uri() in html
 
 
 EXPENSIVE = {
