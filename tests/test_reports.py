@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,21 +24,22 @@ import pandas as pd
 import pytest
 import yaml
 
+from iusynth import jobs
 from iusynth.core import layout
 from iusynth.core.config import validate_config
-from iusynth.core.settings import ConfigError
+from iusynth.core.settings import ConfigError, from_json, to_json
 from iusynth.reporting import provenance as prov
 from iusynth.reporting.index_page import parse_markdown_tables
 from iusynth.reporting.methods import write_methods
 from iusynth.reporting.run_warnings import collect_warnings, scan_log
+from iusynth.reporting.settings import MethodsSettings, PageSettings
 from iusynth.reporting.subject_page import (
-    PageSettings,
     SubjectFiles,
     rigid_summary,
     write_subject_page,
 )
 
-from .conftest import REPO, merged_config
+from .conftest import DEFAULTS, REPO, merged_config
 
 SECTIONS = ("inputs", "registration", "synthesis", "downstream", "warnings")
 MAX_PAGE_BYTES = 5_000_000
@@ -278,28 +280,20 @@ def test_provenance_errors_name_the_file(tmp_path):
 
 
 def page_settings(cohort: str, **overrides) -> PageSettings:
-    """The settings the workflow passes a page, from the micro config."""
+    """The settings the workflow passes a page of the micro config (iusynth.jobs)."""
     config = merged_config(yaml.safe_load((REPO / "config" / "micro.yaml").read_text()))
-    evaluation = config["evaluation"]
-    settings = {
-        "cohort": cohort,
-        "source": "demo",
-        "trainval_cohort": "remind",
-        "test_cohort": "resect",
-        "segmentation_cohort": "upenn",
-        "fold": 0,
-        "evaluation": {
-            "directions": evaluation["directions"],
-            "table_temperature": evaluation["table_temperature"],
-            "method_labels": {**evaluation["table2"], **evaluation["table1"]},
-            "figure_methods": list(evaluation["table1"]),
-            "sweep_method": "mmhvae",
-        },
-        "segmentation_methods": config["segmentation"]["methods"],
-        "reports": config["reports"],
-        **overrides,
-    }
-    return PageSettings.from_json(json.dumps(settings))
+    return dataclasses.replace(jobs.subject_page(config, cohort), **overrides)
+
+
+def test_report_settings_travel_as_json():
+    for cohort in ("remind", "upenn", "resect"):
+        settings = page_settings(cohort)
+        assert from_json(PageSettings, to_json(settings)) == settings
+    assert settings.figure_methods[-1] == settings.sweep_method == "mmhvae"
+    methods = jobs.methods(DEFAULTS)
+    assert "threads" not in to_json(methods)  # runtime, two levels down: dropped and given
+    assert from_json(MethodsSettings, to_json(methods), threads=1) == methods
+    assert methods.architecture.image_size == DEFAULTS["preprocessing"]["slice_size"][0]
 
 
 @pytest.fixture(scope="module")
@@ -393,18 +387,13 @@ def test_bad_page_inputs_stop_with_the_file_and_the_fix(remind_page_inputs, tmp_
             tmp_path / "p.html",
             tmp_path / "p.json",
         )
-    tiny = page_settings("remind", reports={**settings_reports(), "max_page_mb": 0.01})
+    tiny = page_settings("remind", reports=dataclasses.replace(settings.reports, max_page_mb=0.01))
     with pytest.raises(ValueError, match=r"above reports.max_page_mb"):
         write_subject_page(
             SubjectFiles.from_json(json.dumps(files)), tiny, name, tmp_path / "p.html",
             tmp_path / "p.json",
         )  # fmt: skip
     assert not (tmp_path / "p.html").exists()
-
-
-def settings_reports() -> dict:
-    """The reports section of the micro config."""
-    return merged_config(yaml.safe_load((REPO / "config" / "micro.yaml").read_text()))["reports"]
 
 
 # --- methods text ---------------------------------------------------------------------------
@@ -426,12 +415,11 @@ def dry_run_command(rule_stage: str, configfiles: list[Path], workdir: Path) -> 
 
 
 def run_methods(arguments: list[str], provenance: Path, output: Path) -> dict[str, str]:
-    """Run write_methods with the dry run's config and cohorts; return the three texts."""
+    """Run write_methods with the dry run's settings and cohorts; return the three texts."""
     values = dict(zip(arguments[1::2], arguments[2::2], strict=False))
     paths = [output / "methods.md", output / "methods.tex", output / "citations.bib"]
-    write_methods(
-        json.loads(values["--config"]), json.loads(values["--cohorts"]), provenance, paths
-    )
+    settings = from_json(MethodsSettings, values["--settings"], threads=1)
+    write_methods(settings, json.loads(values["--cohorts"]), provenance, paths)
     return {path.suffix: path.read_text() for path in paths}
 
 

@@ -60,7 +60,7 @@ rule report_subject:
     params:
         iusynth=IUSYNTH,
         files=lambda wildcards: json.dumps(subject_report_files(wildcards)),
-        settings=lambda wildcards: page_settings(wildcards.cohort),
+        settings=lambda wildcards: job_settings(jobs.subject_page, wildcards.cohort),
     shell:
         "{params.iusynth} report-subject --subject {wildcards.subject}"
         " --files {params.files:q} --settings {params.settings:q}"
@@ -87,10 +87,10 @@ rule report_methods:
         runtime=5,
     params:
         iusynth=IUSYNTH,
-        config=EFFECTIVE_CONFIG,
+        settings=job_settings(jobs.methods),
         cohorts=provenance_cohorts(),
     shell:
-        "{params.iusynth} report-methods --config {params.config:q}"
+        "{params.iusynth} report-methods --settings {params.settings:q}"
         " --cohorts {params.cohorts:q} --provenance {input.provenance:q}"
         " --output {output:q} > {log} 2>&1"
 
@@ -118,7 +118,7 @@ rule report_index:
     params:
         iusynth=IUSYNTH,
         markdown=[path for path in RESULT_TABLES if path.endswith(".md")],
-        settings=json.dumps({"segmentation_methods": SEGMENTATION["methods"]}),
+        settings=job_settings(jobs.segmentation_tables),
     shell:
         "{params.iusynth} report-index --summaries {input.summaries:q}"
         " --tables {params.markdown:q} --provenance {input.provenance:q}"

@@ -1,5 +1,5 @@
-# What the report rules (reports.smk) read: the files of each subject's page, the
-# provenance's inputs and the settings the pages are given.
+# What the report rules (reports.smk) read: the files of each subject's page and the
+# provenance's inputs (their settings come from iusynth.jobs).
 
 from snakemake import __version__ as SNAKEMAKE_VERSION
 
@@ -11,7 +11,7 @@ RUN_CONFIG_FILES = [str(path) for path in dict.fromkeys(workflow.configfiles)]
 ENV_FILES = sorted(
     str(path) for path in (Path(workflow.basedir) / "envs").glob("*.yaml")
 )
-# What the config holds, less what the workflow adds about itself.
+# What the config holds, less what the workflow adds about itself: the provenance records it.
 EFFECTIVE_CONFIG = json.dumps(
     {key: value for key, value in config.items() if key != "provenance"}
 )
@@ -205,30 +205,6 @@ def subject_report_inputs(wildcards):
         role: flat_paths(value)
         for role, value in subject_report_files(wildcards).items()
     }
-
-
-def page_settings(cohort):
-    """What a subject page reads of the config, as JSON."""
-    return json.dumps(
-        {
-            "cohort": cohort,
-            "source": COHORTS[cohort].source,
-            "trainval_cohort": config["preprocessing"]["trainval_cohort"],
-            "test_cohort": config["preprocessing"]["test_cohort"],
-            "segmentation_cohort": SEGMENTATION["cohort"],
-            "fold": config["models"]["fold"],
-            "evaluation": {
-                "directions": EVALUATION["directions"],
-                "table_temperature": EVALUATION["table_temperature"],
-                "method_labels": {**EVALUATION["table2"], **EVALUATION["table1"]},
-                "figure_methods": FIGURE_METHODS,
-                "sweep_method": EVALUATION["sweep_methods"][0],
-            },
-            "segmentation_methods": SEGMENTATION["methods"],
-            "reports": config["reports"],
-        },
-        sort_keys=True,
-    )
 
 
 def subject_pages(kind):

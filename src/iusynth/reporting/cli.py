@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from iusynth.core.commands import Stage
+from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
 
@@ -54,11 +55,12 @@ def _provenance(args: argparse.Namespace) -> None:
 
 def _report_subject(args: argparse.Namespace) -> None:
     """Write one subject's self-contained HTML page and its summary for the index."""
-    from iusynth.reporting.subject_page import PageSettings, SubjectFiles, write_subject_page
+    from iusynth.reporting.settings import PageSettings
+    from iusynth.reporting.subject_page import SubjectFiles, write_subject_page
 
     summary = write_subject_page(
         SubjectFiles.from_json(args.files),
-        PageSettings.from_json(args.settings),
+        from_json(PageSettings, args.settings),
         args.subject,
         args.output,
         args.summary,
@@ -74,24 +76,23 @@ def _report_subject(args: argparse.Namespace) -> None:
 
 def _report_index(args: argparse.Namespace) -> None:
     """Write the index page: a row per subject, the tables beside the paper's."""
+    from iusynth.experiments.segmentation.settings import SegmentationTableSettings
     from iusynth.reporting.index_page import write_index
 
+    settings = from_json(SegmentationTableSettings, args.settings)
     rows = write_index(
-        args.summaries,
-        args.tables,
-        args.provenance,
-        args.methods,
-        json.loads(args.settings),
-        args.output,
+        args.summaries, args.tables, args.provenance, args.methods, settings.methods, args.output
     )
     log.info("wrote %s (%d subjects)", args.output, rows)
 
 
 def _report_methods(args: argparse.Namespace) -> None:
-    """Write the methods text (Markdown, LaTeX) and its BibTeX from the config and versions."""
+    """Write the methods text (Markdown, LaTeX) and its BibTeX from the settings and versions."""
     from iusynth.reporting.methods import write_methods
+    from iusynth.reporting.settings import MethodsSettings
 
-    write_methods(json.loads(args.config), json.loads(args.cohorts), args.provenance, args.output)
+    settings = from_json(MethodsSettings, args.settings, threads=1)  # no job is run
+    write_methods(settings, json.loads(args.cohorts), args.provenance, args.output)
     log.info("wrote %s", ", ".join(str(path) for path in args.output))
 
 
@@ -153,10 +154,10 @@ STAGES = (
     ),
     Stage(
         "report-methods",
-        "write the methods text (Markdown, LaTeX) and citations.bib from the config",
+        "write the methods text (Markdown, LaTeX) and citations.bib from the settings",
         _report_methods,
         [
-            ("--config", {"required": True, "help": "the effective config as JSON"}),
+            "settings",
             ("--cohorts", {"required": True, "help": "source, root, subjects per cohort (JSON)"}),
             ("--provenance", {"required": True, "type": Path, "help": "provenance.json"}),
             ("--output", {"required": True, "nargs": 3, "type": Path, "help": "md, tex, bib"}),

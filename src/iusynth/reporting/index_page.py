@@ -131,10 +131,13 @@ def write_index(
     tables: list[Path],
     provenance: Path,
     methods: list[Path],
-    settings: dict[str, Any],
+    segmentation_labels: dict[str, str],
     output: Path,
 ) -> int:
-    """Write the index page; return the number of subjects listed."""
+    """Write the index page; return the number of subjects listed.
+
+    ``segmentation_labels`` name the Dice columns as Table 4 names its rows.
+    """
     output = Path(output)
     rows = read_summaries(summaries)
     stamp = read_stamp(provenance)
@@ -149,7 +152,7 @@ def write_index(
         cohorts[row["cohort"]] += 1
     context = {
         "rows": rows,
-        "columns": subject_columns(rows, settings.get("segmentation_methods", {})),
+        "columns": subject_columns(rows, segmentation_labels),
         "cohorts": [
             {"name": name, "subjects": count, "source": record["data"].get(name, {}).get("source")}
             for name, count in cohorts.items()

@@ -1,4 +1,4 @@
-"""The methods text of a run, written from its effective config and its provenance.
+"""The methods text of a run, written from its settings and its provenance.
 
 One template (``templates/methods.j2``) is rendered twice, as Markdown and as a LaTeX
 fragment: format-specific pieces (headings, citations, code, lists) come from
@@ -20,6 +20,7 @@ from typing import Any
 
 from iusynth.reporting.citations import REFERENCES, Reference
 from iusynth.reporting.render import environment, latex_escape, render_template, write_text
+from iusynth.reporting.settings import MethodsSettings
 
 
 class Formatted(str):
@@ -167,18 +168,16 @@ class Formatter:
         return [REFERENCES[key] for key in self.cited]
 
 
-def describe_cohorts(config: dict[str, Any], cohorts: dict[str, Any]) -> list[dict[str, Any]]:
+def describe_cohorts(settings: MethodsSettings, cohorts: dict[str, Any]) -> list[dict[str, Any]]:
     """Per cohort: its role, source, subject count and, for real data, the dataset credits."""
     from iusynth.cohorts.demo.plan import COHORT_ROLES
 
-    preprocessing = config["preprocessing"]
     uses = {
-        preprocessing["trainval_cohort"]: "for training and validating the synthesis models",
-        preprocessing["test_cohort"]: "as the test cohort of synthesis, segmentation and "
-        "registration",
+        settings.trainval_cohort: "for training and validating the synthesis models",
+        settings.test_cohort: "as the test cohort of synthesis, segmentation and registration",
     }
     uses.setdefault(
-        config["segmentation"]["cohort"],
+        settings.segmentation_cohort,
         "for the virtual iUS sweeps the segmentation networks train on",
     )
     described = []
@@ -193,54 +192,51 @@ def describe_cohorts(config: dict[str, Any], cohorts: dict[str, Any]) -> list[di
                 "subjects": len(entry["subjects"]),
                 "root": entry["root"],
                 "credits": DATASET_CREDITS.get(name, ()) if entry["source"] != "demo" else (),
-                "api": config["cohorts"][name].get("api", "idc") if name == "remind" else None,
+                "api": settings.remind_api if name == "remind" else None,
             }
         )
     return described
 
 
-def methods_context(
-    config: dict[str, Any], cohorts: dict[str, Any], provenance: dict[str, Any]
-) -> dict[str, Any]:
-    """Facts the methods template reads, derived from the config and the provenance."""
-    from iusynth.core.directions import Direction
+FUSION_TEXT = {
+    "poe": "a product of experts of the prior and the modalities' posteriors",
+    "average": "an average of the modalities' posteriors",
+    "concat": "a zero-filled concatenation of the modalities' features",
+}
+WEIGHTING_TEXT = {
+    "authors": "each expert weighted by the inverse of its standard deviation, as the "
+    "authors' code",
+    "textbook": "each expert weighted by its precision",
+}
 
-    evaluation = config["evaluation"]
-    variants = config["models"]["variants"]
-    pretrained = sorted(name for name, value in variants.items() if (value or {}).get("pretrained"))
-    evaluated = list(dict.fromkeys([*evaluation["table1"], *evaluation["table2"]]))
-    labels = {**evaluation["table2"], **evaluation["table1"]}
-    described = describe_cohorts(config, cohorts)
-    segmentation_methods = config["segmentation"]["methods"]
-    uses = set(evaluated) | set(segmentation_methods)
-    fusion = {
-        "poe": "a product of experts of the prior and the modalities' posteriors",
-        "average": "an average of the modalities' posteriors",
-        "concat": "a zero-filled concatenation of the modalities' features",
-    }[config["models"]["architecture"]["fusion"]]
-    weighting = {
-        "authors": "each expert weighted by the inverse of its standard deviation, as the "
-        "authors' code",
-        "textbook": "each expert weighted by its precision",
-    }[config["models"]["architecture"]["poe"]]
+
+def methods_context(
+    settings: MethodsSettings, cohorts: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """Facts the methods template reads, derived from the settings and the provenance."""
+    tables = settings.tables
+    pretrained = sorted(settings.pretrained_variants)
+    evaluated = list(dict.fromkeys([*tables.table1, *tables.table2]))
+    labels = {**tables.table2, **tables.table1}
+    described = describe_cohorts(settings, cohorts)
+    uses = set(evaluated) | set(settings.segmentation_methods)
     return {
-        "fusion": fusion,
-        "image_size": int(config["preprocessing"]["slice_size"][0]),  # the model's slices
-        "weighting": weighting,
-        "cfg": config,
+        "fusion": FUSION_TEXT[settings.architecture.fusion],
+        "weighting": WEIGHTING_TEXT[settings.architecture.poe],
+        "run": settings,
         "cohorts": described,
         "all_demo": all(c["source"] == "demo" for c in described),
         "any_demo": any(c["source"] == "demo" for c in described),
         "real": [c for c in described if c["source"] != "demo"],
-        "trained_variants": [name for name in variants if name not in pretrained],
+        "trained_variants": [name for name in settings.variants if name not in pretrained],
         "pretrained_variants": pretrained,
-        "directions": [Direction(**d).label for d in evaluation["directions"]],
+        "directions": [direction.label for direction in tables.directions],
         "evaluated": [(method, labels.get(method, method)) for method in evaluated],
         "uses_pix2pix": "pix2pix" in uses,
         "uses_mmgan": "mmgan" in uses,
-        "uses_mvae": "mvae" in variants,
-        "uses_mopoe": "mopoe" in variants,
-        "segmentation_methods": list(segmentation_methods.items()),
+        "uses_mvae": "mvae" in settings.variants,
+        "uses_mopoe": "mopoe" in settings.variants,
+        "segmentation_methods": list(settings.segmentation_methods.items()),
         "versions": provenance["packages"],
         "reg_aladin": provenance["tools"].get("reg_aladin"),
         "code": provenance["code"],
@@ -251,20 +247,21 @@ def methods_context(
 
 
 def render_methods(
-    config: dict[str, Any], cohorts: dict[str, Any], provenance: dict[str, Any], fmt: str
+    settings: MethodsSettings, cohorts: dict[str, Any], provenance: dict[str, Any], fmt: str
 ) -> tuple[str, list[Reference]]:
     """The methods text in one format, and the works it cites (in citation order)."""
     formatter = Formatter(fmt)
     env = environment()
     env.finalize = formatter.escape
+    env.filters["g"] = "{:g}".format  # 8 for the config's 8 (settings hold it as 8.0)
     text = env.get_template("methods.j2").render(
-        fmt=fmt, f=formatter, **methods_context(config, cohorts, provenance)
+        fmt=fmt, f=formatter, **methods_context(settings, cohorts, provenance)
     )
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n", formatter.references()
 
 
 def write_methods(
-    config: dict[str, Any], cohorts: dict[str, Any], provenance_path: Path, outputs: list[Path]
+    settings: MethodsSettings, cohorts: dict[str, Any], provenance_path: Path, outputs: list[Path]
 ) -> None:
     """Write ``methods.md``, ``methods.tex`` and ``citations.bib`` (in that order of paths)."""
     provenance_path = Path(provenance_path)
@@ -275,8 +272,8 @@ def write_methods(
             f"{provenance_path} is unreadable ({error}); re-run the rule write_provenance"
         ) from None
     markdown_path, latex_path, bib_path = (Path(p) for p in outputs)
-    markdown, cited = render_methods(config, cohorts, provenance, "md")
-    latex, cited_tex = render_methods(config, cohorts, provenance, "tex")
+    markdown, cited = render_methods(settings, cohorts, provenance, "md")
+    latex, cited_tex = render_methods(settings, cohorts, provenance, "tex")
     if [r.key for r in cited] != [r.key for r in cited_tex]:
         raise RuntimeError("the Markdown and LaTeX methods texts cite different works")
     bib = render_template("citations.bib.j2", references=cited)

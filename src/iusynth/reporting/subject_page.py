@@ -45,6 +45,7 @@ from iusynth.reporting.render import (
     write_text,
 )
 from iusynth.reporting.run_warnings import RunWarning, collect_warnings
+from iusynth.reporting.settings import PageSettings
 
 SECTION_TITLES = {
     "inputs": "Inputs",
@@ -56,57 +57,6 @@ SECTION_TITLES = {
 
 
 # --- what the workflow hands a page ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PageSettings:
-    """The config a subject page reads (built by the workflow from its config)."""
-
-    cohort: str
-    source: str  # demo, dataset or local
-    trainval_cohort: str
-    test_cohort: str
-    segmentation_cohort: str
-    fold: int
-    directions: tuple[Direction, ...]
-    table_temperature: float
-    method_labels: dict[str, str]
-    figure_methods: tuple[str, ...]
-    sweep_method: str
-    segmentation_methods: dict[str, str]
-    weak_registration_mm: float
-    figure_dpi: int
-    figure_slices: int
-    max_page_mb: float
-
-    @classmethod
-    def from_json(cls, text: str) -> PageSettings:
-        """From the JSON the workflow passes (``--settings``)."""
-        data = json.loads(text)
-        evaluation = data["evaluation"]
-        reports = data["reports"]
-        return cls(
-            cohort=data["cohort"],
-            source=data["source"],
-            trainval_cohort=data["trainval_cohort"],
-            test_cohort=data["test_cohort"],
-            segmentation_cohort=data["segmentation_cohort"],
-            fold=int(data["fold"]),
-            directions=tuple(Direction(**d) for d in evaluation["directions"]),
-            table_temperature=float(evaluation["table_temperature"]),
-            method_labels=dict(evaluation["method_labels"]),
-            figure_methods=tuple(evaluation["figure_methods"]),
-            sweep_method=evaluation["sweep_method"],
-            segmentation_methods=dict(data["segmentation_methods"]),
-            weak_registration_mm=float(reports["weak_registration_mm"]),
-            figure_dpi=int(reports["figure_dpi"]),
-            figure_slices=int(reports["figure_slices"]),
-            max_page_mb=float(reports["max_page_mb"]),
-        )
-
-    def label(self, method: str) -> str:
-        """A method's display name (the tables' label, else its name)."""
-        return self.method_labels.get(method, method)
 
 
 @dataclass(frozen=True)
@@ -448,13 +398,13 @@ def registration_section(
             "after_mean_mm": record["after_mean_mm"],
             "after_max_mm": record["after_max_mm"],
         }
-        if record["after_median_mm"] > settings.weak_registration_mm:
+        if record["after_median_mm"] > settings.reports.weak_registration_mm:
             checks.append(
                 Check(
                     "registration",
                     f"weak registration: median landmark error {record['after_median_mm']:.2f} mm "
                     f"after registration, above reports.weak_registration_mm "
-                    f"({settings.weak_registration_mm:g} mm)",
+                    f"({settings.reports.weak_registration_mm:g} mm)",
                 )
             )
         if record["after_median_mm"] >= record["before_median_mm"]:
@@ -472,7 +422,7 @@ def registration_section(
                 f"Distance between each landmark's iUS and {sequence} points, with the "
                 "headers only and after registration.",
                 f"{subject}: landmark errors before and after registration",
-                settings.figure_dpi,
+                settings.reports.figure_dpi,
             )
         )
     else:
@@ -496,7 +446,7 @@ def registration_section(
             f"The iUS with the strongest edges of the {reference} drawn on it (orange): "
             "with the headers only (top) and after registration (bottom).",
             f"{subject}: MR edges on the iUS before and after registration",
-            settings.figure_dpi,
+            settings.reports.figure_dpi,
         )
     )
     return {
@@ -591,11 +541,11 @@ def synthesis_section(
                     d,
                     settings.table_temperature,
                     path,
-                    count=settings.figure_slices,
+                    count=settings.reports.figure_slices,
                 ),
                 f"{direction.label}: the input(s), the acquired target and each method's "
                 f"synthesis (temperature {settings.table_temperature:g} for the VAEs) on "
-                f"{settings.figure_slices} slices.",
+                f"{settings.reports.figure_slices} slices.",
                 f"{subject}: {direction.label} by each method",
             )
         )
@@ -657,7 +607,7 @@ def segmentation_part(files: SubjectFiles, settings: PageSettings, subject: str)
     figures = []
     if "tumor-US" in stack.labels and predictions:
         truth = np.asarray(stack.labels["tumor-US"])
-        chosen = report_figures.largest_label_slices(truth, settings.figure_slices)
+        chosen = report_figures.largest_label_slices(truth, settings.reports.figure_slices)
         if chosen:
             figures.append(
                 inline_figure(
@@ -670,7 +620,7 @@ def segmentation_part(files: SubjectFiles, settings: PageSettings, subject: str)
                     "nnU-Net's prediction on the real iUS (shaded magenta) and the iUS tumour "
                     "label (lime outline), on the slices with the most tumour.",
                     f"{subject}: segmentation of the real iUS by each method",
-                    settings.figure_dpi,
+                    settings.reports.figure_dpi,
                 )
             )
     return {"rows": rows, "figures": figures}
@@ -712,7 +662,7 @@ def registration_experiment_part(
         "displacement bin (mean over the bin's runs): direct iUS-MR registration, and "
         "registration to the MR synthesised from the iUS.",
         f"{subject}: registration experiment, TRE by displacement bin",
-        settings.figure_dpi,
+        settings.reports.figure_dpi,
     )
     return {"rows": rows, "figures": [figure]}
 
@@ -723,9 +673,9 @@ def sweep_part(files: SubjectFiles, settings: PageSettings, subject: str) -> dic
 
     sweep = load_slices(files.sweep)
     labels = np.asarray(sweep.labels["tumor-MR"])
-    chosen = report_figures.largest_label_slices(labels, settings.figure_slices)
+    chosen = report_figures.largest_label_slices(labels, settings.reports.figure_slices)
     if not chosen:
-        chosen = list(range(min(settings.figure_slices, len(labels))))
+        chosen = list(range(min(settings.reports.figure_slices, len(labels))))
     mr = {
         name: np.asarray(sweep.images[chosen, channel])
         for channel, (name, present) in enumerate(
@@ -746,7 +696,7 @@ def sweep_part(files: SubjectFiles, settings: PageSettings, subject: str) -> dic
         "them, the iUS each method synthesised from them (first temperature) and the tumour "
         "label (lime) the segmentation networks learn from.",
         f"{subject}: virtual sweep planes and synthetic iUS",
-        settings.figure_dpi,
+        settings.reports.figure_dpi,
     )
     return {"planes": len(labels), "figures": [figure]}
 
@@ -912,10 +862,10 @@ def write_subject_page(
     page = build_page(files, settings, subject, output)
     text = render_template("subject.html.j2", **page.context)
     size_mb = len(text.encode("utf-8")) / 1e6
-    if size_mb > settings.max_page_mb:
+    if size_mb > settings.reports.max_page_mb:
         raise ValueError(
             f"the page of {subject} would be {size_mb:.1f} MB, above reports.max_page_mb "
-            f"({settings.max_page_mb:g}): lower reports.figure_dpi or reports.figure_slices"
+            f"({settings.reports.max_page_mb:g}): lower reports.figure_dpi or reports.figure_slices"
         )
     page.summary["page_mb"] = round(size_mb, 3)
     write_text(output, text)
