@@ -33,11 +33,9 @@ from iusynth.reporting.index_page import parse_markdown_tables
 from iusynth.reporting.methods import write_methods
 from iusynth.reporting.run_warnings import collect_warnings, scan_log
 from iusynth.reporting.settings import MethodsSettings, PageSettings
-from iusynth.reporting.subject_page import (
-    SubjectFiles,
-    rigid_summary,
-    write_subject_page,
-)
+from iusynth.reporting.subject_page.files import SubjectFiles
+from iusynth.reporting.subject_page.page import write_subject_page
+from iusynth.reporting.subject_page.registration import rigid_summary
 
 from .conftest import DEFAULTS, REPO, merged_config
 

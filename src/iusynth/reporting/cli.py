@@ -56,7 +56,8 @@ def _provenance(args: argparse.Namespace) -> None:
 def _report_subject(args: argparse.Namespace) -> None:
     """Write one subject's self-contained HTML page and its summary for the index."""
     from iusynth.reporting.settings import PageSettings
-    from iusynth.reporting.subject_page import SubjectFiles, write_subject_page
+    from iusynth.reporting.subject_page.files import SubjectFiles
+    from iusynth.reporting.subject_page.page import write_subject_page
 
     summary = write_subject_page(
         SubjectFiles.from_json(args.files),

@@ -59,3 +59,11 @@ def collect_warnings(logs: dict[str, list[Path]]) -> list[RunWarning]:
             for (level, message), count in counts.items():
                 collected.append(RunWarning(rule, str(path), level, message, count))
     return collected
+
+
+@dataclass(frozen=True)
+class Check:
+    """A finding of a report page's own checks, shown with the run's warnings."""
+
+    section: str
+    message: str
