@@ -6,18 +6,24 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
+import fnmatch
 import hashlib
+import importlib.resources
 import io
 import json
 import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import html5lib
+import jinja2
+import jinja2.meta
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -171,6 +177,43 @@ def test_reports_config_mistakes_name_their_key():
     ):
         with pytest.raises(ConfigError, match=re.escape(key)):
             validate_config(merged_config(override), schema)
+
+
+def templates_the_code_loads() -> set[str]:
+    """The templates the reporting code renders, and those they extend or import."""
+    names = set()
+    reporting = REPO / "src" / "iusynth" / "reporting"
+    for path in reporting.rglob("*.py"):
+        if path == reporting / "render.py":  # render_template passes its caller's name on
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            called = getattr(node.func, "attr", getattr(node.func, "id", None))
+            if called in ("render_template", "get_template"):
+                assert isinstance(node.args[0], ast.Constant), f"{path}: a computed template name"
+                names.add(node.args[0].value)
+    shipped = importlib.resources.files("iusynth.reporting") / "templates"
+    environment = jinja2.Environment()
+    pending = list(names)
+    while pending:
+        source = (shipped / pending.pop()).read_text(encoding="utf-8")
+        for name in jinja2.meta.find_referenced_templates(environment.parse(source)):
+            if name not in names:
+                names.add(name)
+                pending.append(name)
+    return names
+
+
+def test_templates_ship_as_package_data():
+    loaded = templates_the_code_loads()
+    assert {"subject.html.j2", "index.html.j2", "methods.j2", "base.html.j2"} <= loaded
+    shipped = importlib.resources.files("iusynth.reporting") / "templates"
+    assert {entry.name for entry in shipped.iterdir() if entry.name.endswith(".j2")} == loaded
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["iusynth"]
+    for name in loaded:
+        assert any(fnmatch.fnmatch(f"reporting/templates/{name}", p) for p in patterns), name
 
 
 # --- provenance -----------------------------------------------------------------------------

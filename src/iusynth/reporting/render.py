@@ -17,7 +17,7 @@ import jinja2
 from iusynth.core.fileio import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = "templates"  # package data of iusynth.reporting (pyproject.toml)
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def latex_escape(text: Any) -> str:
 def environment() -> jinja2.Environment:
     """The Jinja2 environment of the report templates (HTML autoescaped, strict undefined)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.PackageLoader("iusynth.reporting", TEMPLATES),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
