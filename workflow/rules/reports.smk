@@ -25,8 +25,8 @@ rule write_provenance:
         runtime=15,
     params:
         iusynth=IUSYNTH,
-        # the checkout whose commit is recorded
-        repository=str(REPOSITORY),
+        # the checkout whose commit is recorded: the one holding workflow/envs/
+        repository=lambda wildcards, input: str(Path(input.envs[0]).parents[2]),
         config=EFFECTIVE_CONFIG,
         cohorts=provenance_cohorts(),
         snakemake=SNAKEMAKE_VERSION,
