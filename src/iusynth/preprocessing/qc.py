@@ -138,10 +138,14 @@ def plot_registration(
     plt.close(figure)
 
 
-def plot_subject_registration(
-    subject_dir: Path, subject: str, preprocessed_dir: Path, output: Path
-) -> None:
-    """QC of one subject's registration: reference MR through the header only vs registered."""
+def registration_volumes(
+    subject_dir: Path, subject: str, preprocessed_dir: Path
+) -> dict[str, np.ndarray | str]:
+    """A subject's iUS and reference MR in its preprocessed grid, before and after registration.
+
+    Keys: ``us``, ``before`` (the MR through the headers only), ``after`` (registered),
+    ``fov`` (bool) and ``reference`` (the reference sequence's name); images in [-1, 1].
+    """
     import json
 
     from iusynth.preprocessing.pipeline import Grid, normalise, resample
@@ -159,4 +163,19 @@ def plot_subject_registration(
     mr_image = load_nifti(layout.subject_file(subject_dir, subject, reference))
     header_only = resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1)
     before, _ = normalise(header_only, fov, summary["clip_percentile"])
-    plot_registration(us, before, after, fov, f"{subject} ({reference})", output)
+    return {"us": us, "before": before, "after": after, "fov": fov, "reference": reference}
+
+
+def plot_subject_registration(
+    subject_dir: Path, subject: str, preprocessed_dir: Path, output: Path
+) -> None:
+    """QC of one subject's registration: reference MR through the header only vs registered."""
+    volumes = registration_volumes(subject_dir, subject, preprocessed_dir)
+    plot_registration(
+        volumes["us"],
+        volumes["before"],
+        volumes["after"],
+        volumes["fov"],
+        f"{subject} ({volumes['reference']})",
+        output,
+    )
