@@ -24,7 +24,9 @@ the world of the reference MR sequence unless ``source.json`` names another one 
 ``annotation_sequence`` (RESECT: FLAIR); the workflow then maps them through the MR -> MR
 alignment. ``tumor-MR`` holds BraTS
 labels (1 necrosis / non-enhancing core, 2 oedema, 4 enhancing) where the source has them
-and a binary mask otherwise. Only stdlib is imported here: the Snakefile imports it.
+and a binary mask otherwise. A job reads a subject folder once, as a
+:class:`iusynth.core.subject.SubjectRecord`. Only stdlib is imported here: the Snakefile
+imports it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ _SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *LABEL_KINDS, "fov")} | {
     "source": ".json",
     "preprocessing": ".json",
 }
+KINDS: tuple[str, ...] = tuple(_SUFFIXES)  # every kind a subject file can be named as
 
 
 def subject_file(subject_dir: Path, subject: str, kind: str) -> Path:

@@ -19,10 +19,8 @@ import numpy as np
 from scipy import ndimage
 
 from iusynth.core import layout, modalities
-from iusynth.core.fileio import load_nifti
+from iusynth.core.subject import check_header
 from iusynth.preprocessing.settings import PreprocessingSettings
-
-QFORM_SFORM_TOLERANCE_MM = 1e-2
 
 
 @dataclass(frozen=True)
@@ -31,29 +29,6 @@ class Grid:
 
     affine: np.ndarray
     shape: tuple[int, int, int]
-
-
-def check_header(path: Path) -> Any:
-    """Load an image and refuse headers whose qform and sform disagree.
-
-    A disagreement by a flip of x and y is the signature of LPS coordinates written into
-    one of the two (NIfTI world is RAS), and it is named as such.
-    """
-    image = load_nifti(path)
-    qform, qcode = image.header.get_qform(coded=True)
-    sform, scode = image.header.get_sform(coded=True)
-    if qcode and scode and not np.allclose(qform, sform, atol=QFORM_SFORM_TOLERANCE_MM):
-        flipped = np.diag([-1.0, -1.0, 1.0, 1.0]) @ qform
-        hint = (
-            "they differ by a flip of x and y: one of them holds LPS coordinates (NIfTI is RAS)"
-            if np.allclose(flipped, sform, atol=QFORM_SFORM_TOLERANCE_MM)
-            else "they describe different positions"
-        )
-        raise ValueError(
-            f"image {path}: qform and sform disagree ({hint}); rewrite the header with the "
-            "correct orientation before running the workflow"
-        )
-    return image
 
 
 def load_ultrasound(us_path: Path) -> Any:
