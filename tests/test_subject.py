@@ -14,10 +14,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from iusynth import jobs
 from iusynth.core import layout, modalities
 from iusynth.core import subject as subject_module
 from iusynth.core.subject import SubjectRecord
+from iusynth.preprocessing import registration
+from iusynth.preprocessing.pipeline import preprocess_subject
+from iusynth.preprocessing.registration import (
+    RegistrationResult,
+    align_subject_sequences,
+    register_subject,
+)
 
+from .conftest import defaults
+
+SETTINGS = defaults(jobs.preprocessing, spacing_mm=1.0, slice_size=(96, 96))
+OPTIONS = defaults(jobs.registration).registration
 ORDER = ["T2", "ceT1", "FLAIR"]
 
 
@@ -125,6 +137,30 @@ def test_bad_subjects_are_refused_with_the_file_and_the_fix_named(tmp_path, gene
     nib.save(image, us)
     with pytest.raises(ValueError, match=r"_US\.nii\.gz: qform and sform disagree.*LPS"):
         SubjectRecord.read(copy).image("US")
+
+
+def test_a_stage_reads_each_image_file_at_most_once(generated, counted, monkeypatch):
+    """align-mr, register-us and preprocess on one record each: no file loaded twice."""
+
+    def fake_reg_aladin(reference, floating, options, reference_mask=None, initial=None):
+        return RegistrationResult(matrix=np.eye(4), seconds=0.0)
+
+    monkeypatch.setattr(registration, "reg_aladin", fake_reg_aladin)
+    _, folder = generated["remind"]
+    stages = {
+        "align-mr": lambda record: align_subject_sequences(record, ORDER, OPTIONS),
+        "register-us": lambda record: register_subject(record, ORDER, OPTIONS, {}),
+        "preprocess": lambda record: preprocess_subject(record, np.eye(4), {}, SETTINGS),
+    }
+    for name, stage in stages.items():
+        counted.clear()
+        record = SubjectRecord.read(folder)
+        stage(record)
+        assert counted and max(counted.values()) == 1, name
+        loads = {file for kind, file in counted if kind == "load"}
+        assert loads == {file for kind, file in counted if kind == "check"}, name
+    images = [kind for kind in (*modalities.MODALITIES, *layout.LABEL_KINDS) if record.has(kind)]
+    assert len(counted) == 2 * len(images)  # preprocess reads every image, once
 
 
 def test_the_record_module_stays_light():
