@@ -32,7 +32,6 @@ imports it.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,25 +124,3 @@ def read_manifest(path: Path) -> list[SubjectEntry]:
             raise ValueError(f"{path}: line {line_number}: {error}") from error
         entries.append(SubjectEntry(subject, available))
     return entries
-
-
-def scan_subject(subject_dir: Path, subject: str) -> SubjectEntry:
-    """Build a manifest row from the files present in a subject folder."""
-    present = frozenset(
-        kind for kind in FILE_KINDS if subject_file(subject_dir, subject, kind).is_file()
-    )
-    return SubjectEntry(subject, present)
-
-
-def annotation_sequence(subject_dir: Path, subject: str, reference: str) -> str:
-    """The MR sequence whose world the subject's MR-side annotations are in.
-
-    ``source.json``'s ``annotation_sequence`` when it names a sequence the subject has,
-    else the reference sequence.
-    """
-    source = subject_file(subject_dir, subject, "source")
-    if source.is_file():
-        named = json.loads(source.read_text()).get("annotation_sequence")
-        if named in MR_SEQUENCES and subject_file(subject_dir, subject, named).is_file():
-            return named
-    return reference
