@@ -34,6 +34,7 @@ from iusynth import jobs
 from iusynth.core import layout
 from iusynth.core.config import validate_config
 from iusynth.core.settings import ConfigError, from_json, to_json
+from iusynth.core.subject import SubjectRecord
 from iusynth.reporting import provenance as prov
 from iusynth.reporting.index_page import parse_markdown_tables
 from iusynth.reporting.methods import write_methods
@@ -346,9 +347,10 @@ def remind_page_inputs(generated, tmp_path_factory):
     name = subject.plan.subject
     root = tmp_path_factory.mktemp("page")
     manifest = root / layout.MANIFEST_NAME
-    layout.write_manifest(manifest, [layout.scan_subject(folder, name)])
+    record = SubjectRecord.read(folder, name)
+    layout.write_manifest(manifest, [record.entry])
     qc = root / "qc.png"
-    plot_subject(folder, name, qc)
+    plot_subject(record, qc)
     log = root / "generate.log"
     log.write_text("2026-01-01 10:00:00,002 iusynth WARNING simulated: a test warning\n")
     provenance = make_provenance(root)
@@ -380,7 +382,7 @@ def test_page_of_a_subject_shows_its_inputs_and_warnings(remind_page_inputs):
     document = parse_page(page)
     text = " ".join(document.itertext())
     assert "simulated: a test warning" in text and "generate_demo_subject" in text
-    entry = layout.scan_subject(folder, name)
+    entry = SubjectRecord.read(folder, name).entry
     missing = [m for m in layout.MR_SEQUENCES if not entry.has(m)]
     assert summary["missing"] == missing and summary["modalities"] == [
         m for m in layout.MODALITIES if entry.has(m)

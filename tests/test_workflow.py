@@ -239,13 +239,14 @@ def check_what_reruns(workdir, tmp_path) -> None:
 def test_local_cohort_plans_through_the_dag(generated, tmp_path):
     """A cohort in the canonical layout outside results/ is used in place, never generated."""
     from iusynth.core import layout
+    from iusynth.core.subject import SubjectRecord
 
     subject, folder = generated["resect"]
     root = tmp_path / "my_resect"
     shutil.copytree(folder, root / subject.plan.subject)
     layout.write_manifest(
         root / "subjects.tsv",
-        [layout.scan_subject(root / subject.plan.subject, subject.plan.subject)],
+        [SubjectRecord.read(root / subject.plan.subject).entry],
     )
     config = tmp_path / "local.yaml"
     config.write_text(f"cohorts:\n  resect:\n    source: local\n    path: {root}\n")

@@ -151,6 +151,7 @@ def alignment_figures(
     files: SubjectFiles, settings: PageSettings, subject: str, reference: str
 ) -> list[InlineImage]:
     """The checkerboards of plot_registration_qc and the MR's edges on the iUS."""
+    from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.qc import registration_volumes
 
     paths = files.registration
@@ -160,7 +161,8 @@ def alignment_figures(
         "with the headers only (top) and after registration (bottom).",
         f"{subject}: checkerboards before and after registration",
     )
-    volumes = registration_volumes(files.subject_dir, subject, paths["preprocessed"])
+    record = SubjectRecord.read(files.subject_dir, subject)
+    volumes = registration_volumes(record, paths["preprocessed"])
     edges = inline_figure(
         report_figures.edge_overlay_figure(
             volumes["us"], volumes["before"], volumes["after"], volumes["fov"], reference
