@@ -28,7 +28,7 @@ from tests import dicom_factory as factory
 from tests import fake_servers as fake
 
 REPO = Path(__file__).resolve().parents[1]
-POLICY = dl.RetryPolicy(attempts=3, backoff_s=0.1)
+POLICY = dl.RetryPolicy(attempts=3, backoff_s=0.1, connect_timeout_s=30.0, read_timeout_s=300.0)
 
 
 def timed(function, *args, **kwargs) -> tuple[float, object]:

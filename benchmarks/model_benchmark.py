@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from iusynth import jobs
 from iusynth.core.config import merge_config
 from iusynth.model.authors import AUTHORS_MODALITIES, load_authors_checkpoint
 from iusynth.model.discriminator import PatchDiscriminator
@@ -32,12 +33,11 @@ REFERENCE = REPO.parent / "shared" / "reference" / "authors_mmhvae"
 
 
 def merged(*files: str) -> dict:
-    """The ``models`` section of the default config with overlays merged in."""
-    config = merge_config(
+    """The default config with overlays merged in."""
+    return merge_config(
         yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
         *(yaml.safe_load((REPO / "config" / name).read_text()) for name in files),
     )
-    return config["models"]
 
 
 def parity_lines() -> list[str]:
@@ -130,10 +130,10 @@ def training_slices_per_s(
     return steps * training.batch_slices / (time.perf_counter() - start)
 
 
-def section_for(name: str, models: dict, cpu_training: bool) -> list[str]:
+def section_for(name: str, config: dict, cpu_training: bool) -> list[str]:
     """Markdown for one configuration (CPU training throughput only if asked)."""
-    architecture = ModelConfig.from_config(models["architecture"])
-    training = TrainingConfig.from_config(models["training"])
+    architecture = jobs.model(config, "mmhvae")
+    training = jobs.training(config, "mmhvae")
     model = MMHVAE(architecture)
     counts = parameter_counts(model)
     two = parameter_counts(
@@ -151,7 +151,8 @@ def section_for(name: str, models: dict, cpu_training: bool) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        f"Architecture: `{models['architecture']}`",
+        f"Architecture: `{config['models']['architecture']}`, slices "
+        f"{config['preprocessing']['slice_size']}",
         "",
         "| part | parameters |",
         "| --- | --- |",

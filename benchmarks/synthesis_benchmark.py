@@ -21,23 +21,28 @@ import torch
 import yaml
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from iusynth import jobs
 from iusynth.core.config import merge_config
 from iusynth.core.modalities import MODALITIES
 from iusynth.evaluation import metrics
 from iusynth.evaluation.perceptual import LPIPS, lpips_distance
 from iusynth.model.discriminator import PatchDiscriminator
-from iusynth.model.network import MMHVAE, ModelConfig
-from iusynth.model.translator import TranslatorConfig, UNetTranslator
+from iusynth.model.network import MMHVAE
+from iusynth.model.translator import UNetTranslator
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 192
+SIZED = {"preprocessing": {"slice_size": [SIZE, SIZE]}}
 
 
-def config_with(*files: str) -> dict:
-    """The default config with overlays merged in."""
+def config_with(*files: str | dict) -> dict:
+    """The default config with overlays (files of config/, or dicts) merged in."""
     return merge_config(
         yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-        *(yaml.safe_load((REPO / "config" / name).read_text()) for name in files),
+        *(
+            name if isinstance(name, dict) else yaml.safe_load((REPO / "config" / name).read_text())
+            for name in files
+        ),
     )
 
 
@@ -108,14 +113,9 @@ def measure_models() -> list[str]:
     """Baseline sizes; CPU synthesis time per slice of the demo models."""
     rows = []
     for name, files in (("demo", ()), ("paper", ("paper.yaml",))):
-        section = config_with(*files)["baselines"]
-        architecture = {**section["architecture"], "image_size": SIZE}
-        pix2pix = TranslatorConfig.from_config(
-            architecture, kind="pix2pix", inputs=("T2",), targets=("US",)
-        )
-        mmgan = TranslatorConfig.from_config(
-            architecture, kind="mmgan", inputs=MODALITIES, targets=MODALITIES
-        )
+        config = config_with(*files, SIZED)
+        pix2pix = jobs.translator(config, "pix2pix", ("T2",), ("US",))
+        mmgan = jobs.translator(config, "mmgan", MODALITIES, MODALITIES)
         for config in (pix2pix, mmgan):
             generator = UNetTranslator(config)
             discriminator = PatchDiscriminator(
@@ -128,19 +128,12 @@ def measure_models() -> list[str]:
                 f"{parameters(discriminator)} |"
             )
     torch.manual_seed(0)
-    demo = config_with()
-    vae = MMHVAE(ModelConfig.from_config(demo["models"]["architecture"])).eval()
+    demo = config_with(SIZED)
+    vae = MMHVAE(jobs.model(demo, "mmhvae")).eval()
     images = torch.rand(16, 4, SIZE, SIZE) * 2 - 1
     observed = torch.zeros(16, 4, dtype=torch.bool)
     observed[:, 1] = True
-    unet = UNetTranslator(
-        TranslatorConfig.from_config(
-            {**demo["baselines"]["architecture"], "image_size": SIZE},
-            kind="mmgan",
-            inputs=MODALITIES,
-            targets=MODALITIES,
-        )
-    ).eval()
+    unet = UNetTranslator(jobs.translator(demo, "mmgan", MODALITIES, MODALITIES)).eval()
     timing = [
         f"| MMHVAE, demo size, one sample | "
         f"{forward_ms(vae, lambda: vae(images, observed, temperature=0.7)):.1f} ms |",

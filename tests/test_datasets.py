@@ -30,6 +30,7 @@ from iusynth.cohorts.datasets.dicom import NO_FRAME_OF_REFERENCE, series_volume
 from iusynth.cohorts.datasets.download import DownloadError, Ledger, RetryPolicy
 from iusynth.core import layout
 from iusynth.core.settings import to_json
+from iusynth.core.subject import SubjectRecord
 from iusynth.core.tags import ras_to_lps, read_tag_file
 
 from . import dicom_factory as factory
@@ -678,10 +679,10 @@ def test_resect_download_conversion_and_landmarks(server, tmp_path):
     out = tmp_path / "cohort" / "Case1"
     source = resect.convert_subject(record, raw / "RESECT-SEG", out)
     assert source["checksums"]["ceT1"]["checksum"] == resect.COMPUTED
-    assert layout.scan_subject(out, "Case1").available == {
+    assert SubjectRecord.read(out, "Case1").entry.available == {
         "ceT1", "FLAIR", "US", "tumor-MR", "tumor-US", "landmarks",
     }  # fmt: skip
-    assert layout.annotation_sequence(out, "Case1", "ceT1") == "FLAIR"
+    assert SubjectRecord.read(out).annotation_sequence("ceT1") == "FLAIR"
     pairs = read_tag_file(layout.subject_file(out, "Case1", "landmarks"))
     flair = nib.load(layout.subject_file(out, "Case1", "FLAIR"))
     us = nib.load(layout.subject_file(out, "Case1", "US"))
@@ -724,7 +725,7 @@ def test_resect_case_without_landmarks_is_converted_without_them(server, tmp_pat
     )
     out = tmp_path / "cohort" / "Case11"
     source = resect.convert_subject(record, raw / "RESECT-SEG", out)
-    assert "landmarks" not in layout.scan_subject(out, "Case11").available
+    assert "landmarks" not in SubjectRecord.read(out, "Case11").entry.available
     assert "no landmark errors" in source["notes"][0]
 
 
@@ -802,7 +803,7 @@ def test_upenn_package_index_verify_convert(tmp_path):
     out = tmp_path / "cohort" / cases[1]
     source = upenn.convert_case(package, cases[1], out)
     assert source["label_kind"] == "expert"
-    assert layout.scan_subject(out, cases[1]).available == {"T2", "ceT1", "FLAIR", "tumor-MR"}
+    assert SubjectRecord.read(out, cases[1]).entry.available == {"T2", "ceT1", "FLAIR", "tumor-MR"}
     # a corrupted file is named
     t2 = upenn.case_files(package, cases[0]).sequences["T2"]
     t2.write_bytes(t2.read_bytes()[:-3] + b"xyz")
@@ -857,7 +858,7 @@ def test_remind_download_and_convert_stages(cases, fake_index, bucket, tmp_path)
     out = tmp_path / "cohort" / "ReMIND-002"
     main(["remind-convert", "--records", *map(str, records), "--settings",
           conversion, "--output", str(out)])  # fmt: skip
-    assert layout.scan_subject(out, "ReMIND-002").available == {"US", "ceT1", "tumor-MR"}
+    assert SubjectRecord.read(out, "ReMIND-002").entry.available == {"US", "ceT1", "tumor-MR"}
     source = json.loads(layout.subject_file(out, "ReMIND-002", "source").read_text())
     assert source["series"]["tumor-MR"]["mr"]["description"] == "2D_AX_T2_FLAIR"
     assert source["series"]["US"]["notes"] == [NO_FRAME_OF_REFERENCE]

@@ -21,6 +21,7 @@ from iusynth.cohorts.demo.ultrasound import (
 )
 from iusynth.core import layout
 from iusynth.core.geometry import apply_transform, voxel_to_world, world_to_voxel
+from iusynth.core.subject import SubjectRecord
 from iusynth.core.tags import read_tag_file
 
 from .conftest import DEFAULTS, mean_where
@@ -242,7 +243,7 @@ def test_plan_matches_the_roles_and_fractions():
 
 def test_written_layout_matches_the_role(generated):
     for cohort, (subject, folder) in generated.items():
-        entry = layout.scan_subject(folder, subject.plan.subject)
+        entry = SubjectRecord.read(folder, subject.plan.subject).entry
         role = COHORT_ROLES[cohort]
         assert set(entry.available) >= set(subject.plan.modalities)
         assert entry.has("US") == ("US" in role.modalities)

@@ -21,6 +21,7 @@ CONDA_NAMES = {
     "matplotlib": "matplotlib-base",
     "torch": "pytorch",
     "idc_index_data": "idc-index-data",
+    "PIL": "pillow",
 }
 # a rule and its body, at top level or inside an ``if`` block
 RULE = re.compile(r"^[ ]*rule (\w+):\n(.*?)(?=^[ ]*rule |^if |\Z)", re.S | re.M)

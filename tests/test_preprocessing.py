@@ -15,9 +15,9 @@ from iusynth.core import layout, modalities
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import rigid_transform, rotation_matrix, voxel_to_world
 from iusynth.core.splits import kfold
+from iusynth.core.subject import SubjectRecord, check_header
 from iusynth.preprocessing.pipeline import (
     Grid,
-    check_header,
     fov_grid,
     normalise,
     preprocess_subject,
@@ -144,7 +144,7 @@ def test_preprocessed_subject_and_slice_stack(subject_copy, tmp_path):
     truth = np.array(
         json.loads(layout.subject_file(folder, sid, "truth").read_text())["us_to_mr_world"]
     )
-    grid, volumes, summary = preprocess_subject(folder, sid, truth, {}, SETTINGS)
+    grid, volumes, summary = preprocess_subject(SubjectRecord.read(folder), truth, {}, SETTINGS)
     assert grid.shape[:2] == (96, 96)
     fov = volumes["fov"] > 0
     for modality in summary["modalities"]:
@@ -176,10 +176,10 @@ def test_corrupt_and_empty_images_are_named(subject_copy):
     t2 = layout.subject_file(folder, sid, "T2")
     t2.write_bytes(t2.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is not a readable NIfTI"):
-        register_subject(folder, sid, ["T2", "ceT1"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2", "ceT1"], OPTIONS, {})
     t2.write_bytes(b"")
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is empty"):
-        preprocess_subject(folder, sid, np.eye(4), {}, SETTINGS)
+        preprocess_subject(SubjectRecord.read(folder), np.eye(4), {}, SETTINGS)
 
 
 def test_ultrasound_without_foreground_is_refused(subject_copy):
@@ -188,9 +188,9 @@ def test_ultrasound_without_foreground_is_refused(subject_copy):
     image = nib.load(us)
     save_nifti(us, np.zeros(image.shape, np.uint8), image.affine)
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
-        register_subject(folder, sid, ["T2"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {})
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
-        preprocess_subject(folder, sid, np.eye(4), {}, SETTINGS)
+        preprocess_subject(SubjectRecord.read(folder), np.eye(4), {}, SETTINGS)
 
 
 def test_subject_without_reference_mr_is_refused(subject_copy):
@@ -198,7 +198,7 @@ def test_subject_without_reference_mr_is_refused(subject_copy):
     for sequence in modalities.MR_SEQUENCES:
         layout.subject_file(folder, sid, sequence).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match=rf"{sid} has no reference MR.*{sid}_T2\.nii\.gz"):
-        register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], OPTIONS, {})
 
 
 def test_lps_written_as_ras_is_refused(subject_copy):
@@ -210,7 +210,7 @@ def test_lps_written_as_ras_is_refused(subject_copy):
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz: qform and sform disagree.*LPS"):
         check_header(us)
     with pytest.raises(ValueError, match="LPS"):
-        register_subject(folder, sid, ["T2"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {})
 
 
 def test_ultrasound_outside_the_mr_is_refused(subject_copy):
@@ -221,7 +221,7 @@ def test_ultrasound_outside_the_mr_is_refused(subject_copy):
     far[:3, 3] += [0.0, 0.0, 400.0]
     save_nifti(us, np.asarray(image.dataobj), far)
     with pytest.raises(ValueError, match=rf"falls inside .*{sid}_T2\.nii\.gz.*LPS vs RAS"):
-        register_subject(folder, sid, ["T2"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {})
 
 
 def test_shipped_config_documents_every_preprocessing_key():
@@ -237,9 +237,9 @@ def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy)
     from iusynth.core.tags import LandmarkPairs, read_tag_file, write_tag_file
 
     sid, folder = subject_copy
-    assert layout.scan_subject(folder, sid).has("landmarks")
+    assert SubjectRecord.read(folder).has("landmarks")
     options = dataclasses.replace(OPTIONS, levels=2)
-    plain = register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], options, {})
+    plain = register_subject(SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], options, {})
     angle = np.deg2rad(4.0)
     to_flair = np.eye(4)  # reference world -> FLAIR world, as align-mr would estimate it
     to_flair[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
@@ -251,7 +251,9 @@ def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy)
     )
     layout.subject_file(folder, sid, "FLAIR").touch()  # the named sequence must exist
     write_json(layout.subject_file(folder, sid, "source"), {"annotation_sequence": "FLAIR"})
-    mapped = register_subject(folder, sid, ["T2", "ceT1", "FLAIR"], options, {"FLAIR": to_flair})
+    mapped = register_subject(
+        SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], options, {"FLAIR": to_flair}
+    )
     assert mapped["landmark_sequence"] == "FLAIR"
     for key in ("before_median_mm", "after_median_mm", "after_max_mm"):
         assert mapped[key] == pytest.approx(plain[key], abs=1e-3)  # tags keep 4 decimals

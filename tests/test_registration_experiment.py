@@ -19,11 +19,11 @@ from iusynth.core import layout
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix
 from iusynth.core.settings import ConfigError
+from iusynth.core.subject import SubjectRecord, check_header
 from iusynth.core.tags import LandmarkPairs, read_tag_file, write_tag_file
 from iusynth.experiments.registration_tre import experiment as rx
 from iusynth.model.network import MMHVAE
 from iusynth.preprocessing.pipeline import (
-    check_header,
     fov_grid,
     read_alignment_record,
     resample,
@@ -241,7 +241,7 @@ def test_subject_experiment_runs_both_methods_from_the_same_starts(generated, tm
     settings = experiment(
         bins_mm=(6.0, 8.0), per_bin=1, sequences=("T2", "ceT1"), levels=3, levels_performed=2
     )
-    frame = rx.run_subject(folder, subject, alignment, synthetic, settings)
+    frame = rx.run_subject(SubjectRecord.read(folder), alignment, synthetic, settings)
     print(frame[["method", "initial_tre_mm", "final_tre_mm", "seconds"]].to_string())
     assert list(frame.columns) == list(rx.CASE_COLUMNS)
     assert len(frame) == 2 and set(frame["sequence"]) == {"ceT1"}  # no T2 in RESECT
@@ -281,7 +281,9 @@ def fake_subject(folder: Path, subject: str, points: int, annotated: str | None)
 def test_landmarks_reach_each_sequence_through_the_mr_alignment(tmp_path):
     folder = fake_subject(tmp_path / "Case-a", "Case-a", 5, annotated="FLAIR")
     to_flair = random_rigid(np.random.default_rng(4), 5.0, 3.0)
-    us_points, mr_points = rx.sequence_landmarks(folder, "Case-a", "ceT1", {"FLAIR": to_flair})
+    us_points, mr_points = rx.sequence_landmarks(
+        SubjectRecord.read(folder), "ceT1", {"FLAIR": to_flair}
+    )
     pairs_first = us_points - 2.0
     np.testing.assert_allclose(mr_points["FLAIR"], pairs_first, atol=1e-4)
     np.testing.assert_allclose(
@@ -292,11 +294,11 @@ def test_landmarks_reach_each_sequence_through_the_mr_alignment(tmp_path):
 def test_bad_inputs_are_refused_with_the_file_named(generated, tmp_path):
     few = fake_subject(tmp_path / "Case-b", "Case-b", 2, annotated=None)
     with pytest.raises(ValueError, match=r"Case-b_landmarks\.tag: 2 landmark pairs"):
-        rx.sequence_landmarks(few, "Case-b", "ceT1", {})
+        rx.sequence_landmarks(SubjectRecord.read(few), "ceT1", {})
     bare = tmp_path / "Case-c"
     bare.mkdir()
     with pytest.raises(FileNotFoundError, match=r"Case-c_landmarks\.tag is missing"):
-        rx.sequence_landmarks(bare, "Case-c", "ceT1", {})
+        rx.sequence_landmarks(SubjectRecord.read(bare), "ceT1", {})
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -314,9 +316,9 @@ def test_bad_inputs_are_refused_with_the_file_named(generated, tmp_path):
     alignment = write_alignment(tmp_path / "align.json", subject, "ceT1", {})
     only_t2 = experiment(sequences=("T2",))
     with pytest.raises(FileNotFoundError, match=f"{subject}_T2.nii.gz"):
-        rx.run_subject(folder, subject, alignment, {}, only_t2)
+        rx.run_subject(SubjectRecord.read(folder), alignment, {}, only_t2)
     with pytest.raises(FileNotFoundError, match="no synthetic ceT1 volume"):
-        rx.run_subject(folder, subject, alignment, {}, experiment())
+        rx.run_subject(SubjectRecord.read(folder), alignment, {}, experiment())
 
 
 # --- table and figure ------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from iusynth import jobs
 from iusynth.core import layout, modalities
 from iusynth.core.settings import ConfigError
+from iusynth.core.subject import SubjectRecord
 from iusynth.experiments.segmentation.sweeps import (
     make_sweeps,
     plane_world_points,
@@ -44,7 +45,7 @@ def upenn_sweep(generated, tmp_path_factory) -> tuple[Path, Path, str]:
     """The sweep of the generated upenn subject: (sweep folder, subject folder, subject)."""
     subject, folder = generated["upenn"]
     output = tmp_path_factory.mktemp("sweeps") / subject.plan.subject
-    make_sweeps(folder, subject.plan.subject, output, SETTINGS)
+    make_sweeps(SubjectRecord.read(folder), output, SETTINGS)
     return output, folder, subject.plan.subject
 
 
@@ -147,7 +148,7 @@ def test_layout_matches_the_training_slices(generated, tmp_path):
     """Depth runs along the same image axis, probe on the same side, as in training slices."""
     subject, folder = generated["remind"]
     name = subject.plan.subject
-    make_sweeps(folder, name, tmp_path / "sweep", SETTINGS)
+    make_sweeps(SubjectRecord.read(folder), tmp_path / "sweep", SETTINGS)
     sweep = load_slices(tmp_path / "sweep")
 
     # the training slice stack's field of view, built as preprocessing does (headers only)
@@ -184,7 +185,7 @@ def test_a_missing_sequence_is_blank_and_not_present(generated, tmp_path):
     copy = tmp_path / name
     shutil.copytree(folder, copy)
     layout.subject_file(copy, name, "FLAIR").unlink()
-    make_sweeps(copy, name, tmp_path / "sweep", SETTINGS)
+    make_sweeps(SubjectRecord.read(copy), tmp_path / "sweep", SETTINGS)
     stack = load_slices(tmp_path / "sweep")
     assert stack.present.tolist() == [False, True, True, False]
     assert (np.asarray(stack.images[:, 3]) == -1).all()
@@ -192,12 +193,12 @@ def test_a_missing_sequence_is_blank_and_not_present(generated, tmp_path):
 
 
 def test_sweeps_are_deterministic_for_a_seed(upenn_sweep, tmp_path):
-    output, folder, name = upenn_sweep
-    make_sweeps(folder, name, tmp_path / "again", SETTINGS)
+    output, folder, _ = upenn_sweep
+    make_sweeps(SubjectRecord.read(folder), tmp_path / "again", SETTINGS)
     for file in ("images.npy", "fov.npy", "tumor-MR.npy"):
         np.testing.assert_array_equal(np.load(output / file), np.load(tmp_path / "again" / file))
     other = dataclasses.replace(SETTINGS, seed=1)
-    meta = make_sweeps(folder, name, tmp_path / "other", other)
+    meta = make_sweeps(SubjectRecord.read(folder), tmp_path / "other", other)
     first = load_slices(output).meta["sweep"]["planes"][0]["apex_ras_mm"]
     assert meta["sweep"]["planes"][0]["apex_ras_mm"] != first
 
@@ -232,17 +233,17 @@ def test_bad_subjects_get_clear_errors(generated, tmp_path):
     data = np.asarray(image.dataobj)
     nib.save(nib.Nifti1Image(np.zeros_like(data), image.affine), labels)
     with pytest.raises(ValueError, match=r"tumor-MR\.nii\.gz are empty"):
-        make_sweeps(copy, name, tmp_path / "out", SETTINGS)
+        make_sweeps(SubjectRecord.read(copy), tmp_path / "out", SETTINGS)
     shifted = image.affine.copy()
     shifted[:3, 3] += 500.0
     nib.save(nib.Nifti1Image(data, shifted), labels)
     with pytest.raises(ValueError, match="do not match the grid"):
-        make_sweeps(copy, name, tmp_path / "out", SETTINGS)
+        make_sweeps(SubjectRecord.read(copy), tmp_path / "out", SETTINGS)
     labels.unlink()
     with pytest.raises(FileNotFoundError, match=r"no tumour labels: .*tumor-MR\.nii\.gz"):
-        make_sweeps(copy, name, tmp_path / "out", SETTINGS)
+        make_sweeps(SubjectRecord.read(copy), tmp_path / "out", SETTINGS)
     for sequence in modalities.MR_SEQUENCES:
         layout.subject_file(copy, name, sequence).unlink()
     with pytest.raises(FileNotFoundError, match="no MR sequence"):
-        make_sweeps(copy, name, tmp_path / "out", SETTINGS)
+        make_sweeps(SubjectRecord.read(copy), tmp_path / "out", SETTINGS)
     assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from .conftest import REPO, demo_plans, merged_config
+from .test_reports import check_reports
 
 
 def snakemake(*args: str, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -54,6 +55,8 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = workdir / "results"
+    # reports: a page per subject, the index, methods text and provenance (issue 20)
+    check_reports(workdir, micro_config)
 
     expected = {"remind": 2, "upenn": 2, "resect": 1}
     for cohort, count in expected.items():
@@ -204,6 +207,7 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     for name in ("table1_synthesis.csv", "table3_registration.csv", "table4_segmentation.csv"):
         assert name in html, name
     assert "segmentation_dice.png" in html and "registration_tre.png" in html
+    assert (results / "reports" / "index.html").resolve().as_uri() in html
 
 
 EXPENSIVE = {
@@ -235,13 +239,14 @@ def check_what_reruns(workdir, tmp_path) -> None:
 def test_local_cohort_plans_through_the_dag(generated, tmp_path):
     """A cohort in the canonical layout outside results/ is used in place, never generated."""
     from iusynth.core import layout
+    from iusynth.core.subject import SubjectRecord
 
     subject, folder = generated["resect"]
     root = tmp_path / "my_resect"
     shutil.copytree(folder, root / subject.plan.subject)
     layout.write_manifest(
         root / "subjects.tsv",
-        [layout.scan_subject(root / subject.plan.subject, subject.plan.subject)],
+        [SubjectRecord.read(root / subject.plan.subject).entry],
     )
     config = tmp_path / "local.yaml"
     config.write_text(f"cohorts:\n  resect:\n    source: local\n    path: {root}\n")

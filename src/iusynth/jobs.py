@@ -37,6 +37,7 @@ from iusynth.preprocessing.settings import (
     RegistrationSettings,
     SplitSettings,
 )
+from iusynth.reporting.settings import MethodsSettings, PageSettings, ReportSettings
 from iusynth.synthesis.settings import SweepSettings
 from iusynth.training.settings import (
     BaselineSettings,
@@ -206,6 +207,84 @@ def segmentation_tables(config: Config) -> SegmentationTableSettings:
     return build(SegmentationTableSettings, config["segmentation"], "segmentation")
 
 
+def reports(config: Config) -> ReportSettings:
+    """The subject pages' checks and figures (``reports``)."""
+    return build(ReportSettings, config["reports"], "reports")
+
+
+def subject_page(config: Config, cohort: str) -> PageSettings:
+    """What the page of a subject of ``cohort`` reads (``reports`` and the experiments)."""
+    evaluation = config["evaluation"]
+    sweep_method = evaluation["sweep_methods"][0]
+    return PageSettings(
+        cohort=cohort,
+        source=config["cohorts"][cohort]["source"],
+        dataset=config["cohorts"][cohort].get("dataset"),
+        trainval_cohort=config["preprocessing"]["trainval_cohort"],
+        test_cohort=config["preprocessing"]["test_cohort"],
+        segmentation_cohort=config["segmentation"]["cohort"],
+        fold=config["models"]["fold"],
+        directions=tables(config).directions,
+        table_temperature=float(evaluation["table_temperature"]),
+        method_labels={**evaluation["table2"], **evaluation["table1"]},
+        figure_methods=tuple(dict.fromkeys([*evaluation["table1"], sweep_method])),
+        sweep_method=sweep_method,
+        segmentation_methods=dict(config["segmentation"]["methods"]),
+        reports=reports(config),
+    )
+
+
+def _remind_api(config: Config) -> str:
+    """Where ReMIND's series come from: the api of the cohort of dataset remind."""
+    rows = config["cohorts"].values()
+    return next((r.get("api", "idc") for r in rows if r.get("dataset") == "remind"), "idc")
+
+
+def methods(config: Config) -> MethodsSettings:
+    """What the methods text states: the settings of each job it describes."""
+    models = config["models"]
+    variants = tuple(models["variants"])
+    return MethodsSettings(
+        demo=demo(config),
+        remind_api=next(
+            (
+                row.get("api", "idc")
+                for row in config["cohorts"].values()
+                if row.get("dataset") == "remind"
+            ),
+            "idc",
+        ),
+        trainval_cohort=config["preprocessing"]["trainval_cohort"],
+        test_cohort=config["preprocessing"]["test_cohort"],
+        segmentation_cohort=config["segmentation"]["cohort"],
+        registration=registration(config),
+        preprocessing=preprocessing(config),
+        splits=splits(config),
+        fold=models["fold"],
+        architecture=build(
+            ModelConfig,
+            models["architecture"],
+            "models.architecture",
+            image_size=_slice_side(config),
+        ),
+        training=build(TrainingConfig, models["training"], "models.training"),
+        variants=variants,
+        pretrained_variants=tuple(v for v in variants if pretrained(config, v) is not None),
+        baselines=translator_training(config),
+        tables=tables(config),
+        sweep=sweep(config, config["evaluation"]["sweep_methods"][0]),
+        sweep_methods=tuple(config["evaluation"]["sweep_methods"]),
+        metrics=metrics(config),
+        lpips=bool(config["evaluation"]["lpips_weights"]),
+        experiment=registration_experiment(config),
+        experiment_model=config["registration_experiment"]["model"],
+        virtual_sweep=virtual_sweep(config),
+        synthetic_ius=synthetic_ius(config),
+        segmenter=segmenter(config),
+        segmentation_methods=dict(config["segmentation"]["methods"]),
+    )
+
+
 @dataclass(frozen=True)
 class Binding:
     """A builder, the settings class it makes and the config section it reads."""
@@ -236,6 +315,7 @@ BINDINGS = (
     Binding(synthetic_ius, SyntheticIusSettings, "segmentation"),
     *(Binding(segmenter, cls, f"segmentation.{name}") for name, cls in NETWORK_SETTINGS.items()),
     Binding(segmentation_tables, SegmentationTableSettings, "segmentation"),
+    Binding(reports, ReportSettings, "reports"),
 )
 
 
@@ -256,6 +336,9 @@ def check_all(config: Config) -> None:
         builder(config)
     for builder in (virtual_sweep, synthetic_ius, segmenter, segmentation_tables):
         builder(config)
+    for cohort in config["cohorts"]:
+        subject_page(config, cohort)
+    methods(config)
 
 
 def variant(config: Config, name: str) -> VariantSettings:

@@ -50,8 +50,9 @@ def _demo_subject(args: argparse.Namespace) -> None:
 def _cohort_manifest(args: argparse.Namespace) -> None:
     """Write a cohort's subjects.tsv from its subject folders."""
     from iusynth.core import layout
+    from iusynth.core.subject import SubjectRecord
 
-    entries = [layout.scan_subject(Path(folder), Path(folder).name) for folder in args.subject_dirs]
+    entries = [SubjectRecord.read(folder).entry for folder in args.subject_dirs]
     layout.write_manifest(args.output, entries)
     log.info("wrote %s with %d subjects", args.output, len(entries))
 

@@ -26,13 +26,14 @@ the world of the reference MR sequence unless ``source.json`` names another one 
 ``annotation_sequence`` (RESECT: FLAIR); the workflow then maps them through the MR -> MR
 alignment. ``tumor-MR`` holds BraTS
 labels (1 necrosis / non-enhancing core, 2 oedema, 4 enhancing) where the source has them
-and a binary mask otherwise. Only stdlib is imported here: the Snakefile imports it.
+and a binary mask otherwise. A job reads a subject folder once, as a
+:class:`iusynth.core.subject.SubjectRecord`. Only stdlib is imported here: the Snakefile
+imports it.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ _SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *CLEAN_KINDS, *LABEL_KIND
     "source": ".json",
     "preprocessing": ".json",
 }
+KINDS: tuple[str, ...] = tuple(_SUFFIXES)  # every kind a subject file can be named as
 
 
 def subject_file(subject_dir: Path, subject: str, kind: str) -> Path:
@@ -133,25 +135,3 @@ def read_manifest(path: Path) -> list[SubjectEntry]:
             raise ValueError(f"{path}: line {line_number}: {error}") from error
         entries.append(SubjectEntry(subject, available))
     return entries
-
-
-def scan_subject(subject_dir: Path, subject: str) -> SubjectEntry:
-    """Build a manifest row from the files present in a subject folder."""
-    present = frozenset(
-        kind for kind in FILE_KINDS if subject_file(subject_dir, subject, kind).is_file()
-    )
-    return SubjectEntry(subject, present)
-
-
-def annotation_sequence(subject_dir: Path, subject: str, reference: str) -> str:
-    """The MR sequence whose world the subject's MR-side annotations are in.
-
-    ``source.json``'s ``annotation_sequence`` when it names a sequence the subject has,
-    else the reference sequence.
-    """
-    source = subject_file(subject_dir, subject, "source")
-    if source.is_file():
-        named = json.loads(source.read_text()).get("annotation_sequence")
-        if named in MR_SEQUENCES and subject_file(subject_dir, subject, named).is_file():
-            return named
-    return reference

@@ -36,10 +36,22 @@ def _runtime(cls: type) -> tuple[str, ...]:
     return tuple(getattr(cls, "RUNTIME", ()))
 
 
+def _runtime_within(cls: type) -> set[str]:
+    """The runtime fields of a settings class and of the settings nested in it, at any depth."""
+    names = set(_runtime(cls))
+    for hint in typing.get_type_hints(cls).values():
+        if typing.get_origin(hint) in (types.UnionType, typing.Union):
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if dataclasses.is_dataclass(hint):
+            names |= _runtime_within(hint)
+    return names
+
+
 def _convert(value: Any, hint: Any, key: str, runtime: Mapping[str, Any]) -> Any:
     """``value`` as the field's type: nested dataclasses, tuples from lists."""
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return build(hint, value, key, **{k: v for k, v in runtime.items() if k in _runtime(hint)})
+        inner = _runtime_within(hint)
+        return build(hint, value, key, **{k: v for k, v in runtime.items() if k in inner})
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -59,8 +71,8 @@ def build(cls: type[T], section: Mapping[str, Any], key: str, **given: Any) -> T
     """A ``cls`` from the config ``section`` at ``key`` (its fields only) and ``given`` values.
 
     ``given`` supplies the derived and runtime fields (runtime ones reach nested settings
-    too). A field found in neither is a :class:`ConfigError` naming the config key and the
-    fix; so is a value the class's own checks refuse.
+    too, at any depth). A field found in neither is a :class:`ConfigError` naming the config
+    key and the fix; so is a value the class's own checks refuse.
     """
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}

@@ -15,15 +15,17 @@ log = logging.getLogger("iusynth")
 
 def _qc_subject(args: argparse.Namespace) -> None:
     """Plot the QC figure of one subject."""
+    from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.qc import plot_subject
 
-    plot_subject(args.subject_dir, args.subject, args.output)
+    plot_subject(SubjectRecord.read(args.subject_dir, args.subject), args.output)
     log.info("wrote %s", args.output)
 
 
 def _align_mr(args: argparse.Namespace) -> None:
     """Align a subject's MR sequences to its reference sequence."""
     from iusynth.core.fileio import write_json
+    from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.registration import align_subject_sequences
     from iusynth.preprocessing.settings import RegistrationSettings
 
@@ -31,8 +33,7 @@ def _align_mr(args: argparse.Namespace) -> None:
     if not settings.align_mr_sequences:
         log.info("MR -> MR alignment is switched off: identity transforms")
     record = align_subject_sequences(
-        args.subject_dir,
-        args.subject,
+        SubjectRecord.read(args.subject_dir, args.subject),
         list(settings.reference_order),
         settings.registration if settings.align_mr_sequences else None,
     )
@@ -48,6 +49,7 @@ def _align_mr(args: argparse.Namespace) -> None:
 def _register_us(args: argparse.Namespace) -> None:
     """Register a subject's iUS to its reference MR (NiftyReg reg_aladin)."""
     from iusynth.core.fileio import write_json
+    from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.pipeline import read_alignment_record
     from iusynth.preprocessing.registration import register_subject
     from iusynth.preprocessing.settings import RegistrationSettings
@@ -55,8 +57,7 @@ def _register_us(args: argparse.Namespace) -> None:
     settings = from_json(RegistrationSettings, args.settings, threads=args.threads)
     _, alignment = read_alignment_record(args.alignment, args.subject)
     record = register_subject(
-        args.subject_dir,
-        args.subject,
+        SubjectRecord.read(args.subject_dir, args.subject),
         list(settings.reference_order),
         settings.registration,
         alignment,
@@ -82,6 +83,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 
     from iusynth.core import layout
     from iusynth.core.fileio import atomic_directory, save_nifti, write_json
+    from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.pipeline import preprocess_subject, read_alignment_record
     from iusynth.preprocessing.settings import PreprocessingSettings
 
@@ -93,8 +95,7 @@ def _preprocess(args: argparse.Namespace) -> None:
             f"{args.registration} and {args.alignment} disagree on the reference sequence"
         )
     grid, volumes, summary = preprocess_subject(
-        args.subject_dir,
-        args.subject,
+        SubjectRecord.read(args.subject_dir, args.subject),
         np.array(registration["us_to_mr"]),
         alignment,
         settings,
@@ -163,9 +164,11 @@ def _splits(args: argparse.Namespace) -> None:
 
 def _qc_registration(args: argparse.Namespace) -> None:
     """Plot a subject's registration QC figure."""
+    from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.qc import plot_subject_registration
 
-    plot_subject_registration(args.subject_dir, args.subject, args.preprocessed_dir, args.output)
+    record = SubjectRecord.read(args.subject_dir, args.subject)
+    plot_subject_registration(record, args.preprocessed_dir, args.output)
     log.info("wrote %s", args.output)
 
 

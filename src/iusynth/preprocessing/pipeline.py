@@ -18,11 +18,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from iusynth.core import layout, modalities
-from iusynth.core.fileio import load_nifti
+from iusynth.core import modalities
+from iusynth.core.subject import SubjectRecord
 from iusynth.preprocessing.settings import PreprocessingSettings
-
-QFORM_SFORM_TOLERANCE_MM = 1e-2
 
 
 @dataclass(frozen=True)
@@ -31,51 +29,6 @@ class Grid:
 
     affine: np.ndarray
     shape: tuple[int, int, int]
-
-
-def check_header(path: Path) -> Any:
-    """Load an image and refuse headers whose qform and sform disagree.
-
-    A disagreement by a flip of x and y is the signature of LPS coordinates written into
-    one of the two (NIfTI world is RAS), and it is named as such.
-    """
-    image = load_nifti(path)
-    qform, qcode = image.header.get_qform(coded=True)
-    sform, scode = image.header.get_sform(coded=True)
-    if qcode and scode and not np.allclose(qform, sform, atol=QFORM_SFORM_TOLERANCE_MM):
-        flipped = np.diag([-1.0, -1.0, 1.0, 1.0]) @ qform
-        hint = (
-            "they differ by a flip of x and y: one of them holds LPS coordinates (NIfTI is RAS)"
-            if np.allclose(flipped, sform, atol=QFORM_SFORM_TOLERANCE_MM)
-            else "they describe different positions"
-        )
-        raise ValueError(
-            f"image {path}: qform and sform disagree ({hint}); rewrite the header with the "
-            "correct orientation before running the workflow"
-        )
-    return image
-
-
-def load_ultrasound(us_path: Path) -> Any:
-    """Load an iUS volume (header checked), refusing one with no foreground."""
-    image = check_header(us_path)
-    if not (np.asarray(image.dataobj) > 0).any():
-        raise ValueError(
-            f"iUS image {us_path} has no foreground (no voxel > 0): the acquisition is empty "
-            "or was saved with the wrong data type; re-convert it"
-        )
-    return image
-
-
-def choose_reference(entry: layout.SubjectEntry, order: list[str], subject_dir: Path) -> str:
-    """The first MR sequence of ``order`` the subject has, else a clear error."""
-    for sequence in order:
-        if entry.has(sequence):
-            return sequence
-    raise FileNotFoundError(
-        f"subject {entry.subject} has no reference MR: none of {order} is in {subject_dir} "
-        f"(expected e.g. {layout.subject_file(subject_dir, entry.subject, order[0]).name})"
-    )
 
 
 def ultrasound_fov(data: np.ndarray) -> np.ndarray:
@@ -197,9 +150,7 @@ def check_overlap(
 
 
 def _resample_labels(
-    subject_dir: Path,
-    subject: str,
-    entry: layout.SubjectEntry,
+    record: SubjectRecord,
     label_maps: dict[str, np.ndarray],
     grid: Grid,
     fov: np.ndarray,
@@ -208,8 +159,8 @@ def _resample_labels(
     """The subject's label volumes in the grid (zero outside the field of view)."""
     volumes = {}
     for kind, world_map in label_maps.items():
-        if entry.has(kind):
-            labels = check_header(layout.subject_file(subject_dir, subject, kind))
+        if record.has(kind):
+            labels = record.image(kind)
             resampled = resample_labels(
                 np.asarray(labels.dataobj), labels.affine, grid, world_map, interpolation
             )
@@ -218,8 +169,7 @@ def _resample_labels(
 
 
 def preprocess_subject(
-    subject_dir: Path,
-    subject: str,
+    record: SubjectRecord,
     us_to_mr: np.ndarray,
     mr_alignment: dict[str, np.ndarray],
     settings: PreprocessingSettings,
@@ -230,27 +180,25 @@ def preprocess_subject(
     MR world -> that sequence's world (identity when absent). Returns the grid, the volumes
     (normalised modalities, ``fov``, labels) and a JSON-ready summary.
     """
-    subject_dir = Path(subject_dir)
-    entry = layout.scan_subject(subject_dir, subject)
-    us_path = layout.subject_file(subject_dir, subject, "US")
-    us_image = load_ultrasound(us_path)
+    us_image = record.ultrasound()
     us_data = np.asarray(us_image.dataobj)
-    reference = choose_reference(entry, list(settings.reference_order), subject_dir)
+    reference = record.reference(settings.reference_order)
     native_fov = ultrasound_fov(us_data)
     grid = fov_grid(us_image.affine, native_fov, settings.spacing_mm, settings.slice_size)
     identity = np.eye(4)
     fov = resample(native_fov, us_image.affine, grid, identity, order=1) > 0.5
 
     raw = {"US": resample(us_data, us_image.affine, grid, identity, order=1)}
-    reference_path = layout.subject_file(subject_dir, subject, reference)
-    reference_image = check_header(reference_path)
-    check_overlap(us_path, native_fov, us_image.affine, reference_path, reference_image, us_to_mr)
-    for sequence in entry.mr_sequences:
-        image = (
-            reference_image
-            if sequence == reference
-            else check_header(layout.subject_file(subject_dir, subject, sequence))
-        )
+    check_overlap(
+        record.path("US"),
+        native_fov,
+        us_image.affine,
+        record.path(reference),
+        record.image(reference),
+        us_to_mr,
+    )
+    for sequence in record.mr_sequences:
+        image = record.image(sequence)
         world_map = mr_alignment.get(sequence, identity) @ us_to_mr
         raw[sequence] = resample(np.asarray(image.dataobj), image.affine, grid, world_map, order=1)
 
@@ -258,16 +206,14 @@ def preprocess_subject(
     normalisation = {}
     for name, volume in raw.items():
         volumes[name], normalisation[name] = normalise(volume, fov, settings.clip_percentile)
-    annotations = layout.annotation_sequence(subject_dir, subject, reference)
+    annotations = record.annotation_sequence(reference)
     label_maps = {
         "tumor-US": identity,
         "tumor-MR": mr_alignment.get(annotations, identity) @ us_to_mr,
     }
-    volumes |= _resample_labels(
-        subject_dir, subject, entry, label_maps, grid, fov, settings.label_interpolation
-    )
+    volumes |= _resample_labels(record, label_maps, grid, fov, settings.label_interpolation)
     summary = {
-        "subject": subject,
+        "subject": record.subject,
         "reference_sequence": reference,
         "modalities": [m for m in modalities.MODALITIES if m in raw],
         "grid_affine": grid.affine.tolist(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,16 +13,17 @@ import numpy as np
 
 from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_path, load_nifti
+from iusynth.core.subject import SubjectRecord
 
 _VIEWS = ("axial", "coronal", "sagittal")
 _LABEL_COLOURS = {1: "red", 2: "yellow", 4: "cyan"}
 
 
-def _canonical(path: Path) -> np.ndarray:
-    """Load a volume reoriented to RAS voxel axes (for display only)."""
+def _canonical(image: Any) -> np.ndarray:
+    """A volume reoriented to RAS voxel axes (for display only)."""
     import nibabel as nib
 
-    return np.asarray(nib.as_closest_canonical(load_nifti(path)).dataobj)
+    return np.asarray(nib.as_closest_canonical(image).dataobj)
 
 
 def _slices(volume: np.ndarray, centre: np.ndarray) -> list[np.ndarray]:
@@ -56,33 +58,23 @@ def _draw_row(
         axis.axis("off")
 
 
-def plot_subject(subject_dir: Path, subject: str, output: Path) -> None:
+def plot_subject(record: SubjectRecord, output: Path) -> None:
     """Write a PNG with one row per modality (three orthogonal views) and tumour contours.
 
     MR rows are centred on the MR tumour labels and show them; the ultrasound row is in
-    the ultrasound's own grid and shows the ultrasound tumour mask.
+    the ultrasound's own grid and shows the ultrasound tumour mask. The images come from
+    the record, header-checked as every stage sees them.
     """
-    subject_dir = Path(subject_dir)
-    entry = layout.scan_subject(subject_dir, subject)
-    if not any(entry.has(m) for m in modalities.MODALITIES):
-        raise FileNotFoundError(f"{subject_dir} holds no image of subject {subject}")
+    subject = record.subject
+    if not any(record.has(m) for m in modalities.MODALITIES):
+        raise FileNotFoundError(f"{record.folder} holds no image of subject {subject}")
     rows: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    mr_labels = (
-        _canonical(layout.subject_file(subject_dir, subject, "tumor-MR"))
-        if entry.has("tumor-MR")
-        else None
-    )
-    for sequence in entry.mr_sequences:
-        rows.append(
-            (sequence, _canonical(layout.subject_file(subject_dir, subject, sequence)), mr_labels)
-        )
-    if entry.has("US"):
-        us_labels = (
-            _canonical(layout.subject_file(subject_dir, subject, "tumor-US"))
-            if entry.has("tumor-US")
-            else None
-        )
-        rows.append(("US", _canonical(layout.subject_file(subject_dir, subject, "US")), us_labels))
+    mr_labels = _canonical(record.image("tumor-MR")) if record.has("tumor-MR") else None
+    for sequence in record.mr_sequences:
+        rows.append((sequence, _canonical(record.image(sequence)), mr_labels))
+    if record.has("US"):
+        us_labels = _canonical(record.image("tumor-US")) if record.has("tumor-US") else None
+        rows.append(("US", _canonical(record.image("US")), us_labels))
 
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row_axes, (name, volume, labels) in zip(axes, rows, strict=True):
@@ -138,14 +130,19 @@ def plot_registration(
     plt.close(figure)
 
 
-def plot_subject_registration(
-    subject_dir: Path, subject: str, preprocessed_dir: Path, output: Path
-) -> None:
-    """QC of one subject's registration: reference MR through the header only vs registered."""
+def registration_volumes(
+    record: SubjectRecord, preprocessed_dir: Path
+) -> dict[str, np.ndarray | str]:
+    """A subject's iUS and reference MR in its preprocessed grid, before and after registration.
+
+    Keys: ``us``, ``before`` (the MR through the headers only), ``after`` (registered),
+    ``fov`` (bool) and ``reference`` (the reference sequence's name); images in [-1, 1].
+    """
     import json
 
     from iusynth.preprocessing.pipeline import Grid, normalise, resample
 
+    subject = record.subject
     summary = json.loads(
         layout.subject_file(preprocessed_dir, subject, "preprocessing").read_text()
     )
@@ -156,7 +153,21 @@ def plot_subject_registration(
     after = np.asarray(
         load_nifti(layout.subject_file(preprocessed_dir, subject, reference)).dataobj
     )
-    mr_image = load_nifti(layout.subject_file(subject_dir, subject, reference))
+    mr_image = record.image(reference)
     header_only = resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1)
     before, _ = normalise(header_only, fov, summary["clip_percentile"])
-    plot_registration(us, before, after, fov, f"{subject} ({reference})", output)
+    return {"us": us, "before": before, "after": after, "fov": fov, "reference": reference}
+
+
+def plot_subject_registration(record: SubjectRecord, preprocessed_dir: Path, output: Path) -> None:
+    """QC of one subject's registration: reference MR through the header only vs registered."""
+    volumes = registration_volumes(record, preprocessed_dir)
+    subject = record.subject
+    plot_registration(
+        volumes["us"],
+        volumes["before"],
+        volumes["after"],
+        volumes["fov"],
+        f"{subject} ({volumes['reference']})",
+        output,
+    )

@@ -26,17 +26,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from iusynth.core import layout
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import apply_transform
-from iusynth.core.tags import read_tag_file
-from iusynth.preprocessing.pipeline import (
-    check_header,
-    check_overlap,
-    choose_reference,
-    load_ultrasound,
-    ultrasound_fov,
-)
+from iusynth.core.subject import SubjectRecord
+from iusynth.preprocessing.pipeline import check_overlap, ultrasound_fov
 from iusynth.preprocessing.settings import RegistrationOptions
 
 
@@ -146,15 +139,16 @@ def sector_mask(us_image: Any, us_path: Path, erosion_mm: float) -> np.ndarray:
 
 
 def register_us_to_mr(
-    us_path: Path, mr_path: Path, options: RegistrationOptions
+    record: SubjectRecord, sequence: str, options: RegistrationOptions
 ) -> RegistrationResult:
-    """Register an iUS volume to an MR volume; the result maps iUS world -> MR world.
+    """Register a subject's iUS to one of its MR sequences; the result maps iUS -> MR world.
 
     Before registering, the iUS field of view must mostly fall inside the MR volume
     through the headers alone; else the two do not share a world frame.
     """
-    us_image = load_ultrasound(us_path)
-    mr_image = check_header(mr_path)
+    us_path, mr_path = record.path("US"), record.path(sequence)
+    us_image = record.ultrasound()
+    mr_image = record.image(sequence)
     fov = ultrasound_fov(np.asarray(us_image.dataobj))
     check_overlap(us_path, fov, us_image.affine, mr_path, mr_image, np.eye(4))
     mask = sector_mask(us_image, us_path, options.mask_erosion_mm)
@@ -198,37 +192,32 @@ def landmark_errors(
 
 
 def align_subject_sequences(
-    subject_dir: Path, subject: str, reference_order: list[str], options: RegistrationOptions | None
+    record: SubjectRecord, reference_order: list[str], options: RegistrationOptions | None
 ) -> dict[str, Any]:
     """Rigidly align every MR sequence of a subject to its reference sequence (JSON-ready).
 
     With ``options`` None the headers are trusted: the record holds no transform (identity).
     """
-    subject_dir = Path(subject_dir)
-    entry = layout.scan_subject(subject_dir, subject)
-    reference = choose_reference(entry, reference_order, subject_dir)
-    reference_path = layout.subject_file(subject_dir, subject, reference)
-    check_header(reference_path)
-    record: dict[str, Any] = {
-        "subject": subject,
+    reference = record.reference(reference_order)
+    record.image(reference)  # its header is checked
+    alignment: dict[str, Any] = {
+        "subject": record.subject,
         "reference_sequence": reference,
         "transforms": {},
         "seconds": {},
     }
-    for sequence in entry.mr_sequences:
+    for sequence in record.mr_sequences:
         if sequence == reference or options is None:
             continue
-        moving = layout.subject_file(subject_dir, subject, sequence)
-        check_header(moving)
-        result = align_mr_sequence(reference_path, moving, options)
-        record["transforms"][sequence] = result.matrix.tolist()
-        record["seconds"][sequence] = result.seconds
-    return record
+        record.image(sequence)
+        result = align_mr_sequence(record.path(reference), record.path(sequence), options)
+        alignment["transforms"][sequence] = result.matrix.tolist()
+        alignment["seconds"][sequence] = result.seconds
+    return alignment
 
 
 def register_subject(
-    subject_dir: Path,
-    subject: str,
+    record: SubjectRecord,
     reference_order: list[str],
     options: RegistrationOptions,
     mr_alignment: dict[str, np.ndarray],
@@ -236,31 +225,27 @@ def register_subject(
     """Register a subject's iUS to its reference MR; add landmark errors when it has landmarks.
 
     ``mr_alignment[seq]`` maps reference MR world -> that sequence's world; landmarks
-    placed on another sequence than the reference (see :func:`layout.annotation_sequence`)
-    are brought into the reference world through it.
+    placed on another sequence than the reference (see
+    :meth:`SubjectRecord.annotation_sequence`) are brought into the reference world
+    through it.
     """
-    subject_dir = Path(subject_dir)
-    entry = layout.scan_subject(subject_dir, subject)
-    us_path = layout.subject_file(subject_dir, subject, "US")
-    reference = choose_reference(entry, reference_order, subject_dir)
-    result = register_us_to_mr(
-        us_path, layout.subject_file(subject_dir, subject, reference), options
-    )
-    record: dict[str, Any] = {
-        "subject": subject,
+    reference = record.reference(reference_order)
+    result = register_us_to_mr(record, reference, options)
+    registration: dict[str, Any] = {
+        "subject": record.subject,
         "reference_sequence": reference,
         "transform": options.transform,
         "seconds": result.seconds,
         "us_to_mr": result.matrix.tolist(),
     }
-    if entry.has("landmarks"):
-        pairs = read_tag_file(layout.subject_file(subject_dir, subject, "landmarks"))
-        sequence = layout.annotation_sequence(subject_dir, subject, reference)
+    if record.has("landmarks"):
+        pairs = record.landmarks()
+        sequence = record.annotation_sequence(reference)
         to_reference = np.linalg.inv(mr_alignment.get(sequence, np.eye(4)))
         mr_points = apply_transform(to_reference, pairs.first)
-        record |= landmark_errors(mr_points, pairs.second, result.matrix)
-        record["landmark_sequence"] = sequence
-    return record
+        registration |= landmark_errors(mr_points, pairs.second, result.matrix)
+        registration["landmark_sequence"] = sequence
+    return registration
 
 
 def registration_table(records: list[dict[str, Any]]) -> Any:

@@ -38,13 +38,14 @@ def _registration_experiment(args: argparse.Namespace) -> None:
     """Direct vs synthesis-assisted iUS -> MR registration of one subject, from displacements."""
     import pandas as pd
 
-    from iusynth.core import layout
+    from iusynth.core.subject import SubjectRecord
     from iusynth.evaluation.evaluate import write_csv
     from iusynth.experiments.registration_tre.experiment import CASE_COLUMNS, run_subject
     from iusynth.experiments.registration_tre.settings import ExperimentSettings
 
     settings = from_json(ExperimentSettings, args.settings, threads=args.threads)
-    if not layout.subject_file(args.subject_dir, args.subject, "landmarks").is_file():
+    record = SubjectRecord.read(args.subject_dir, args.subject)
+    if not record.has("landmarks"):
         log.warning("%s has no landmarks: no TRE to measure, no rows", args.subject)
         write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)
         return
@@ -52,7 +53,7 @@ def _registration_experiment(args: argparse.Namespace) -> None:
         sequence: args.synthetic / f"{args.subject}_{sequence}.nii.gz"
         for sequence in settings.sequences
     }
-    frame = run_subject(args.subject_dir, args.subject, args.alignment, synthetic, settings)
+    frame = run_subject(record, args.alignment, synthetic, settings)
     write_csv(frame, args.output)
     log.info("%s: %d registrations", args.subject, len(frame))
 

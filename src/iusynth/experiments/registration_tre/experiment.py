@@ -44,15 +44,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, optimize
 
-from iusynth.core import layout, modalities
+from iusynth.core import modalities
 from iusynth.core.fileio import atomic_path, save_nifti
 from iusynth.core.geometry import apply_transform, rigid_transform, rotation_matrix, unit
-from iusynth.core.tags import read_tag_file
+from iusynth.core.subject import SubjectRecord, check_header
 from iusynth.experiments.registration_tre.settings import METHODS, ExperimentSettings
 from iusynth.preprocessing.pipeline import (
     Grid,
-    check_header,
-    load_ultrasound,
     read_alignment_record,
     resample,
     ultrasound_fov,
@@ -160,33 +158,26 @@ def tre(us_to_mr: np.ndarray, us_points: np.ndarray, mr_points: np.ndarray) -> f
 
 
 def sequence_landmarks(
-    subject_dir: Path, subject: str, reference: str, mr_alignment: Mapping[str, np.ndarray]
+    record: SubjectRecord, reference: str, mr_alignment: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The iUS landmarks and, per MR sequence of the subject, the MR landmarks in its world.
 
-    The MR points are placed on :func:`layout.annotation_sequence`; they reach another
-    sequence's world through the reference: ``alignment[seq] @ inv(alignment[annotated])``.
+    The MR points are placed on :meth:`SubjectRecord.annotation_sequence`; they reach
+    another sequence's world through the reference:
+    ``alignment[seq] @ inv(alignment[annotated])``.
     """
-    subject_dir = Path(subject_dir)
-    path = layout.subject_file(subject_dir, subject, "landmarks")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"subject {subject} has no landmarks: {path} is missing (the registration "
-            "experiment needs MR/iUS landmark pairs)"
-        )
-    pairs = read_tag_file(path)
+    pairs = record.landmarks()
     if len(pairs.labels) < MIN_LANDMARKS:
         raise ValueError(
-            f"{path}: {len(pairs.labels)} landmark pairs, at least {MIN_LANDMARKS} are needed "
-            "for the rigid ground-truth fit"
+            f"{record.path('landmarks')}: {len(pairs.labels)} landmark pairs, at least "
+            f"{MIN_LANDMARKS} are needed for the rigid ground-truth fit"
         )
-    annotated = layout.annotation_sequence(subject_dir, subject, reference)
+    annotated = record.annotation_sequence(reference)
     identity = np.eye(4)
     to_reference = np.linalg.inv(mr_alignment.get(annotated, identity))
-    entry = layout.scan_subject(subject_dir, subject)
     mr_points = {
         sequence: apply_transform(mr_alignment.get(sequence, identity) @ to_reference, pairs.first)
-        for sequence in entry.mr_sequences
+        for sequence in record.mr_sequences
     }
     return pairs.second, mr_points
 
@@ -354,16 +345,15 @@ def synthesise_volumes(
 
 
 def _experiment_sequences(
-    subject_dir: Path, subject: str, settings: ExperimentSettings, synthetic: Mapping[str, Path]
+    record: SubjectRecord, settings: ExperimentSettings, synthetic: Mapping[str, Path]
 ) -> list[str]:
     """The subject's sequences among ``settings.sequences`` (their synthetic volumes present)."""
-    entry = layout.scan_subject(subject_dir, subject)
-    sequences = [s for s in settings.sequences if entry.has(s)]
+    subject = record.subject
+    sequences = [s for s in settings.sequences if record.has(s)]
     if not sequences:
         raise FileNotFoundError(
             f"subject {subject} has none of the sequences {list(settings.sequences)} in "
-            f"{subject_dir} (expected e.g. "
-            f"{layout.subject_file(subject_dir, subject, settings.sequences[0]).name})"
+            f"{record.folder} (expected e.g. {record.path(settings.sequences[0]).name})"
         )
     if "synthesis" in settings.methods:
         for sequence in sequences:
@@ -377,14 +367,14 @@ def _experiment_sequences(
 
 
 def _reference_images(
-    us_path: Path,
+    record: SubjectRecord,
     sequences: list[str],
     synthetic: Mapping[str, Path],
     settings: ExperimentSettings,
     workdir: Path,
 ) -> dict[tuple[str, str], tuple[Path, Path]]:
     """Per (sequence, method), the reference image and its eroded sector mask."""
-    us_image = load_ultrasound(us_path)
+    us_path, us_image = record.path("US"), record.ultrasound()
     erosion = settings.registration.mask_erosion_mm
     references: dict[tuple[str, str], tuple[Path, Path]] = {}
     if "direct" in settings.methods:
@@ -407,15 +397,14 @@ def _reference_images(
 
 
 def run_subject(
-    subject_dir: Path,
-    subject: str,
+    record: SubjectRecord,
     alignment_path: Path,
     synthetic: Mapping[str, Path],
     settings: ExperimentSettings,
 ) -> Any:
     """Run the experiment on one subject: a pandas DataFrame, one row per registration.
 
-    Reads the subject's iUS, MR sequences and landmarks from ``subject_dir``, the MR -> MR
+    Reads the subject's iUS, MR sequences and landmarks from ``record``, the MR -> MR
     alignment record (JSON of the align-mr stage) and, for the synthesis method, the
     synthetic volume of each sequence (``synthetic[seq]``, from :func:`synthesise_volumes`).
     Rows (:data:`CASE_COLUMNS`): per sequence the subject has among ``settings.sequences``,
@@ -425,19 +414,18 @@ def run_subject(
     """
     import pandas as pd
 
-    subject_dir = Path(subject_dir)
+    subject = record.subject
     reference, mr_alignment = read_alignment_record(alignment_path, subject)
-    sequences = _experiment_sequences(subject_dir, subject, settings, synthetic)
-    us_path = layout.subject_file(subject_dir, subject, "US")
-    us_points, mr_points = sequence_landmarks(subject_dir, subject, reference, mr_alignment)
-    landmark_path = layout.subject_file(subject_dir, subject, "landmarks")
+    sequences = _experiment_sequences(record, settings, synthetic)
+    us_points, mr_points = sequence_landmarks(record, reference, mr_alignment)
+    landmark_path = record.path("landmarks")
     displacements = simulate_displacements(us_points, settings, subject)
     rows = []
     with tempfile.TemporaryDirectory(prefix="registration_experiment.") as workdir:
-        references = _reference_images(us_path, sequences, synthetic, settings, Path(workdir))
+        references = _reference_images(record, sequences, synthetic, settings, Path(workdir))
         for sequence in sequences:
-            mr_path = layout.subject_file(subject_dir, subject, sequence)
-            check_header(mr_path)
+            mr_path = record.path(sequence)
+            record.image(sequence)  # its header is checked
             truth = ground_truth(us_points, mr_points[sequence], landmark_path)
             case = {"subject": subject, "sequence": sequence,
                     "ground_truth_tre_mm": tre(truth, us_points, mr_points[sequence])}  # fmt: skip

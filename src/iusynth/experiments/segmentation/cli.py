@@ -26,11 +26,13 @@ def _segmenter(args: argparse.Namespace) -> Any:
 
 def _virtual_sweep(args: argparse.Namespace) -> None:
     """Virtual iUS sweep planes through an MR-only subject's tumour, with MR and labels."""
+    from iusynth.core.subject import SubjectRecord
     from iusynth.experiments.segmentation.settings import VirtualSweepSettings
     from iusynth.experiments.segmentation.sweeps import make_sweeps
 
     settings = from_json(VirtualSweepSettings, args.settings)
-    meta = make_sweeps(args.subject_dir, args.subject, args.output, settings)
+    record = SubjectRecord.read(args.subject_dir, args.subject)
+    meta = make_sweeps(record, args.output, settings)
     log.info("%s: %d sweep planes", args.subject, len(meta["slice_indices"]))
 
 

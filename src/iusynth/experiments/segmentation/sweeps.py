@@ -56,11 +56,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from iusynth.core import layout, modalities
+from iusynth.core import modalities
 from iusynth.core.fileio import atomic_directory
 from iusynth.core.geometry import unit, voxel_to_world, world_to_voxel
+from iusynth.core.subject import SubjectRecord
 from iusynth.experiments.segmentation.settings import VirtualSweepSettings
-from iusynth.preprocessing.pipeline import check_header, normalise
+from iusynth.preprocessing.pipeline import normalise
 
 # Training slices' in-plane axes (grid axes 0 and 1) and stacking axis in world (RAS).
 TRAINING_AXES = np.eye(3)
@@ -173,34 +174,27 @@ def training_aligned_axes(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return axis0, np.cross(normal, axis0)
 
 
-def _load_mr(subject_dir: Path, subject: str) -> dict[str, Any]:
+def _load_mr(record: SubjectRecord) -> dict[str, Any]:
     """The subject's MR sequences (headers checked), with a clear error when there is none."""
-    images = {}
-    for sequence in modalities.MR_SEQUENCES:
-        path = layout.subject_file(subject_dir, subject, sequence)
-        if path.is_file():
-            images[sequence] = check_header(path)
-    if not images:
-        expected = [
-            layout.subject_file(subject_dir, subject, s).name for s in modalities.MR_SEQUENCES
-        ]
+    if not record.mr_sequences:
+        expected = [record.path(s).name for s in modalities.MR_SEQUENCES]
         raise FileNotFoundError(
-            f"subject {subject} has no MR sequence in {subject_dir}: expected at least one of "
-            f"{expected}; convert the subject into the canonical layout first"
+            f"subject {record.subject} has no MR sequence in {record.folder}: expected at "
+            f"least one of {expected}; convert the subject into the canonical layout first"
         )
-    return images
+    return {sequence: record.image(sequence) for sequence in record.mr_sequences}
 
 
-def _load_tumour(subject_dir: Path, subject: str) -> tuple[Any, np.ndarray]:
+def _load_tumour(record: SubjectRecord) -> tuple[Any, np.ndarray]:
     """The tumour label image and its voxels' world coordinates, refusing missing or empty."""
-    path = layout.subject_file(subject_dir, subject, "tumor-MR")
-    if not path.is_file():
+    path = record.path("tumor-MR")
+    if not record.has("tumor-MR"):
         raise FileNotFoundError(
-            f"subject {subject} has no tumour labels: {path} is missing; virtual sweeps are "
-            "placed around the tumour, so add its MR tumour segmentation (BraTS labels or a "
-            "binary mask) or drop the subject from the cohort"
+            f"subject {record.subject} has no tumour labels: {path} is missing; virtual sweeps "
+            "are placed around the tumour, so add its MR tumour segmentation (BraTS labels or "
+            "a binary mask) or drop the subject from the cohort"
         )
-    image = check_header(path)
+    image = record.image("tumor-MR")
     voxels = np.argwhere(np.asarray(image.dataobj) > 0)
     if len(voxels) == 0:
         raise ValueError(
@@ -403,7 +397,7 @@ def _sample_sequences(
 
 
 def make_sweeps(
-    subject_dir: Path, subject: str, output_dir: Path, settings: VirtualSweepSettings
+    record: SubjectRecord, output_dir: Path, settings: VirtualSweepSettings
 ) -> dict[str, Any]:
     """Write the virtual sweep of one MR-only subject as a slice stack; returns its metadata.
 
@@ -413,20 +407,16 @@ def make_sweeps(
     source labels as they are) and ``meta.json`` (the slice stack fields, ``grid_affine``
     and ``grid_shape`` of the sweep's regular grid, and ``sweep``: the geometry).
     """
-    subject_dir = Path(subject_dir)
-    images = _load_mr(subject_dir, subject)
-    label_path = layout.subject_file(subject_dir, subject, "tumor-MR")
-    label_image, tumour_world = _load_tumour(subject_dir, subject)
+    images = _load_mr(record)
+    label_image, tumour_world = _load_tumour(record)
     first = next(iter(images))
-    _check_overlap(
-        label_path, label_image, layout.subject_file(subject_dir, subject, first), images[first]
-    )
+    _check_overlap(record.path("tumor-MR"), label_image, record.path(first), images[first])
     geometry = plan_sweep(*brain_mask(images, tumour_world), tumour_world, settings)
     world, fov = _plane_points(geometry, settings)
     stack, present, normalisation = _sample_sequences(images, world, fov, settings)
     labels = np.where(fov, _sample(label_image, world, order=0), 0).astype(np.uint8)
     meta = {
-        "subject": subject,
+        "subject": record.subject,
         "modalities": list(modalities.MODALITIES),
         "present": present,
         "slice_axis": 2,
