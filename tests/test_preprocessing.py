@@ -169,6 +169,18 @@ def test_preprocessed_subject_and_slice_stack(subject_copy, tmp_path):
     assert (stack.images[:, channel] == -1).all()
     assert stack.images.shape[1:] == (4, 96, 96) and stack.fov.any(axis=(1, 2)).all()
     assert "tumor-US" in stack.labels
+    # the noise-free images come along, normalised the same way, in the same slices
+    assert stack.meta["clean"] == [layout.clean_kind(m) in volumes for m in modalities.MODALITIES]
+    assert stack.meta["clean"][0]  # the iUS before speckle
+    assert stack.clean is not None and stack.clean.shape == stack.images.shape
+    for channel, modality in enumerate(modalities.MODALITIES):
+        kind = layout.clean_kind(modality)
+        if kind in volumes:
+            clean = stack.clean[:, channel].astype(np.float32)
+            acquired = stack.images[:, channel].astype(np.float32)
+            inside = stack.fov & (acquired > -1)
+            if inside.any():
+                assert np.corrcoef(clean[inside], acquired[inside])[0, 1] > 0.5, modality
 
 
 def test_corrupt_and_empty_images_are_named(subject_copy):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from iusynth.core import modalities
+from iusynth.core import layout, modalities
 from iusynth.core.subject import SubjectRecord
 from iusynth.preprocessing.settings import PreprocessingSettings
 
@@ -168,6 +168,28 @@ def _resample_labels(
     return volumes
 
 
+def _clean_volumes(
+    record: SubjectRecord,
+    maps: dict[str, np.ndarray],
+    grid: Grid,
+    fov: np.ndarray,
+    clip_percentile: float,
+) -> dict[str, np.ndarray]:
+    """The noise-free images a demo subject has, through the maps of their modalities.
+
+    Resampled as the acquired images are and normalised on their own the same way: the
+    targets of the skill measure (:func:`iusynth.evaluation.metrics.skill`).
+    """
+    volumes = {}
+    for modality, world_map in maps.items():
+        kind = layout.clean_kind(modality)
+        if record.has(kind):
+            image = record.image(kind)
+            resampled = resample(np.asarray(image.dataobj), image.affine, grid, world_map, 1)
+            volumes[kind], _ = normalise(resampled, fov, clip_percentile)
+    return volumes
+
+
 def preprocess_subject(
     record: SubjectRecord,
     us_to_mr: np.ndarray,
@@ -189,6 +211,7 @@ def preprocess_subject(
     fov = resample(native_fov, us_image.affine, grid, identity, order=1) > 0.5
 
     raw = {"US": resample(us_data, us_image.affine, grid, identity, order=1)}
+    maps = {"US": identity}
     check_overlap(
         record.path("US"),
         native_fov,
@@ -199,13 +222,16 @@ def preprocess_subject(
     )
     for sequence in record.mr_sequences:
         image = record.image(sequence)
-        world_map = mr_alignment.get(sequence, identity) @ us_to_mr
-        raw[sequence] = resample(np.asarray(image.dataobj), image.affine, grid, world_map, order=1)
+        maps[sequence] = mr_alignment.get(sequence, identity) @ us_to_mr
+        raw[sequence] = resample(
+            np.asarray(image.dataobj), image.affine, grid, maps[sequence], order=1
+        )
 
     volumes: dict[str, np.ndarray] = {"fov": fov.astype(np.uint8)}
     normalisation = {}
     for name, volume in raw.items():
         volumes[name], normalisation[name] = normalise(volume, fov, settings.clip_percentile)
+    volumes |= _clean_volumes(record, maps, grid, fov, settings.clip_percentile)
     annotations = record.annotation_sequence(reference)
     label_maps = {
         "tumor-US": identity,
