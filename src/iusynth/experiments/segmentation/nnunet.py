@@ -70,7 +70,6 @@ DATASET_ID = 501
 DATASET_NAME = "iUSTumour"
 # nnU-Net's SimpleITKIO gives a 2D image this spacing along its dummy first axis
 _DUMMY_AXIS_FACTOR = 999
-_CUDA = torch.device("cuda")  # nnUNetTrainer's default device
 
 
 @dataclass(frozen=True)
@@ -329,7 +328,13 @@ def trainer_class(settings: NnunetSettings, splits_file: Path) -> type:
             device: torch.device | None = None,
         ) -> None:
             # nnUNetTrainer records its __init__ arguments by name for checkpoints
-            super().__init__(plans, configuration, fold, dataset_json, device or _CUDA)
+            super().__init__(
+                plans,
+                configuration,
+                fold,
+                dataset_json,
+                device or select_device(self.settings.device),
+            )
             self.num_epochs = self.settings.epochs
             self.num_iterations_per_epoch = self.settings.iterations_per_epoch
             self.num_val_iterations_per_epoch = self.settings.val_iterations_per_epoch
