@@ -38,6 +38,20 @@ def test_the_gpu_benchmark_runs_its_code_path_on_the_cpu():
         assert measure in result.stdout
 
 
+def test_performance_benchmark_compares_and_checks_equal_outputs():
+    """The side-by-side benchmark's quick run: forward times, nnU-Net masks equal."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.performance_benchmark", "--quick", "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "max abs d 0.0e+00" in result.stdout  # inference path == training forward at T 0
+    assert "masks equal: True" in result.stdout  # batched nnU-Net == its per-plane call
+
+
 def test_no_device_is_hard_coded_in_the_package():
     """Every tensor and module reaches its device through a device argument."""
     import re
