@@ -30,6 +30,7 @@ from .conftest import defaults
 
 SETTINGS = defaults(jobs.preprocessing, spacing_mm=1.0, slice_size=(96, 96))
 OPTIONS = defaults(jobs.registration).registration
+CHECKS = defaults(jobs.registration).registration_checks
 ORDER = ["T2", "ceT1", "FLAIR"]
 
 
@@ -148,8 +149,8 @@ def test_a_stage_reads_each_image_file_at_most_once(generated, counted, monkeypa
     monkeypatch.setattr(registration, "reg_aladin", fake_reg_aladin)
     _, folder = generated["remind"]
     stages = {
-        "align-mr": lambda record: align_subject_sequences(record, ORDER, OPTIONS),
-        "register-us": lambda record: register_subject(record, ORDER, OPTIONS, {}),
+        "align-mr": lambda record: align_subject_sequences(record, ORDER, OPTIONS, CHECKS),
+        "register-us": lambda record: register_subject(record, ORDER, OPTIONS, {}, CHECKS),
         "preprocess": lambda record: preprocess_subject(record, np.eye(4), {}, SETTINGS),
     }
     for name, stage in stages.items():
