@@ -31,6 +31,7 @@ from .conftest import REPO, defaults
 
 SETTINGS = defaults(jobs.preprocessing, spacing_mm=1.0, slice_size=(96, 96))
 OPTIONS = defaults(jobs.registration).registration
+CHECKS = defaults(jobs.registration).registration_checks
 
 
 def oblique_affine(spacing: float, origin: tuple[float, float, float]) -> np.ndarray:
@@ -188,7 +189,7 @@ def test_corrupt_and_empty_images_are_named(subject_copy):
     t2 = layout.subject_file(folder, sid, "T2")
     t2.write_bytes(t2.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is not a readable NIfTI"):
-        register_subject(SubjectRecord.read(folder), ["T2", "ceT1"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2", "ceT1"], OPTIONS, {}, CHECKS)
     t2.write_bytes(b"")
     with pytest.raises(ValueError, match=rf"{sid}_T2\.nii\.gz is empty"):
         preprocess_subject(SubjectRecord.read(folder), np.eye(4), {}, SETTINGS)
@@ -200,7 +201,7 @@ def test_ultrasound_without_foreground_is_refused(subject_copy):
     image = nib.load(us)
     save_nifti(us, np.zeros(image.shape, np.uint8), image.affine)
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
-        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {}, CHECKS)
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz has no foreground"):
         preprocess_subject(SubjectRecord.read(folder), np.eye(4), {}, SETTINGS)
 
@@ -210,7 +211,7 @@ def test_subject_without_reference_mr_is_refused(subject_copy):
     for sequence in modalities.MR_SEQUENCES:
         layout.subject_file(folder, sid, sequence).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match=rf"{sid} has no reference MR.*{sid}_T2\.nii\.gz"):
-        register_subject(SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], OPTIONS, {}, CHECKS)
 
 
 def test_lps_written_as_ras_is_refused(subject_copy):
@@ -222,7 +223,7 @@ def test_lps_written_as_ras_is_refused(subject_copy):
     with pytest.raises(ValueError, match=rf"{sid}_US\.nii\.gz: qform and sform disagree.*LPS"):
         check_header(us)
     with pytest.raises(ValueError, match="LPS"):
-        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {}, CHECKS)
 
 
 def test_ultrasound_outside_the_mr_is_refused(subject_copy):
@@ -233,7 +234,7 @@ def test_ultrasound_outside_the_mr_is_refused(subject_copy):
     far[:3, 3] += [0.0, 0.0, 400.0]
     save_nifti(us, np.asarray(image.dataobj), far)
     with pytest.raises(ValueError, match=rf"falls inside .*{sid}_T2\.nii\.gz.*LPS vs RAS"):
-        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {})
+        register_subject(SubjectRecord.read(folder), ["T2"], OPTIONS, {}, CHECKS)
 
 
 def test_shipped_config_documents_every_preprocessing_key():
@@ -251,7 +252,9 @@ def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy)
     sid, folder = subject_copy
     assert SubjectRecord.read(folder).has("landmarks")
     options = dataclasses.replace(OPTIONS, levels=2)
-    plain = register_subject(SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], options, {})
+    plain = register_subject(
+        SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], options, {}, CHECKS
+    )
     angle = np.deg2rad(4.0)
     to_flair = np.eye(4)  # reference world -> FLAIR world, as align-mr would estimate it
     to_flair[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
@@ -264,7 +267,7 @@ def test_landmarks_on_another_sequence_go_through_the_mr_alignment(subject_copy)
     layout.subject_file(folder, sid, "FLAIR").touch()  # the named sequence must exist
     write_json(layout.subject_file(folder, sid, "source"), {"annotation_sequence": "FLAIR"})
     mapped = register_subject(
-        SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], options, {"FLAIR": to_flair}
+        SubjectRecord.read(folder), ["T2", "ceT1", "FLAIR"], options, {"FLAIR": to_flair}, CHECKS
     )
     assert mapped["landmark_sequence"] == "FLAIR"
     for key in ("before_median_mm", "after_median_mm", "after_max_mm"):

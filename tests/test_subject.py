@@ -30,6 +30,7 @@ from .conftest import defaults
 
 SETTINGS = defaults(jobs.preprocessing, spacing_mm=1.0, slice_size=(96, 96))
 OPTIONS = defaults(jobs.registration).registration
+CHECKS = defaults(jobs.registration).registration_checks
 ORDER = ["T2", "ceT1", "FLAIR"]
 
 
@@ -148,8 +149,8 @@ def test_a_stage_reads_each_image_file_at_most_once(generated, counted, monkeypa
     monkeypatch.setattr(registration, "reg_aladin", fake_reg_aladin)
     _, folder = generated["remind"]
     stages = {
-        "align-mr": lambda record: align_subject_sequences(record, ORDER, OPTIONS),
-        "register-us": lambda record: register_subject(record, ORDER, OPTIONS, {}),
+        "align-mr": lambda record: align_subject_sequences(record, ORDER, OPTIONS, CHECKS),
+        "register-us": lambda record: register_subject(record, ORDER, OPTIONS, {}, CHECKS),
         "preprocess": lambda record: preprocess_subject(record, np.eye(4), {}, SETTINGS),
     }
     for name, stage in stages.items():
@@ -159,8 +160,10 @@ def test_a_stage_reads_each_image_file_at_most_once(generated, counted, monkeypa
         assert counted and max(counted.values()) == 1, name
         loads = {file for kind, file in counted if kind == "load"}
         assert loads == {file for kind, file in counted if kind == "check"}, name
-    images = [kind for kind in (*modalities.MODALITIES, *layout.LABEL_KINDS) if record.has(kind)]
-    assert len(counted) == 2 * len(images)  # preprocess reads every image, once
+    kinds = (*modalities.MODALITIES, *layout.CLEAN_KINDS, *layout.LABEL_KINDS)
+    images = [kind for kind in kinds if record.has(kind)]
+    # preprocess reads every image once, a demo subject's noise-free ones too
+    assert len(counted) == 2 * len(images)
 
 
 def test_the_record_module_stays_light():

@@ -503,3 +503,71 @@ def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
     metrics = pd.concat(pd.read_csv(workdir / target) for target in targets)
     assert set(metrics["method"]) == {"authors"} and metrics["psnr"].notna().all()
     assert not (results / "models" / "mmhvae").exists()  # nothing else was trained
+
+
+def planned_jobs(output: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run prints."""
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.add((match.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+def test_a_replaced_file_of_a_local_subject_reruns_its_jobs_alone(generated, tmp_path):
+    """Rules depend on a local subject's files: replacing one reruns that subject's jobs."""
+    from iusynth.core import layout
+    from iusynth.core.subject import SubjectRecord
+
+    subject, folder = generated["resect"]
+    root = tmp_path / "my_resect"
+    names = ["Case-local001", "Case-local002"]
+    for name in names:
+        for path in folder.iterdir():
+            target = root / name / path.name.replace(subject.plan.subject, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    layout.write_manifest(
+        root / "subjects.tsv", [SubjectRecord.read(root / n).entry for n in names]
+    )
+    overlay = tmp_path / "local.yaml"
+    overlay.write_text(f"cohorts:\n  resect:\n    source: local\n    path: {root}\n")
+    targets = [
+        f"results/{kind}/resect/{name}{suffix}"
+        for name in names
+        for kind, suffix in (("slices", ""), ("qc/registration", ".png"), ("qc/cohorts", ".png"))
+    ]
+    for name in names:  # the jobs' outputs, as if built, then marked up to date in DAG order
+        for output in (
+            f"registration/resect/{name}/mr_alignment.json",
+            f"registration/resect/{name}/us_to_mr.json",
+            f"preprocessed/resect/{name}/done",
+            f"slices/resect/{name}/done",
+            f"qc/registration/resect/{name}.png",
+            f"qc/cohorts/resect/{name}.png",
+        ):
+            (tmp_path / "run" / "results" / output).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "run" / "results" / output).write_text("built")
+    configs = ["--configfile", str(REPO / "config" / "micro.yaml"), str(overlay)]
+    run = ["-d", str(tmp_path / "run"), *targets]
+    built = snakemake("--touch", "--cores", "1", *configs, *run)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    before = snakemake("-n", *configs, *run)
+    assert "Nothing to be done" in before.stdout + before.stderr, before.stdout[-3000:]
+
+    t2 = layout.subject_file(root / names[0], names[0], "T2")
+    raw = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p != t2}
+    replaced = layout.subject_file(root / names[1], names[1], "ceT1").read_bytes()
+    t2.write_bytes(replaced)
+    after = snakemake("-n", *configs, *run)
+    assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]
+    jobs = planned_jobs(after.stdout)
+    per_subject = {
+        "plot_subject_qc", "align_mr_sequences", "register_us_to_mr", "resample_and_normalise",
+        "export_slices", "plot_registration_qc",
+    }  # fmt: skip
+    assert {rule for rule, _ in jobs} == per_subject, sorted(jobs)
+    assert all(f"subject={names[0]}" in wildcards for _, wildcards in jobs), sorted(jobs)
+    assert {p: p.read_bytes() for p in raw} == raw  # the workflow wrote nothing into the cohort

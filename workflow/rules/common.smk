@@ -1,3 +1,4 @@
+import functools
 import json
 import re
 import shlex
@@ -12,6 +13,7 @@ from iusynth.experiments.segmentation.segmenter import DATA as SEGMENTER_DATA
 from iusynth.core.directions import Direction
 from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
+from iusynth.core.subject import SubjectRecord
 import iusynth.jobs as jobs
 from iusynth.reporting import PAPER_RESULTS_FILE
 
@@ -97,6 +99,25 @@ wildcard_constraints:
 def subject_dir(wildcards):
     """The folder of one subject, wherever its cohort lives."""
     return str(COHORTS[wildcards.cohort].root / wildcards.subject)
+
+
+@functools.cache
+def subject_files(cohort, subject):
+    """What a job reading one subject depends on: a local cohort's files of the subject
+    (listed as the DAG is built, so a replaced file reruns the jobs that read it), or the
+    folder a rule of the workflow writes (demo and downloaded cohorts)."""
+    folder = COHORTS[cohort].root / subject
+    if COHORTS[cohort].source != "local":
+        return [str(folder)]
+    try:
+        return [str(path) for path in SubjectRecord.read(folder, subject).files()]
+    except (FileNotFoundError, ValueError) as error:
+        raise WorkflowError(f"cohort {cohort}: {error}") from None
+
+
+def subject_inputs(wildcards):
+    """The files (or built folder) of one subject, see subject_files."""
+    return subject_files(wildcards.cohort, wildcards.subject)
 
 
 def cohort_subject_dirs(wildcards):
@@ -253,6 +274,11 @@ def evaluation_set(subject):
 def evaluation_subject_dir(subject):
     """The raw folder of an evaluated subject, wherever its cohort lives."""
     return str(COHORTS[evaluation_set(subject)].root / subject)
+
+
+def evaluation_subject_inputs(wildcards):
+    """The files (or built folder) of an evaluated subject, see subject_files."""
+    return subject_files(evaluation_set(wildcards.subject), wildcards.subject)
 
 
 def alignment_record_of(subject):

@@ -4,7 +4,7 @@
 
 rule align_mr_sequences:
     input:
-        subject_dir,
+        subject=subject_inputs,
     output:
         f"{RESULTS}/registration/{{cohort}}/{{subject}}/mr_alignment.json",
     log:
@@ -20,15 +20,16 @@ rule align_mr_sequences:
         runtime=30,
     params:
         iusynth=IUSYNTH,
+        subject_dir=subject_dir,
         settings=job_settings(jobs.registration),
     shell:
-        "{params.iusynth} align-mr --subject-dir {input:q} --subject {wildcards.subject}"
+        "{params.iusynth} align-mr --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
         " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
 
 
 rule register_us_to_mr:
     input:
-        subject=subject_dir,
+        subject=subject_inputs,
         alignment=rules.align_mr_sequences.output[0],
     output:
         f"{RESULTS}/registration/{{cohort}}/{{subject}}/us_to_mr.json",
@@ -45,15 +46,16 @@ rule register_us_to_mr:
         runtime=30,
     params:
         iusynth=IUSYNTH,
+        subject_dir=subject_dir,
         settings=job_settings(jobs.registration),
     shell:
-        "{params.iusynth} register-us --subject-dir {input.subject:q} --subject {wildcards.subject}"
+        "{params.iusynth} register-us --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
         " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
 
 
 rule resample_and_normalise:
     input:
-        subject=subject_dir,
+        subject=subject_inputs,
         registration=rules.register_us_to_mr.output[0],
         alignment=rules.align_mr_sequences.output[0],
     output:
@@ -71,9 +73,10 @@ rule resample_and_normalise:
         runtime=20,
     params:
         iusynth=IUSYNTH,
+        subject_dir=subject_dir,
         settings=job_settings(jobs.preprocessing),
     shell:
-        "{params.iusynth} preprocess --subject-dir {input.subject:q} --subject {wildcards.subject}"
+        "{params.iusynth} preprocess --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
         " --registration {input.registration:q} --alignment {input.alignment:q}"
         " --settings {params.settings:q} --output {output:q} > {log} 2>&1"
 
@@ -158,7 +161,7 @@ rule make_splits:
 
 rule plot_registration_qc:
     input:
-        subject=subject_dir,
+        subject=subject_inputs,
         preprocessed=rules.resample_and_normalise.output[0],
     output:
         f"{RESULTS}/qc/registration/{{cohort}}/{{subject}}.png",
@@ -175,7 +178,8 @@ rule plot_registration_qc:
         runtime=5,
     params:
         iusynth=IUSYNTH,
+        subject_dir=subject_dir,
     shell:
-        "{params.iusynth} qc-registration --subject-dir {input.subject:q}"
+        "{params.iusynth} qc-registration --subject-dir {params.subject_dir:q}"
         " --subject {wildcards.subject} --preprocessed-dir {input.preprocessed:q}"
         " --output {output:q} > {log} 2>&1"

@@ -3,7 +3,7 @@
 
 rule plot_subject_qc:
     input:
-        subject_dir,
+        subject=subject_inputs,
     output:
         f"{RESULTS}/qc/cohorts/{{cohort}}/{{subject}}.png",
     log:
@@ -19,6 +19,7 @@ rule plot_subject_qc:
         runtime=5,
     params:
         iusynth=IUSYNTH,
+        subject_dir=subject_dir,
     shell:
-        "{params.iusynth} qc-subject --subject-dir {input:q} --subject {wildcards.subject}"
+        "{params.iusynth} qc-subject --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
         " --output {output:q} > {log} 2>&1"

@@ -32,7 +32,7 @@ rule synthesise_mr_from_us:
 
 rule registration_experiment:
     input:
-        subject=lambda wildcards: evaluation_subject_dir(wildcards.subject),
+        subject=evaluation_subject_inputs,
         alignment=lambda wildcards: alignment_record_of(wildcards.subject),
         synthetic=rules.synthesise_mr_from_us.output[0],
     output:
@@ -52,9 +52,10 @@ rule registration_experiment:
         runtime=4 * 60,
     params:
         iusynth=IUSYNTH,
+        subject_dir=lambda wildcards: evaluation_subject_dir(wildcards.subject),
         settings=job_settings(jobs.registration_experiment),
     shell:
-        "{params.iusynth} registration-experiment --subject-dir {input.subject:q}"
+        "{params.iusynth} registration-experiment --subject-dir {params.subject_dir:q}"
         " --subject {wildcards.subject} --alignment {input.alignment:q}"
         " --synthetic {input.synthetic:q} --settings {params.settings:q}"
         " --threads {threads} --output {output:q} > {log} 2>&1"

@@ -201,11 +201,14 @@ def flat_paths(value):
 
 
 def subject_report_inputs(wildcards):
-    """The page's inputs: exactly the files it reads, by role."""
-    return {
+    """The page's inputs: exactly the files it reads, by role (the subject's own files
+    rather than its folder, see subject_files)."""
+    inputs = {
         role: flat_paths(value)
         for role, value in subject_report_files(wildcards).items()
     }
+    inputs["subject_dir"] = subject_inputs(wildcards)
+    return inputs
 
 
 def subject_pages(kind):

@@ -114,6 +114,10 @@ class SubjectRecord:
         """The path of one file kind of the subject (present or not)."""
         return layout.subject_file(self.folder, self.subject, kind)
 
+    def files(self) -> list[Path]:
+        """The subject's files, sorted: what a job reading the subject depends on."""
+        return sorted(self.path(kind) for kind in self.kinds)
+
     def has(self, kind: str) -> bool:
         """Whether the subject has this file kind."""
         return kind in self.kinds

@@ -36,6 +36,7 @@ def _align_mr(args: argparse.Namespace) -> None:
         SubjectRecord.read(args.subject_dir, args.subject),
         list(settings.reference_order),
         settings.registration if settings.align_mr_sequences else None,
+        settings.registration_checks,
     )
     write_json(args.output, record)
     log.info(
@@ -61,6 +62,7 @@ def _register_us(args: argparse.Namespace) -> None:
         list(settings.reference_order),
         settings.registration,
         alignment,
+        settings.registration_checks,
     )
     write_json(args.output, record)
     log.info(

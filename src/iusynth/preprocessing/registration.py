@@ -29,8 +29,14 @@ from scipy import ndimage
 from iusynth.core.fileio import save_nifti
 from iusynth.core.geometry import apply_transform
 from iusynth.core.subject import SubjectRecord
+from iusynth.preprocessing.checks import (
+    CHECKS_KEY,
+    ImplausibleRegistration,
+    Volume,
+    check_registration,
+)
 from iusynth.preprocessing.pipeline import check_overlap, ultrasound_fov
-from iusynth.preprocessing.settings import RegistrationOptions
+from iusynth.preprocessing.settings import RegistrationChecks, RegistrationOptions
 
 
 @dataclass(frozen=True)
@@ -139,12 +145,17 @@ def sector_mask(us_image: Any, us_path: Path, erosion_mm: float) -> np.ndarray:
 
 
 def register_us_to_mr(
-    record: SubjectRecord, sequence: str, options: RegistrationOptions
-) -> RegistrationResult:
+    record: SubjectRecord,
+    sequence: str,
+    options: RegistrationOptions,
+    checks: RegistrationChecks,
+) -> tuple[RegistrationResult, dict[str, float]]:
     """Register a subject's iUS to one of its MR sequences; the result maps iUS -> MR world.
 
     Before registering, the iUS field of view must mostly fall inside the MR volume
-    through the headers alone; else the two do not share a world frame.
+    through the headers alone; else the two do not share a world frame. After it, the
+    result is checked over the sector (:func:`iusynth.preprocessing.checks.check_registration`);
+    what the checks measured is returned with it.
     """
     us_path, mr_path = record.path("US"), record.path(sequence)
     us_image = record.ultrasound()
@@ -155,7 +166,11 @@ def register_us_to_mr(
     with tempfile.TemporaryDirectory(prefix="us_mask.") as workdir:
         mask_path = Path(workdir) / "us_sector_mask.nii.gz"
         save_nifti(mask_path, mask.astype(np.uint8), us_image.affine)
-        return reg_aladin(us_path, mr_path, options, reference_mask=mask_path)
+        result = reg_aladin(us_path, mr_path, options, reference_mask=mask_path)
+    measured = check_registration(
+        Volume.of(us_path, us_image), Volume.of(mr_path, mr_image), result.matrix, checks, mask
+    )
+    return result, measured
 
 
 def align_mr_sequence(
@@ -192,27 +207,57 @@ def landmark_errors(
 
 
 def align_subject_sequences(
-    record: SubjectRecord, reference_order: list[str], options: RegistrationOptions | None
+    record: SubjectRecord,
+    reference_order: list[str],
+    options: RegistrationOptions | None,
+    checks: RegistrationChecks,
 ) -> dict[str, Any]:
     """Rigidly align every MR sequence of a subject to its reference sequence (JSON-ready).
 
     With ``options`` None the headers are trusted: the record holds no transform (identity).
+    Either way each sequence is checked against the reference
+    (:func:`iusynth.preprocessing.checks.check_registration`: a flipped header, implausible
+    motion, a similarity worse than the headers'); the measures are kept in ``checks``.
+    When two or more sequences all fail against the reference, the reference is named.
     """
     reference = record.reference(reference_order)
-    record.image(reference)  # its header is checked
+    reference_path = record.path(reference)
+    reference_volume = Volume.of(reference_path, record.image(reference))
     alignment: dict[str, Any] = {
         "subject": record.subject,
         "reference_sequence": reference,
         "transforms": {},
         "seconds": {},
+        "checks": {},
     }
+    failures: dict[str, ImplausibleRegistration] = {}
     for sequence in record.mr_sequences:
-        if sequence == reference or options is None:
+        if sequence == reference:
             continue
-        record.image(sequence)
-        result = align_mr_sequence(record.path(reference), record.path(sequence), options)
-        alignment["transforms"][sequence] = result.matrix.tolist()
-        alignment["seconds"][sequence] = result.seconds
+        path = record.path(sequence)
+        volume = Volume.of(path, record.image(sequence))
+        matrix = np.eye(4)
+        if options is not None:
+            result = align_mr_sequence(reference_path, path, options)
+            matrix = result.matrix
+            alignment["transforms"][sequence] = matrix.tolist()
+            alignment["seconds"][sequence] = result.seconds
+        try:
+            alignment["checks"][sequence] = check_registration(
+                reference_volume, volume, matrix, checks
+            )
+        except ImplausibleRegistration as failure:
+            failures[sequence] = failure
+    if len(failures) >= 2 and not alignment["checks"]:
+        raise ImplausibleRegistration(
+            f"{reference_path}: every other MR sequence of {record.subject} "
+            f"({', '.join(failures)}) disagrees with this reference, so its header is the "
+            "probable culprit (flipped: LPS coordinates written as RAS); fix its header, or "
+            "put a sequence you trust first in preprocessing.reference_order. First report: "
+            f"{next(iter(failures.values()))}"
+        )
+    if failures:
+        raise next(iter(failures.values()))
     return alignment
 
 
@@ -221,22 +266,26 @@ def register_subject(
     reference_order: list[str],
     options: RegistrationOptions,
     mr_alignment: dict[str, np.ndarray],
+    checks: RegistrationChecks,
 ) -> dict[str, Any]:
     """Register a subject's iUS to its reference MR; add landmark errors when it has landmarks.
 
     ``mr_alignment[seq]`` maps reference MR world -> that sequence's world; landmarks
     placed on another sequence than the reference (see
     :meth:`SubjectRecord.annotation_sequence`) are brought into the reference world
-    through it.
+    through it. The registration is checked (see :func:`register_us_to_mr`), and a median
+    landmark error worse than the headers' stops the run unless
+    ``checks.allow_worse_landmarks``.
     """
     reference = record.reference(reference_order)
-    result = register_us_to_mr(record, reference, options)
+    result, measured = register_us_to_mr(record, reference, options, checks)
     registration: dict[str, Any] = {
         "subject": record.subject,
         "reference_sequence": reference,
         "transform": options.transform,
         "seconds": result.seconds,
         "us_to_mr": result.matrix.tolist(),
+        "checks": measured,
     }
     if record.has("landmarks"):
         pairs = record.landmarks()
@@ -245,7 +294,25 @@ def register_subject(
         mr_points = apply_transform(to_reference, pairs.first)
         registration |= landmark_errors(mr_points, pairs.second, result.matrix)
         registration["landmark_sequence"] = sequence
+        check_landmarks(registration, record, checks)
     return registration
+
+
+def check_landmarks(
+    registration: dict[str, Any], record: SubjectRecord, checks: RegistrationChecks
+) -> None:
+    """Refuse a registration whose median landmark error is worse than the headers' own."""
+    before, after = registration["before_median_mm"], registration["after_median_mm"]
+    if after > before and not checks.allow_worse_landmarks:
+        reference = record.path(registration["reference_sequence"])
+        raise ImplausibleRegistration(
+            f"{record.path('US')} registered to {reference}: the registration made the "
+            f"landmarks of {record.path('landmarks')} worse than the headers (median "
+            f"{before:.2f} -> {after:.2f} mm): probably a flipped header (LPS coordinates "
+            f"written as RAS) on {reference} or {record.path('US')}, or a registration that "
+            "diverged; fix the header of the flipped file, or set "
+            f"{CHECKS_KEY}.allow_worse_landmarks: true to accept the result"
+        )
 
 
 def registration_table(records: list[dict[str, Any]]) -> Any:

@@ -22,12 +22,26 @@ class RegistrationOptions:
 
 
 @dataclass(frozen=True)
+class RegistrationChecks:
+    """What a registration must satisfy to be trusted (``preprocessing.registration_checks``).
+
+    See :mod:`iusynth.preprocessing.checks`.
+    """
+
+    max_rotation_deg: float  # largest plausible rotation away from the headers
+    max_translation_mm: float  # largest plausible displacement of the compared region
+    similarity_tolerance: float  # NMI differences below this are ties
+    allow_worse_landmarks: bool  # accept a registration that worsens the landmarks
+
+
+@dataclass(frozen=True)
 class RegistrationSettings:
     """What the MR -> MR and iUS -> MR registrations read (``preprocessing``)."""
 
     reference_order: tuple[str, ...]
     align_mr_sequences: bool
     registration: RegistrationOptions
+    registration_checks: RegistrationChecks
 
 
 @dataclass(frozen=True)
