@@ -34,6 +34,7 @@ imports it.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,14 +126,16 @@ def read_manifest(path: Path) -> list[SubjectEntry]:
             f"cohort manifest {path} not found: a cohort folder must hold {MANIFEST_NAME} "
             "(written by the demo generator or the dataset converters)"
         )
+    data = path.read_bytes()
     try:  # utf-8-sig: a byte-order mark (spreadsheet exports) is read transparently
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
         raise ValueError(
-            f"cohort manifest {path} is not UTF-8 text (byte {error.start}: {error.reason}): "
-            "save it as UTF-8 (tab-separated) and rerun"
+            f"cohort manifest {path} is not UTF-8 text (line {line}: {error.reason}): save it "
+            "as UTF-8 (tab-separated) and rerun"
         ) from error
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
     entries = []
     first_line: dict[str, int] = {}
     for line_number, row in enumerate(rows, start=2):
