@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -202,6 +203,28 @@ def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     return lambda: load_model(path)
 
 
+def truncated_training_checkpoint(bench: Bench) -> Callable[[], Any]:
+    """A training run's checkpoint.pt cut short, met when the run resumes."""
+    import torch
+
+    from iusynth.training.loop import fit
+
+    path = bench.scratch / "checkpoint.pt"
+    torch.save({"epoch": 3, "weights": torch.zeros(4096)}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    trainer = SimpleNamespace(device=torch.device("cpu"))
+    output, losses = bench.scratch / "model.pt", bench.scratch / "losses.csv"
+    return lambda: fit(lambda: trainer, output, path, losses)
+
+
+def xml_error_for_checksum(bench: Bench) -> Callable[[], Any]:
+    """An XML error document served (HTTP 200) where a checksum sidecar should be."""
+    body = b"<Error><Code>AccessDenied</Code><Message>Anonymous access is forbidden</Message>"
+    bench.server.add("/P01_T2.nii.gz.md5", fake.Reply(body + b"</Error>"))
+    url = f"{bench.server.url}/P01_T2.nii.gz.md5"
+    return lambda: download.fetch_text(url, policy=policy(2))
+
+
 def manifest_with_bom(bench: Bench) -> Callable[[], Any]:
     """subjects.tsv saved with a UTF-8 byte-order mark (accepted)."""
     bench.manifest.write_bytes(b"\xef\xbb\xbf" + bench.manifest.read_bytes())
@@ -359,12 +382,28 @@ CASES = (
         "delete it and rerun rule train_model",
     ),
     Case(
+        "truncated-training-checkpoint",
+        "7",
+        truncated_training_checkpoint,
+        CorruptFile,
+        ("{scratch}/checkpoint.pt is truncated or corrupt",),
+        "delete it and rerun its training rule (train_model or train_baseline",
+    ),
+    Case(
         "xml-error-page",
         "7",
         xml_error_page,
         download.DownloadError,
         ("XML error document (code NoSuchKey, message gone)", "for P01_T2.nii.gz"),
         "fix the dataset's url (or subject list) in the config",
+    ),
+    Case(
+        "xml-error-for-checksum",
+        "7",
+        xml_error_for_checksum,
+        download.DownloadError,
+        ("P01_T2.nii.gz.md5 answered HTTP 200 (OK) with an XML error document", "AccessDenied"),
+        "fix the dataset's url in the config",
     ),
     Case(
         "persistent-checksum-mismatch",
