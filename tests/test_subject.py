@@ -159,8 +159,9 @@ def test_a_stage_reads_each_image_file_at_most_once(generated, counted, monkeypa
         assert counted and max(counted.values()) == 1, name
         loads = {file for kind, file in counted if kind == "load"}
         assert loads == {file for kind, file in counted if kind == "check"}, name
-    images = [kind for kind in (*modalities.MODALITIES, *layout.LABEL_KINDS) if record.has(kind)]
-    assert len(counted) == 2 * len(images)  # preprocess reads every image, once
+    kinds = (*modalities.MODALITIES, *layout.LABEL_KINDS, *layout.CLEAN_KINDS)
+    images = [kind for kind in kinds if record.has(kind)]
+    assert len(counted) == 2 * len(images)  # preprocess reads every image (noise-free too), once
 
 
 def test_the_record_module_stays_light():
