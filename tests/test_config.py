@@ -12,12 +12,21 @@ import yaml
 
 from iusynth.cohorts.registry import resolve_cohorts
 from iusynth.core.config import ConfigError
-from iusynth.core.layout import SubjectEntry, write_manifest
+from iusynth.core.layout import SubjectEntry, subject_file, write_manifest
 from iusynth.jobs import validate
 
 from .conftest import REPO, merged_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def local_cohort(root: Path, entries: list[SubjectEntry]) -> None:
+    """A local cohort: its manifest and (empty) files for what each row lists."""
+    write_manifest(root / "subjects.tsv", entries)
+    for entry in entries:
+        (root / entry.subject).mkdir()
+        for kind in entry.available:
+            subject_file(root / entry.subject, entry.subject, kind).touch()
 
 
 def test_shipped_configs_are_valid(micro_config):
@@ -63,7 +72,7 @@ def test_local_cohort_must_exist(tmp_path):
 
 
 def test_local_cohort_lists_its_manifest(tmp_path):
-    write_manifest(tmp_path / "subjects.tsv", [SubjectEntry("Case1", frozenset({"US", "FLAIR"}))])
+    local_cohort(tmp_path, [SubjectEntry("Case1", frozenset({"US", "FLAIR"}))])
     config = merged_config({"cohorts": {"resect": {"source": "local", "path": str(tmp_path)}}})
     cohorts = resolve_cohorts(config)
     assert cohorts["resect"].subjects == ("Case1",)
@@ -74,7 +83,7 @@ def test_local_cohort_lists_its_manifest(tmp_path):
 def test_a_further_cohort_is_one_row(tmp_path):
     """A private paired cohort trains the model; a second ReMIND-like demo cohort tests it."""
     entries = [SubjectEntry(f"P{i}", frozenset({"US", "T2", "tumor-US"})) for i in range(1, 6)]
-    write_manifest(tmp_path / "subjects.tsv", entries)
+    local_cohort(tmp_path, entries)
     config = merged_config(
         {
             "cohorts": {
@@ -133,7 +142,7 @@ def test_cohort_table_mistakes_name_their_key(override, message):
 
 
 def test_a_subject_belongs_to_one_cohort(tmp_path):
-    write_manifest(tmp_path / "subjects.tsv", [SubjectEntry("Case-demo001", frozenset({"US"}))])
+    local_cohort(tmp_path, [SubjectEntry("Case-demo001", frozenset({"US"}))])
     config = merged_config({"cohorts": {"mine": {"source": "local", "path": str(tmp_path)}}})
     with pytest.raises(ConfigError, match="subject Case-demo001 is also in cohort 'resect'"):
         resolve_cohorts(config)

@@ -139,7 +139,7 @@ def test_settings_come_from_the_config_and_bad_values_name_their_key():
     key = "registration_experiment.experiment"
     for bad, word in (({"bins_mm": [12, 8]}, "bins_mm"), ({"sequences": ["T1"]}, "sequences")):
         config = merged_config({"registration_experiment": {"experiment": bad}})
-        with pytest.raises(ConfigError, match=rf"config key '{key}': {word}"):
+        with pytest.raises(ConfigError, match=rf"config key '{key}\.{word}'"):
             jobs.registration_experiment(config)
 
 

@@ -139,7 +139,8 @@ def test_grouped_splits_need_enough_subjects() -> None:
 def test_settings_come_from_the_config_and_bad_values_name_their_key() -> None:
     config = merged_config({"segmentation": {"nnunet": {"epochs": 3}}})
     assert jobs.segmenter(config, threads=2).epochs == 3
-    with pytest.raises(ConfigError, match=r"config key 'segmentation\.nnunet': segmentation folds"):
+    key = r"config key 'segmentation\.nnunet\.folds'"
+    with pytest.raises(ConfigError, match=rf"{key}: segmentation folds"):
         jobs.segmenter(merged_config({"segmentation": {"nnunet": {"folds": 1}}}))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from iusynth.cohorts.datasets import catalog, upenn
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
 from iusynth.cohorts.demo.settings import DemoCohortSettings
-from iusynth.core import layout
+from iusynth.core import layout, validation
 from iusynth.core.config import GAN_BASELINES
 from iusynth.core.settings import ConfigError, build
 
@@ -132,7 +132,11 @@ def _check_row(name: str, row: dict[str, Any]) -> None:
 
 
 def _local_cohort(name: str, row: dict[str, Any]) -> Cohort:
-    """A cohort already converted into the canonical layout."""
+    """A cohort already converted into the canonical layout.
+
+    Its manifest is checked against its subject folders
+    (:func:`iusynth.core.validation.check_cohort_files`).
+    """
     root = Path(row["path"]).expanduser()
     manifest = root / layout.MANIFEST_NAME
     if not root.is_dir():
@@ -142,6 +146,7 @@ def _local_cohort(name: str, row: dict[str, Any]) -> Cohort:
         )
     try:
         entries = layout.read_manifest(manifest)
+        validation.check_cohort_files(manifest, entries)
     except (OSError, ValueError) as error:
         raise ConfigError(f"config key 'cohorts.{name}.path': {error}") from error
     subjects = tuple(entry.subject for entry in entries)
@@ -165,6 +170,12 @@ def _dataset_cohort(name: str, row: dict[str, Any], results: Path) -> Cohort:
             f"config key 'cohorts.{name}.manifest': file '{row['manifest']}' does not exist"
         )
     subjects = tuple(row.get("subjects", available))
+    repeated = sorted(s for s, n in Counter(subjects).items() if n > 1)
+    if repeated:
+        raise ConfigError(
+            f"config key 'cohorts.{name}.subjects': {repeated} listed more than once; a "
+            "repeated subject would be in both training and validation: list each once"
+        )
     unknown = sorted(set(subjects) - set(available))
     if unknown:
         raise ConfigError(

@@ -34,6 +34,7 @@ imports it.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,24 +115,47 @@ def write_manifest(path: Path, entries: list[SubjectEntry]) -> None:
 
 
 def read_manifest(path: Path) -> list[SubjectEntry]:
-    """Read a cohort manifest, with an error naming the file when it is malformed."""
+    """Read a cohort manifest, with an error naming the file when it is malformed.
+
+    A UTF-8 byte-order mark is accepted; other encodings, missing columns, bad values and
+    a subject listed twice are refused with the line numbers.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"cohort manifest {path} not found: a cohort folder must hold {MANIFEST_NAME} "
             "(written by the demo generator or the dataset converters)"
         )
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
+    data = path.read_bytes()
+    try:  # utf-8-sig: a byte-order mark (spreadsheet exports) is read transparently
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"cohort manifest {path} is not UTF-8 text (line {line}: {error.reason}): save it "
+            "as UTF-8 (tab-separated) and rerun"
+        ) from error
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
     entries = []
+    first_line: dict[str, int] = {}
     for line_number, row in enumerate(rows, start=2):
         missing = [col for col in ("subject", *FILE_KINDS) if col not in row]
         if missing:
-            raise ValueError(f"{path}: line {line_number} lacks columns {missing}")
+            raise ValueError(
+                f"cohort manifest {path}: line {line_number} lacks columns {missing}: the "
+                f"header must be 'subject' then {list(FILE_KINDS)}, tab-separated"
+            )
         try:
             available = frozenset(kind for kind in FILE_KINDS if int(row[kind]) == 1)
             subject = check_subject_id(row["subject"])
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: line {line_number}: {error}") from error
+        if subject in first_line:
+            raise ValueError(
+                f"cohort manifest {path}: subject {subject} is listed twice (lines "
+                f"{first_line[subject]} and {line_number}); a duplicated row would put the "
+                "subject in both training and validation: delete one of the two rows"
+            )
+        first_line[subject] = line_number
         entries.append(SubjectEntry(subject, available))
     return entries

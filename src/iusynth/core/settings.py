@@ -32,6 +32,14 @@ class ConfigError(ValueError):
     """A configuration problem, with a message naming the offending key."""
 
 
+class InvalidField(ValueError):
+    """A settings class's check refusing one field: :func:`build` names the field's key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _runtime(cls: type) -> tuple[str, ...]:
     return tuple(getattr(cls, "RUNTIME", ()))
 
@@ -72,7 +80,8 @@ def build(cls: type[T], section: Mapping[str, Any], key: str, **given: Any) -> T
 
     ``given`` supplies the derived and runtime fields (runtime ones reach nested settings
     too, at any depth). A field found in neither is a :class:`ConfigError` naming the config
-    key and the fix; so is a value the class's own checks refuse.
+    key and the fix; so is a value the class's own checks refuse (with the field's own key
+    when the check raises :class:`InvalidField`).
     """
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
@@ -89,6 +98,8 @@ def build(cls: type[T], section: Mapping[str, Any], key: str, **given: Any) -> T
             )
     try:
         return cls(**values)
+    except InvalidField as error:
+        raise ConfigError(f"config key '{key}.{error.field}': {error}") from None
     except ValueError as error:
         raise ConfigError(f"config key '{key}': {error}") from None
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 
 def kfold(subjects: list[str], folds: int, seed: int) -> list[dict[str, list[str]]]:
     """Split subjects into ``folds`` folds; fold i validates on part i and trains on the rest."""
+    repeated = sorted(s for s, n in Counter(subjects).items() if n > 1)
+    if repeated:
+        raise ValueError(
+            f"subjects {repeated} are listed more than once: a repeated subject would be in "
+            "both training and validation; remove the duplicated rows of the cohort's "
+            "subjects.tsv"
+        )
     if folds < 2:
         raise ValueError(f"at least 2 folds are needed, not {folds}")
     if folds > len(subjects):

@@ -55,6 +55,29 @@ def check_header(path: str | os.PathLike[str]) -> Any:
     return image
 
 
+def check_finite(image: Any, path: str | os.PathLike[str]) -> Any:
+    """Return ``image`` unless its voxels hold NaN or Inf, which are refused with their count.
+
+    Left in, they would silently become background inside the field of view (MR) or empty
+    the iUS sector; the raw file is never rewritten by the workflow, so the fix is the
+    user's.
+    """
+    import numpy as np
+
+    data = np.asanyarray(image.dataobj)
+    if not np.issubdtype(data.dtype, np.floating):
+        return image
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        nans = int(np.count_nonzero(np.isnan(data)))
+        raise ValueError(
+            f"image {path} has {bad} non-finite voxels ({nans} NaN, {bad - nans} Inf) of "
+            f"{data.size}: they would silently become background; replace them (e.g. by 0) "
+            "in a corrected copy of the file, or re-convert the dataset, then rerun"
+        )
+    return image
+
+
 def _present_kinds(folder: Path, subject: str) -> frozenset[str]:
     """The file kinds of ``subject`` in ``folder``, from one listing of the folder."""
     kinds = {layout.subject_file(folder, subject, kind).name: kind for kind in layout.KINDS}
@@ -165,9 +188,14 @@ class SubjectRecord:
         return self._cache[("landmarks",)]
 
     def image(self, kind: str) -> Any:
-        """An image of the subject (a ``nibabel`` image), loaded and header-checked once."""
+        """An image of the subject (a ``nibabel`` image), loaded and checked once.
+
+        The header (:func:`check_header`) and the voxels (:func:`check_finite`: no NaN or
+        Inf) are checked on this first read.
+        """
         if ("image", kind) not in self._cache:
-            self._cache[("image", kind)] = check_header(self.path(kind))
+            path = self.path(kind)
+            self._cache[("image", kind)] = check_finite(check_header(path), path)
         return self._cache[("image", kind)]
 
     def ultrasound(self) -> Any:

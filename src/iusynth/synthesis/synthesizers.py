@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from iusynth.core.directions import subset_name, temperature_tag
-from iusynth.core.fileio import atomic_directory, save_nifti, write_json
+from iusynth.core.fileio import atomic_directory, load_torch, save_nifti, write_json
 from iusynth.core.modalities import MODALITIES
 from iusynth.evaluation.metrics import to_display
 from iusynth.model.network import MMHVAE
@@ -130,7 +130,7 @@ class TranslatorSynthesizer(Synthesizer):
 
 def load_synthesizer(model_paths: list[Path], device: str = "auto") -> Synthesizer:
     """The method behind one or several ``model.pt`` files (a VAE, or GAN baseline U-Nets)."""
-    states = [torch.load(path, map_location="cpu", weights_only=False) for path in model_paths]
+    states = [load_torch(path, "rule train_model or train_baseline") for path in model_paths]
     if all("translator_config" in state for state in states):
         return TranslatorSynthesizer([load_translator(path, device) for path in model_paths])
     if len(model_paths) == 1 and "model_config" in states[0]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iusynth.core.fileio import atomic_path
+from iusynth.core.fileio import atomic_path, load_torch
 from iusynth.core.modalities import MODALITIES
 from iusynth.core.settings import build
 from iusynth.model.discriminator import (
@@ -281,7 +281,7 @@ def train_translator(
 
 def load_translator(path: Path, device: str = "auto") -> UNetTranslator:
     """A trained baseline generator from its ``model.pt``, in eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch(path, "rule train_baseline")
     if "translator_config" not in state:
         raise ValueError(f"{path} is not a GAN baseline's model.pt (no translator_config)")
     config = build(TranslatorConfig, state["translator_config"], str(path))

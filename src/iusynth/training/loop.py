@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 import torch
 
-from iusynth.core.fileio import atomic_path
+from iusynth.core.fileio import atomic_path, load_torch
 
 log = logging.getLogger(__name__)
+# The rules whose runs write (and resume from) a checkpoint.pt
+TRAINING_RULES = "its training rule (train_model or train_baseline; training restarts from epoch 0)"
 
 
 class EpochTrainer(Protocol):
@@ -85,7 +87,7 @@ def fit(
 
     trainer = make_trainer()
     if Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
+        state = load_torch(checkpoint, TRAINING_RULES, map_location=trainer.device)
         try:
             trainer.load_state(state)
             log.info("resumed from %s at epoch %d", checkpoint, trainer.epoch)

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iusynth.core.fileio import atomic_path
+from iusynth.core.fileio import atomic_path, load_torch
 from iusynth.core.settings import ConfigError, build
 from iusynth.model.discriminator import (
     PatchDiscriminator,
@@ -420,7 +420,7 @@ def train(
 
 def load_model(path: Path, device: str = "auto") -> MMHVAE:
     """A trained generator from a ``model.pt`` written by :func:`train`, in eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch(path, "rule train_model")
     try:
         config = build(ModelConfig, state["model_config"], str(path))
     except ConfigError as error:

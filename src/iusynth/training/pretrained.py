@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from iusynth.cohorts.datasets.download import CorruptDownload, RetryPolicy, fetch
+from iusynth.cohorts.datasets.download import ChecksumMismatch, RetryPolicy, fetch
 from iusynth.core.fileio import atomic_path
 from iusynth.model.authors import load_authors_checkpoint
 from iusynth.model.network import MMHVAE
@@ -48,7 +48,7 @@ def resolve(source: PretrainedSettings, key: str, cache: Path, policy: RetryPoli
         def check(tmp: Path) -> None:
             actual = sha256_of(tmp)
             if actual != source.sha256:
-                raise CorruptDownload(f"SHA-256 {actual}, expected {source.sha256}")
+                raise ChecksumMismatch("SHA-256", source.sha256, actual)
 
         target.parent.mkdir(parents=True, exist_ok=True)
         fetch(source.url, target, policy=policy, validate=check, description=target.name)

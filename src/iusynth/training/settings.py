@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from iusynth.core.settings import InvalidField
 from iusynth.model.config import ModelConfig, TranslatorConfig
 
 SUBSET_MODES = ("all", "mixture", "unimodal")
@@ -40,19 +41,21 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if self.subsets not in SUBSET_MODES:
-            raise ValueError(
-                f"training: subsets must be one of {SUBSET_MODES}, not {self.subsets!r}"
-            )
+            raise InvalidField("subsets", f"must be one of {SUBSET_MODES}, not {self.subsets!r}")
         if self.subset_sampling not in ("enumerate", "random"):
-            raise ValueError("training: subset_sampling must be 'enumerate' or 'random'")
+            raise InvalidField(
+                "subset_sampling",
+                f"must be 'enumerate' or 'random', not {self.subset_sampling!r}",
+            )
         if self.gan_start_epoch is not None and (
             self.discriminator_start_epoch is None
             or self.discriminator_start_epoch > self.gan_start_epoch
         ):
-            raise ValueError(
-                "training: discriminator_start_epoch must be set and <= gan_start_epoch "
+            raise InvalidField(
+                "discriminator_start_epoch",
+                "must be set and <= gan_start_epoch "
                 f"(got {self.discriminator_start_epoch} and {self.gan_start_epoch}): the "
-                "generator's GAN term needs a discriminator that is training"
+                "generator's GAN term needs a discriminator that is training",
             )
 
     def kl_weight_at(self, epoch: int) -> float:

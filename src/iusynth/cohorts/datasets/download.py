@@ -3,8 +3,10 @@
 - :func:`fetch` streams one URL to disk under a temporary name, with timeouts, retries
   with exponential backoff on 5xx, dropped connections and corrupt payloads, optional
   size and MD5 checks and a validation hook (e.g. "is this a complete zip?"), then renames
-  it into place. An HTML page served instead of data, a 4xx and a full disk each stop
-  with a message naming the URL and the file.
+  it into place. An error page served instead of data (HTML, or an object store's XML
+  error document, recognised by its first bytes whatever the status), a 4xx and a full
+  disk each stop with a message naming the URL and the file; a checksum still wrong after
+  the last attempt is reported as a checksum mismatch, with both digests.
 - :class:`Ledger` records, per dataset, which files were verified (size and MD5), so a
   rerun skips them and an interrupted download resumes where it stopped.
 - :func:`safe_extract` unpacks zip and tar archives refusing any member that would land
@@ -48,6 +50,23 @@ class DownloadError(RuntimeError):
 
 class CorruptDownload(ValueError):
     """A payload that arrived but is wrong (size, checksum, archive): worth a retry."""
+
+
+class WrongContent(CorruptDownload):
+    """A payload that arrived complete but is not the expected file (size, digest)."""
+
+
+class ChecksumMismatch(WrongContent):
+    """A complete payload whose digest is not the expected one."""
+
+    def __init__(self, algorithm: str, expected: str, actual: str, what: str = "") -> None:
+        super().__init__(
+            f"{what + ': ' if what else ''}{algorithm} checksum mismatch: expected {expected}, "
+            f"got {actual}"
+        )
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
 
 
 @dataclass(frozen=True)
@@ -95,10 +114,28 @@ def new_session() -> requests.Session:
     return session
 
 
-def _looks_like_html(first_bytes: bytes) -> bool:
-    """Whether a payload starts like an HTML document."""
-    head = first_bytes.lstrip()[:64].lower()
-    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+_XML_FIELD = re.compile(rb"<(Code|Message)>\s*([^<]{1,200}?)\s*</\1>", re.IGNORECASE)
+
+
+def error_document(first_bytes: bytes) -> str | None:
+    """What an error page served instead of data is, from its first bytes; None for data.
+
+    An HTML page, or an XML error document as object stores send them (S3, GCS:
+    ``<Error><Code>NoSuchKey</Code>...``), whatever the HTTP status said; the XML one is
+    described with its code and message.
+    """
+    head = first_bytes.lstrip(b"\xef\xbb\xbf \t\r\n")[:4096]
+    lowered = head[:64].lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    if lowered.startswith((b"<?xml", b"<error")) and b"<error" in head.lower():
+        fields = {
+            name.decode().lower(): value.decode("utf-8", "replace")
+            for name, value in _XML_FIELD.findall(head)
+        }
+        details = ", ".join(f"{name} {value}" for name, value in sorted(fields.items()))
+        return f"an XML error document ({details or 'no code given'})"
+    return None
 
 
 def _disk_full(error: OSError, path: Path) -> DownloadError:
@@ -129,11 +166,13 @@ def _stream_to(response: requests.Response, tmp: Path, url: str, description: st
         ) as progress,
     ):
         for index, chunk in enumerate(response.iter_content(CHUNK_BYTES)):
-            if index == 0 and _looks_like_html(chunk):
+            document = error_document(chunk) if index == 0 else None
+            if document is not None:
                 raise DownloadError(
-                    f"{url} answered an HTML page instead of data (first bytes: "
-                    f"{chunk[:80]!r}); the server may be down, or the address has moved: "
-                    "check it in a browser and fix the dataset's url in the config"
+                    f"{url} answered {document} instead of data for {description}"
+                    f" (HTTP {response.status_code}; first bytes: {chunk[:80]!r}); the file is "
+                    "not there or the address has moved: check it in a browser and fix the "
+                    "dataset's url (or subject list) in the config"
                 )
             handle.write(chunk)
             digest.update(chunk)
@@ -154,9 +193,11 @@ def _check_status(response: requests.Response) -> None:
     if response.status_code >= 500:
         raise CorruptDownload(f"server error HTTP {response.status_code}")
     if response.status_code >= 400:
+        document = error_document(next(response.iter_content(4096), b""))
         raise DownloadError(
-            f"{response.url} answered HTTP {response.status_code} ({response.reason}): the "
-            "file is not there; check the dataset's url and subject list in the config"
+            f"{response.url} answered HTTP {response.status_code} ({response.reason})"
+            f"{f' with {document}' if document else ''}: the file is not there; check the "
+            "dataset's url and subject list in the config"
         )
 
 
@@ -169,9 +210,9 @@ def _check_payload(
 ) -> None:
     """The downloaded bytes' size, MD5 and content checks (CorruptDownload when wrong)."""
     if expected_size is not None and record.size != expected_size:
-        raise CorruptDownload(f"size {record.size} bytes, expected {expected_size}")
+        raise WrongContent(f"size {record.size} bytes, expected {expected_size}")
     if expected_md5 is not None and record.md5 != expected_md5.lower():
-        raise CorruptDownload(f"MD5 {record.md5}, expected {expected_md5.lower()}")
+        raise ChecksumMismatch("MD5", expected_md5.lower(), record.md5)
     if validate is not None:
         validate(tmp)
 
@@ -197,7 +238,7 @@ def fetch(
     session = session or new_session()
     destination = Path(destination)
     description = description or destination.name
-    problems: list[str] = []
+    problems: list[CorruptDownload | OSError] = []
     for attempt in range(1, policy.attempts + 1):
         try:
             timeout = (policy.connect_timeout_s, policy.read_timeout_s)
@@ -214,9 +255,9 @@ def fetch(
                 raise _disk_full(error, destination) from error
             if not isinstance(error, requests.RequestException):
                 raise
-            problems.append(f"{type(error).__name__}: {error}")
+            problems.append(error)
         except CorruptDownload as error:
-            problems.append(str(error))
+            problems.append(error)
         if attempt < policy.attempts:
             delay = _retry_delay(policy, attempt)
             log.warning(
@@ -224,24 +265,48 @@ def fetch(
                 description,
                 attempt,
                 policy.attempts,
-                problems[-1],
+                _describe(problems[-1]),
                 delay,
             )
             time.sleep(delay)
     raise _gave_up(url, destination, policy.attempts, problems)
 
 
-def _gave_up(url: str, destination: Path, attempts: int, problems: list[str]) -> DownloadError:
-    """The error after the last attempt: the same wrong content every time is not an outage."""
+def _describe(problem: Exception) -> str:
+    """One attempt's problem in words."""
+    if isinstance(problem, CorruptDownload):
+        return str(problem)
+    return f"{type(problem).__name__}: {problem}"
+
+
+def _gave_up(
+    url: str, destination: Path, attempts: int, problems: list[CorruptDownload | OSError]
+) -> DownloadError:
+    """The error after the last attempt: wrong content that arrived is not an outage.
+
+    A checksum that fails on the last attempt is reported as a checksum mismatch (expected
+    and actual digest); wrong content on every attempt, as the wrong file; only attempts
+    that failed to arrive are blamed on the server.
+    """
     where = f"could not download {url} to {destination} after {attempts} attempts"
-    if len(set(problems)) == 1 and any(word in problems[0] for word in ("MD5", "SHA", "size")):
+    last = problems[-1] if problems else None
+    if isinstance(last, ChecksumMismatch):
+        failed = sum(isinstance(p, ChecksumMismatch) for p in problems)
         return DownloadError(
-            f"{where}: every attempt got the same wrong file ({problems[0]}); the server's copy "
-            "or the expected checksum is wrong: check the checksum in the config or the "
-            "dataset's published list, or report it to the data provider"
+            f"{destination}: {last.algorithm} checksum mismatch downloading {url}: expected "
+            f"{last.expected}, got {last.actual} ({failed} of {attempts} attempts arrived "
+            "complete with a wrong checksum); the server's copy or the expected checksum is "
+            "wrong: check the checksum in the config or the dataset's published list, or "
+            "report it to the data provider (rerunning will not help)"
+        )
+    if problems and all(isinstance(p, WrongContent) for p in problems):
+        return DownloadError(
+            f"{where}: every attempt got a wrong file (last: {_describe(problems[-1])}); the "
+            "server's copy is damaged or the expected size is wrong: check the dataset's "
+            "published list, or report it to the data provider"
         )
     return DownloadError(
-        f"{where} (last problem: {problems[-1] if problems else 'none'}); the server may be "
+        f"{where} (last problem: {_describe(last) if last else 'none'}); the server may be "
         "having an outage: rerun later, files already verified are kept"
     )
 
@@ -261,11 +326,15 @@ def fetch_text(
             response = session.get(
                 url, params=params, timeout=(policy.connect_timeout_s, policy.read_timeout_s)
             )
-            if response.status_code < 400:
+            document = error_document(response.content[:4096])
+            if response.status_code < 400 and document is None:
                 return response.text
             if response.status_code < 500:
                 raise DownloadError(
                     f"{response.url} answered HTTP {response.status_code} ({response.reason})"
+                    f"{f' with {document}' if document else ''}: the file is not there or "
+                    "the address has moved; check it in a browser and fix the dataset's url "
+                    "in the config"
                 )
             last_problem = f"server error HTTP {response.status_code}"
         except requests.RequestException as error:

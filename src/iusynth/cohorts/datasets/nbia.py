@@ -26,6 +26,7 @@ from typing import Any
 
 from iusynth.cohorts.datasets.download import (
     MD5_HEX,
+    ChecksumMismatch,
     CorruptDownload,
     DownloadError,
     FileRecord,
@@ -106,8 +107,9 @@ def _verify_series_folder(folder: Path, series: Series) -> int:
             expected = hashes.get(path.name)
             if expected is None:
                 raise CorruptDownload(f"series {series.uid}: {path.name} is not in {MD5_LIST}")
-            if md5_of(path) != expected:
-                raise CorruptDownload(f"series {series.uid}: {path.name} fails its MD5")
+            actual = md5_of(path)
+            if actual != expected:
+                raise ChecksumMismatch("MD5", expected, actual, f"series {series.uid}: {path.name}")
         missing = set(hashes) - {p.name for p in files}
         if missing:
             raise CorruptDownload(f"series {series.uid}: {len(missing)} listed files missing")
@@ -124,6 +126,22 @@ def _verify_series_folder(folder: Path, series: Series) -> int:
             f"series {series.uid}: {total} bytes, the listing says {series.file_size}"
         )
     return total
+
+
+def _failed_verification(
+    series: Series, attempts: int, last_problem: CorruptDownload | None
+) -> DownloadError:
+    """The error after the last attempt: a checksum mismatch is not an outage."""
+    advice = (
+        "the server's copy or its md5hashes.csv is wrong: report it to the data provider "
+        "(rerunning will not help)"
+        if isinstance(last_problem, ChecksumMismatch)
+        else "rerun later"
+    )
+    return DownloadError(
+        f"series {series.uid} ({series.patient}, {series.description}) failed verification "
+        f"{attempts} times (last: {last_problem}); {advice}"
+    )
 
 
 def download_series(
@@ -145,7 +163,7 @@ def download_series(
         log.info("series %s (%s) already verified", series.uid, series.description)
         return folder
     zip_path = folder.with_name(f"{series.uid}.zip")
-    last_problem = ""
+    last_problem: CorruptDownload | None = None
     for attempt in range(1, policy.attempts + 1):
         record = fetch(
             f"{base_url.rstrip('/')}/getImageWithMD5Hash",
@@ -160,7 +178,7 @@ def download_series(
                 safe_extract(zip_path, tmp)
                 total = _verify_series_folder(tmp, series)
         except CorruptDownload as error:
-            last_problem = str(error)
+            last_problem = error
             log.warning("attempt %d/%d: %s", attempt, policy.attempts, error)
             continue
         finally:
@@ -178,7 +196,4 @@ def download_series(
         )
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    raise DownloadError(
-        f"series {series.uid} ({series.patient}, {series.description}) failed verification "
-        f"{policy.attempts} times (last: {last_problem}); rerun later"
-    )
+    raise _failed_verification(series, policy.attempts, last_problem)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from iusynth.core.settings import InvalidField
+
 
 @dataclass(frozen=True)
 class UltrasoundSettings:
@@ -29,7 +31,9 @@ class Misalignment:
     def __post_init__(self) -> None:
         low, high = self.translation_mm
         if low > high:
-            raise ValueError(f"translation_mm {list(self.translation_mm)}: must be [low, high]")
+            raise InvalidField(
+                "translation_mm", f"{list(self.translation_mm)}: must be [low, high], low <= high"
+            )
 
 
 @dataclass(frozen=True)

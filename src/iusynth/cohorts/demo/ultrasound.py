@@ -199,6 +199,24 @@ def sector_grid(
     return affine, shape
 
 
+def _sample_polar(
+    maps: tuple[np.ndarray, ...],
+    map_affine: np.ndarray,
+    geometry: ProbeGeometry,
+    depths: np.ndarray,
+    thetas: np.ndarray,
+    phis: np.ndarray,
+) -> list[np.ndarray]:
+    """Each map sampled (linearly) on the probe's polar grid (depth, lateral, elevation)."""
+    directions = geometry.direction(*np.meshgrid(thetas, phis, indexing="ij"))
+    points = geometry.apex + depths[:, None, None, None] * directions[None]
+    voxels = world_to_voxel(map_affine, points.reshape(-1, 3)).T
+    shape = points.shape[:3]
+    return [
+        ndimage.map_coordinates(m, voxels, order=1, mode="nearest").reshape(shape) for m in maps
+    ]
+
+
 def simulate_ultrasound(
     echo_map: np.ndarray,
     attenuation_map: np.ndarray,
@@ -210,13 +228,8 @@ def simulate_ultrasound(
     """Simulate one 3D B-mode acquisition from echogenicity and attenuation maps."""
     spacing = settings.spacing_mm
     depths, thetas, phis = _polar_grid(geometry, spacing)
-    directions = geometry.direction(*np.meshgrid(thetas, phis, indexing="ij"))
-    points = geometry.apex + depths[:, None, None, None] * directions[None]
-    voxels = world_to_voxel(map_affine, points.reshape(-1, 3)).T
-    shape = points.shape[:3]
-    echo = ndimage.map_coordinates(echo_map, voxels, order=1, mode="nearest").reshape(shape)
-    attenuation = ndimage.map_coordinates(attenuation_map, voxels, order=1, mode="nearest").reshape(
-        shape
+    echo, attenuation = _sample_polar(
+        (echo_map, attenuation_map), map_affine, geometry, depths, thetas, phis
     )
 
     # Attenuation accumulated before each sample (half of the sample's own): a strong

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from iusynth.core import modalities
+from iusynth.core.settings import InvalidField
 from iusynth.preprocessing.settings import RegistrationOptions
 
 METHODS: tuple[str, ...] = ("direct", "synthesis")
@@ -29,9 +30,10 @@ class ExperimentRegistration:
     def __post_init__(self) -> None:
         performed = self.levels_performed
         if self.levels < 1 or (performed is not None and not 1 <= performed <= self.levels):
-            raise ValueError(
+            raise InvalidField(
+                "levels_performed",
                 f"registration levels {self.levels} / levels_performed {performed}: expected "
-                "levels >= 1 and 1 <= levels_performed <= levels"
+                "levels >= 1 and 1 <= levels_performed <= levels",
             )
 
     def options(self, method: str) -> RegistrationOptions:
@@ -66,25 +68,30 @@ class ExperimentSettings:
     def __post_init__(self) -> None:
         edges = np.asarray(self.bins_mm, dtype=float)
         if edges.size < 2 or edges[0] < 0 or np.any(np.diff(edges) <= 0):
-            raise ValueError(
-                f"bins_mm {list(self.bins_mm)}: expected at least two increasing, non-negative "
-                "edges in mm, e.g. [0, 4, 8, 12, 16]"
+            raise InvalidField(
+                "bins_mm",
+                f"{list(self.bins_mm)}: expected at least two strictly increasing, "
+                "non-negative bin edges in mm; list them in increasing order, e.g. "
+                "[0, 4, 8, 12, 16]",
             )
         if self.per_bin < 1:
-            raise ValueError(f"per_bin must be at least 1, not {self.per_bin}")
+            raise InvalidField("per_bin", f"must be at least 1, not {self.per_bin}")
         if not 0 <= self.max_rotation_deg < 180:
-            raise ValueError(f"max_rotation_deg must be in [0, 180), not {self.max_rotation_deg}")
+            raise InvalidField(
+                "max_rotation_deg", f"must be in [0, 180), not {self.max_rotation_deg}"
+            )
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, not {self.temperature}")
+            raise InvalidField("temperature", f"must be >= 0, not {self.temperature}")
         unknown = [s for s in self.sequences if s not in modalities.MR_SEQUENCES]
         if unknown or not self.sequences:
-            raise ValueError(
-                f"sequences {list(self.sequences)}: expected a non-empty subset of "
-                f"{list(modalities.MR_SEQUENCES)}"
+            raise InvalidField(
+                "sequences",
+                f"{list(self.sequences)}: expected a non-empty subset of "
+                f"{list(modalities.MR_SEQUENCES)}",
             )
         if not self.methods or any(m not in METHODS for m in self.methods):
-            raise ValueError(
-                f"methods {list(self.methods)}: expected a non-empty subset of {list(METHODS)}"
+            raise InvalidField(
+                "methods", f"{list(self.methods)}: expected a non-empty subset of {list(METHODS)}"
             )
 
     @property

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iusynth.core.fileio import load_torch
 from iusynth.experiments.segmentation.nnunet import (
     _DUMMY_AXIS_FACTOR,
     CONFIGURATION,
@@ -61,7 +62,7 @@ def load_predictor(
             checkpoint = folder / f"fold_{fold}" / "checkpoint_final.pth"
             if not checkpoint.is_file():
                 raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} first")
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            state = load_torch(checkpoint, f"rule segmenter_train (fold {fold})")
             parameters.append(state["network_weights"])
         network = nnUNetTrainer.build_network_architecture(
             plans_manager,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from iusynth.core.settings import InvalidField
+
 
 @dataclass(frozen=True)
 class VirtualSweepSettings:
@@ -69,14 +71,14 @@ class NnunetSettings:
 
     def __post_init__(self) -> None:
         if self.folds < 2:
-            raise ValueError(f"segmentation folds must be at least 2, not {self.folds}")
+            raise InvalidField("folds", f"segmentation folds must be at least 2, not {self.folds}")
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "threads"):
             if getattr(self, name) < 1:
-                raise ValueError(
-                    f"segmentation {name} must be at least 1, not {getattr(self, name)}"
+                raise InvalidField(
+                    name, f"segmentation {name} must be at least 1, not {getattr(self, name)}"
                 )
         if not 0 < self.tile_step_size <= 1:
-            raise ValueError(f"tile_step_size must be in (0, 1], not {self.tile_step_size}")
+            raise InvalidField("tile_step_size", f"must be in (0, 1], not {self.tile_step_size}")
 
 
 @dataclass(frozen=True)
