@@ -45,7 +45,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from iusynth.core.fileio import atomic_path
 from iusynth.core.settings import ConfigError, build
 from iusynth.model.discriminator import (
     PatchDiscriminator,
@@ -53,7 +52,7 @@ from iusynth.model.discriminator import (
 )
 from iusynth.model.network import MMHVAE, ModelConfig
 from iusynth.preprocessing.slices import SliceStack, load_slices
-from iusynth.training.data import Batch, SliceSampler
+from iusynth.training.data import Batch, SliceSampler, training_digest
 from iusynth.training.loop import fit, select_device
 from iusynth.training.settings import TrainingConfig
 
@@ -391,11 +390,6 @@ class Trainer:
         self.python_rng.setstate(state["python_rng"])
         self.history = state["history"]
 
-    def save_checkpoint(self, path: Path) -> None:
-        """Write the state atomically."""
-        with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
-
 
 def train(
     model_config: ModelConfig,
@@ -407,13 +401,18 @@ def train(
     losses: Path,
     stop_after: int | None = None,
 ) -> Trainer:
-    """Train an MMHVAE variant (resuming from ``checkpoint``); write the model and curves."""
+    """Train an MMHVAE variant (resuming from ``checkpoint``); write the model and curves.
+
+    Only a checkpoint of the same settings and slice stacks is resumed (:func:`fit`).
+    """
     log.info("%d training volumes", len(train_stacks))
+    settings = {"model_config": asdict(model_config), "training": asdict(training)}
     return fit(
         lambda: Trainer(model_config, training, train_stacks, val_stacks),
         output,
         checkpoint,
         losses,
+        training_digest(settings, train_stacks, val_stacks),
         stop_after,
     )
 
