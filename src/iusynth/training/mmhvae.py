@@ -27,7 +27,8 @@ discriminators. Epoch numbers in the settings count from 1, as the authors' do.
 
 A checkpoint (weights, optimisers, schedule, random states, loss history) is written
 atomically every N epochs; a killed run resumes from it and ends with the same weights
-as an uninterrupted one.
+as an uninterrupted one. Only a checkpoint of the same settings and slice stacks is
+resumed (:func:`iusynth.training.loop.fit`).
 """
 
 from __future__ import annotations
