@@ -195,3 +195,26 @@ def test_a_second_trainer_on_the_same_checkpoint_is_refused(tmp_path):
     assert not (folder / "model.pt").exists()
     run(FIRST, folder)  # the lock went with the process holding it
     assert (folder / "model.pt").is_file()
+
+
+def test_an_nnunet_fold_resumes_only_a_checkpoint_of_its_digest(tmp_path, caplog):
+    from iusynth.experiments.segmentation.nnunet import bind_checkpoint
+
+    latest = tmp_path / "fold_0" / "checkpoint_latest.pth"
+    latest.parent.mkdir()
+    torch.save({"epoch": 3}, latest)
+    first, second = "a" * 64, "b" * 64
+    with caplog.at_level(logging.WARNING, logger="iusynth"):
+        assert not bind_checkpoint(latest, first)  # written before digests were recorded
+        assert (tmp_path / "fold_0" / "checkpoint_latest.stale-undigested.pth").is_file()
+        torch.save({"epoch": 50}, latest)
+        assert bind_checkpoint(latest, first)  # this run's own checkpoint
+        assert not bind_checkpoint(latest, second)  # other planes, folds or settings
+        kept = tmp_path / "fold_0" / "checkpoint_latest.stale-aaaaaaaaaaaa.pth"
+        assert torch.load(kept, weights_only=False) == {"epoch": 50}
+        latest.write_bytes(b"")  # killed while nnU-Net saved it
+        assert not bind_checkpoint(latest, second)
+    assert (tmp_path / "fold_0" / "checkpoint_latest.stale-unreadable.pth").is_file()
+    assert (tmp_path / "fold_0" / "data_digest.txt").read_text() == second + "\n"
+    assert f"{latest} was trained on other planes, folds or settings" in caplog.text
+    assert "checkpoint_latest.stale-aaaaaaaaaaaa.pth" in caplog.text
