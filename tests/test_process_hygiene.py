@@ -190,3 +190,29 @@ def test_killing_the_parent_alone_ends_the_trainer(cohort, uninterrupted, tmp_pa
         parent.wait()
     assert not (folder / "model.pt").exists()
     assert_clean_rerun(cohort, folder, uninterrupted)
+
+
+# A stage that starts a long external program (as nipype starts NiftyReg) and waits for it
+STAGE_WITH_A_CHILD = """
+import subprocess
+from iusynth.core.processes import die_with_parent
+die_with_parent()
+program = subprocess.Popen(["sleep", "120"])
+print(program.pid, flush=True)
+program.wait()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_terminated_stage_ends_the_programs_it_started(signum):
+    stage = subprocess.Popen(
+        [sys.executable, "-c", STAGE_WITH_A_CHILD], env=ENV, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        program = int(stage.stdout.readline())
+        stage.send_signal(signum)
+        assert stage.wait(timeout=30) == 128 + signum  # a Terminated exit, not a crash
+        wait_until_dead(program, seconds=10)
+    finally:
+        stage.kill()
+        stage.wait()
