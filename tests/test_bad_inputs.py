@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from iusynth.core.config import ConfigError
 from iusynth.core.fileio import CorruptFile, save_nifti
 from iusynth.core.splits import kfold
 from iusynth.core.subject import SubjectRecord
+from iusynth.preprocessing.checks import ImplausibleRegistration
 
 from . import fake_servers as fake
 from .conftest import REPO, merged_config, policy
@@ -46,6 +47,7 @@ class Bench:
     scratch: Path
     _server: fake.FakeServer | None = None
     _httpd: Any = None
+    held: ExitStack = field(default_factory=ExitStack)  # locks a case holds, released at close
 
     @property
     def server(self) -> fake.FakeServer:
@@ -59,6 +61,7 @@ class Bench:
         """Stop the server, if it was started."""
         if self._httpd is not None:
             self._httpd.shutdown()
+        self.held.close()
 
     def file(self, subject: str, kind: str) -> Path:
         """The path of one file of a subject of the cohort."""
@@ -203,18 +206,19 @@ def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     return lambda: load_model(path)
 
 
-def truncated_training_checkpoint(bench: Bench) -> Callable[[], Any]:
-    """A training run's checkpoint.pt cut short, met when the run resumes."""
-    import torch
+def checkpoint_in_use(bench: Bench) -> Callable[[], Any]:
+    """A second trainer started on a checkpoint another trainer holds (its lock)."""
+    import contextlib
 
+    from iusynth.core.processes import exclusive_lock
     from iusynth.training.loop import fit
 
     path = bench.scratch / "checkpoint.pt"
-    torch.save({"epoch": 3, "weights": torch.zeros(4096)}, path)
-    path.write_bytes(path.read_bytes()[:100])
-    trainer = SimpleNamespace(device=torch.device("cpu"))
+    bench.held.enter_context(exclusive_lock(path, "checkpoint"))  # the first trainer
     output, losses = bench.scratch / "model.pt", bench.scratch / "losses.csv"
-    return lambda: fit(lambda: trainer, output, path, losses)
+    with contextlib.suppress(FileNotFoundError):
+        output.unlink()
+    return lambda: fit(lambda: None, output, path, losses, digest="0" * 64)
 
 
 def xml_error_for_checksum(bench: Bench) -> Callable[[], Any]:
@@ -223,6 +227,29 @@ def xml_error_for_checksum(bench: Bench) -> Callable[[], Any]:
     bench.server.add("/P01_T2.nii.gz.md5", fake.Reply(body + b"</Error>"))
     url = f"{bench.server.url}/P01_T2.nii.gz.md5"
     return lambda: download.fetch_text(url, policy=policy(2))
+
+
+def flipped_header(bench: Bench) -> Callable[[], Any]:
+    """A ceT1 whose qform and sform are both flipped (LPS written as RAS), checked after
+    its registration to the T2 (the arrays stand for the files the message names)."""
+    from iusynth.preprocessing.checks import Volume, check_registration
+
+    from .test_registration_checks import CHECKS, LPS_AS_RAS, affine, head
+
+    reference = Volume(bench.file("P01", "T2"), head("T2"), affine())
+    floating = Volume(bench.file("P01", "ceT1"), head("ceT1"), affine(LPS_AS_RAS))
+    return lambda: check_registration(reference, floating, np.eye(4), CHECKS)
+
+
+def implausible_motion(bench: Bench) -> Callable[[], Any]:
+    """A registration that turned the ceT1 by 28 degrees from its header."""
+    from iusynth.preprocessing.checks import Volume, check_registration
+
+    from .test_registration_checks import CHECKS, affine, head, rigid
+
+    reference = Volume(bench.file("P01", "T2"), head("T2"), affine())
+    floating = Volume(bench.file("P01", "ceT1"), head("ceT1"), affine())
+    return lambda: check_registration(reference, floating, rigid(28.0, (0.0, 0.0, 0.0)), CHECKS)
 
 
 def manifest_with_bom(bench: Bench) -> Callable[[], Any]:
@@ -382,12 +409,12 @@ CASES = (
         "delete it and rerun rule train_model",
     ),
     Case(
-        "truncated-training-checkpoint",
-        "7",
-        truncated_training_checkpoint,
-        CorruptFile,
-        ("{scratch}/checkpoint.pt is truncated or corrupt",),
-        "delete it and rerun its training rule (train_model or train_baseline",
+        "checkpoint-in-use",
+        "8",
+        checkpoint_in_use,
+        RuntimeError,
+        ("{scratch}/checkpoint.pt: another process (pid", "is using this checkpoint"),
+        "wait for it to finish, or stop it",
     ),
     Case(
         "xml-error-page",
@@ -415,6 +442,22 @@ CASES = (
             f"expected {'0' * 32}, got {hashlib.md5(b'a damaged copy').hexdigest()}",
         ),
         "check the checksum in the config or the dataset's published list",
+    ),
+    Case(
+        "lps-header-as-ras",
+        "3",
+        flipped_header,
+        ImplausibleRegistration,
+        ("{root}/P01/P01_ceT1.nii.gz", "LPS coordinates written as RAS"),
+        "fix: re-convert the flipped file with a RAS-aware converter",
+    ),
+    Case(
+        "implausible-motion",
+        "3",
+        implausible_motion,
+        ImplausibleRegistration,
+        ("28.0 degrees", "preprocessing.registration_checks.max_rotation_deg"),
+        "fix the header of the wrong file, or raise the limits",
     ),
 )
 
@@ -463,7 +506,8 @@ def test_bad_input_is_refused_with_file_and_fix(case: Case, bench: Bench) -> Non
             expected = fragment.format(root=bench.root, scratch=bench.scratch)
             assert expected in message, f"{expected!r} not in {message!r}"
         assert case.fix in message
-        assert not [p for p in bench.scratch.iterdir() if not p.name.endswith(".pt")]
+        leftovers = [p for p in bench.scratch.iterdir() if not p.name.endswith((".pt", ".lock"))]
+        assert not leftovers
     assert digests(bench.root) == before, "the raw files were modified"
 
 

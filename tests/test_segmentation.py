@@ -285,6 +285,9 @@ def test_tiny_fold_end_to_end(tmp_path: Path, restore_nnunet_environment) -> Non
         / "checkpoint_final.pth"
     )
     assert checkpoint.is_file()
+    # the fold's digest is recorded; nnU-Net removed its checkpoint_latest when it finished
+    assert len((checkpoint.parent / "data_digest.txt").read_text().strip()) == 64
+    assert not (checkpoint.parent / "checkpoint_latest.pth").exists()
     # the variables are set for the calls only
     assert {name: os.environ.get(name) for name in NNUNET_VARIABLES} == environment
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from iusynth.core.commands import Stage
+from iusynth.core.processes import die_with_parent
 
 log = logging.getLogger("iusynth")
 
@@ -53,8 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run one stage from the command line."""
+    """Run one stage from the command line.
+
+    Run as a program (``argv`` None), the stage ends with the job that started it
+    (:func:`iusynth.core.processes.die_with_parent`): a killed Snakemake leaves no stage
+    running, and a SIGTERM removes the stage's temporary files on the way out.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if argv is None:
+        die_with_parent()
     args = build_parser().parse_args(argv)
     try:
         stages()[args.stage].run(args)

@@ -11,6 +11,7 @@ from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
 from iusynth.evaluation.settings import LPIPS_WEIGHTS_FILE
 from iusynth.experiments.segmentation.segmenter import DATA as SEGMENTER_DATA
 from iusynth.core.directions import Direction
+from iusynth.core.processes import supervise_jobs
 from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
 from iusynth.core.subject import SubjectRecord
@@ -50,6 +51,8 @@ GPU_JOB = cluster_resources(gpu=True)
 SRC = REPOSITORY / "src"
 # Every rule runs a stage of the package's command line, from this checkout's sources.
 IUSYNTH = f'PYTHONPATH="{SRC}${{PYTHONPATH:+:$PYTHONPATH}}" python -m iusynth'
+# Stages watch this Snakemake and stop when it ends, even when it is killed (SIGKILL).
+supervise_jobs()
 DEMO_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source == "demo"]
 # Cohorts whose folders the workflow writes (generated or converted), not local ones.
 BUILT_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source != "local"]

@@ -7,7 +7,9 @@ looks finished.
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -55,6 +59,45 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_parts(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left beside ``path`` when killed.
+
+    A SIGKILL during a write leaves ``.<stem>.<random>.part<suffix>`` (possibly 0 bytes).
+    Call this only while no other process writes ``path`` (e.g. under its lock); returns
+    the files removed.
+    """
+    target = Path(path)
+    stem, suffix = _split_suffix(target.name)
+    removed = []
+    for part in sorted(target.parent.glob(f".{glob.escape(stem)}.*.part{glob.escape(suffix)}")):
+        if part.is_file():
+            part.unlink()
+            removed.append(part)
+    return removed
+
+
+def set_aside(path: Path, label: str, reason: str) -> Path:
+    """Rename a checkpoint that must not be resumed to ``<stem>.stale-<label><suffix>``.
+
+    It is kept beside ``path``, never deleted nor overwritten (an earlier one set aside
+    under the same name gets ``-2``, ``-3``... appended); a warning says why.
+    """
+    stem, suffix = path.stem, path.suffix
+    target = path.with_name(f"{stem}.stale-{label}{suffix}")
+    count = 2
+    while target.exists():
+        target = path.with_name(f"{stem}.stale-{label}-{count}{suffix}")
+        count += 1
+    os.replace(path, target)
+    log.warning(
+        "%s %s: not resumed, set aside as %s (delete it when unneeded); training from scratch",
+        path,
+        reason,
+        target.name,
+    )
+    return target
 
 
 @contextmanager

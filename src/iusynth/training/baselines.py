@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iusynth.core.fileio import atomic_path, load_torch
+from iusynth.core.fileio import load_torch
 from iusynth.core.modalities import MODALITIES
 from iusynth.core.settings import build
 from iusynth.model.discriminator import (
@@ -31,7 +31,7 @@ from iusynth.model.discriminator import (
 )
 from iusynth.model.translator import TranslatorConfig, UNetTranslator, translator_inputs
 from iusynth.preprocessing.slices import SliceStack
-from iusynth.training.data import SliceSampler
+from iusynth.training.data import SliceSampler, training_digest
 from iusynth.training.loop import fit, select_device
 from iusynth.training.settings import TranslatorTraining
 
@@ -244,11 +244,6 @@ class TranslatorTrainer:
         self.rng.bit_generator.state = state["numpy_rng"]
         self.history = state["history"]
 
-    def save_checkpoint(self, path: Path) -> None:
-        """Write the state atomically."""
-        with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
-
     def final_state(self) -> dict[str, Any]:
         """What ``model.pt`` holds: the configs and the U-Net's weights."""
         return {
@@ -269,12 +264,17 @@ def train_translator(
     losses: Path,
     stop_after: int | None = None,
 ) -> TranslatorTrainer:
-    """Train a baseline (resuming from ``checkpoint``); write the model and loss curves."""
+    """Train a baseline (resuming from ``checkpoint``); write the model and loss curves.
+
+    Only a checkpoint of the same settings and slice stacks is resumed (:func:`fit`).
+    """
+    settings = {"translator_config": asdict(config), "training": asdict(training)}
     return fit(
         lambda: TranslatorTrainer(config, training, train_stacks, val_stacks),
         output,
         checkpoint,
         losses,
+        training_digest(settings, train_stacks, val_stacks),
         stop_after,
     )
 

@@ -52,8 +52,10 @@ def _train(args: argparse.Namespace) -> None:
         source = build(PretrainedSettings, given["pretrained"], "--settings")
         _install_pretrained(args, source, f"models.variants.{args.variant}.pretrained")
         return
-    if args.splits is None or args.slices is None:
-        raise ValueError(f"variant {args.variant} trains: --splits and --slices are needed")
+    if args.splits is None or args.slices is None or args.checkpoint is None:
+        raise ValueError(
+            f"variant {args.variant} trains: --splits, --slices and --checkpoint are needed"
+        )
     settings = from_json(VariantSettings, args.settings)
     model_config, training = settings.model, settings.training
     splits = json.loads(args.splits.read_text())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,3 +63,39 @@ class SliceSampler:
             torch.from_numpy(np.ascontiguousarray(fov)),
             torch.from_numpy(present.copy()),
         )
+
+
+def _array_digest(digest: Any, array: np.ndarray) -> None:
+    """Feed an array's dtype, shape and bytes to a hash, in chunks (memory maps stay small)."""
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    rows = array.reshape(len(array), -1) if array.ndim else array.reshape(1, -1)
+    step = max(1, (64 << 20) // max(rows[:1].nbytes, 1))
+    for start in range(0, len(rows), step):
+        digest.update(np.ascontiguousarray(rows[start : start + step]).data)
+
+
+def stack_digest(stack: SliceStack) -> str:
+    """SHA-256 of what training reads of a slice stack: images, field of view, metadata."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(stack.meta, sort_keys=True, default=str).encode())
+    _array_digest(digest, np.asarray(stack.images))
+    _array_digest(digest, np.asarray(stack.fov))
+    return digest.hexdigest()
+
+
+def training_digest(
+    settings: dict[str, Any], train_stacks: list[SliceStack], val_stacks: list[SliceStack]
+) -> str:
+    """SHA-256 of everything that decides a training run's result.
+
+    The settings (JSON), the training and validation subjects in order, and each stack's
+    content (:func:`stack_digest`). A checkpoint records it; one of another digest is not
+    resumed (:func:`iusynth.training.loop.fit`).
+    """
+    record = {
+        "settings": settings,
+        "train": [[s.meta.get("subject"), stack_digest(s)] for s in train_stacks],
+        "val": [[s.meta.get("subject"), stack_digest(s)] for s in val_stacks],
+    }
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -27,7 +27,8 @@ discriminators. Epoch numbers in the settings count from 1, as the authors' do.
 
 A checkpoint (weights, optimisers, schedule, random states, loss history) is written
 atomically every N epochs; a killed run resumes from it and ends with the same weights
-as an uninterrupted one.
+as an uninterrupted one. Only a checkpoint of the same settings and slice stacks is
+resumed (:func:`iusynth.training.loop.fit`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iusynth.core.fileio import atomic_path, load_torch
+from iusynth.core.fileio import load_torch
 from iusynth.core.settings import ConfigError, build
 from iusynth.model.discriminator import (
     PatchDiscriminator,
@@ -53,7 +54,7 @@ from iusynth.model.discriminator import (
 )
 from iusynth.model.network import MMHVAE, ModelConfig
 from iusynth.preprocessing.slices import SliceStack, load_slices
-from iusynth.training.data import Batch, SliceSampler
+from iusynth.training.data import Batch, SliceSampler, training_digest
 from iusynth.training.loop import fit, select_device
 from iusynth.training.settings import TrainingConfig
 
@@ -391,11 +392,6 @@ class Trainer:
         self.python_rng.setstate(state["python_rng"])
         self.history = state["history"]
 
-    def save_checkpoint(self, path: Path) -> None:
-        """Write the state atomically."""
-        with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
-
 
 def train(
     model_config: ModelConfig,
@@ -407,13 +403,18 @@ def train(
     losses: Path,
     stop_after: int | None = None,
 ) -> Trainer:
-    """Train an MMHVAE variant (resuming from ``checkpoint``); write the model and curves."""
+    """Train an MMHVAE variant (resuming from ``checkpoint``); write the model and curves.
+
+    Only a checkpoint of the same settings and slice stacks is resumed (:func:`fit`).
+    """
     log.info("%d training volumes", len(train_stacks))
+    settings = {"model_config": asdict(model_config), "training": asdict(training)}
     return fit(
         lambda: Trainer(model_config, training, train_stacks, val_stacks),
         output,
         checkpoint,
         losses,
+        training_digest(settings, train_stacks, val_stacks),
         stop_after,
     )
 

@@ -40,6 +40,7 @@ of view. nnU-Net then z-scores every plane on its own (channel name ``US``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -51,7 +52,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iusynth.core.fileio import atomic_directory, write_json
+from iusynth.core.fileio import atomic_directory, atomic_path, set_aside, write_json
+from iusynth.core.processes import exclusive_lock
+from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
 from iusynth.experiments.segmentation.planes import SubjectPlanes, subject_of, to_intensity
 from iusynth.experiments.segmentation.segmenter import DATA
@@ -360,6 +363,57 @@ def model_folder(paths: NnunetPaths, dataset_id: int) -> Path:
     )
 
 
+def fold_digest(
+    paths: NnunetPaths, dataset_id: int, fold: int, settings: NnunetSettings, splits_file: Path
+) -> str:
+    """SHA-256 of what decides a fold's training: settings, fold, splits, planes and plans.
+
+    The planes are the raw dataset's files (images, labels, ``dataset.json``), each by
+    name and content; the preprocessed data derive from them and the plans.
+    """
+    name = find_dataset(paths, dataset_id)
+    digest = hashlib.sha256()
+    digest.update(f"{to_json(settings)}\nfold {fold}\n".encode())
+    digest.update(Path(splits_file).read_bytes())
+    digest.update((paths.preprocessed / name / f"{PLANS}.json").read_bytes())
+    raw = paths.raw / name
+    for path in sorted(p for p in raw.rglob("*") if p.is_file()):
+        digest.update(f"\n{path.relative_to(raw)}\n".encode())
+        with open(path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def bind_checkpoint(latest: Path, digest: str) -> bool:
+    """Keep nnU-Net's ``checkpoint_latest.pth`` only if it was trained for ``digest``.
+
+    The digest of the run that writes it is recorded beside it (``data_digest.txt``). One
+    of another digest (other planes, folds or settings), of none, or that cannot be read
+    (killed while nnU-Net saved it) is set aside; returns whether ``latest`` may be resumed.
+    """
+    record = latest.with_name("data_digest.txt")
+    recorded = record.read_text().strip() if record.is_file() else ""
+    if latest.is_file():
+        label = recorded[:12] or "undigested"
+        if recorded != digest:
+            set_aside(
+                latest,
+                label,
+                f"was trained on other planes, folds or settings (digest {label}, this run "
+                f"{digest[:12]})",
+            )
+        else:
+            try:
+                torch.load(latest, map_location="cpu", weights_only=False)
+            except Exception as error:  # torch raises many types for a truncated file
+                set_aside(latest, "unreadable", f"is not a readable checkpoint ({error})")
+    if recorded != digest:
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(record) as tmp:
+            tmp.write_text(digest + "\n")
+    return latest.is_file()
+
+
 def train_fold(
     paths: NnunetPaths,
     dataset_id: int,
@@ -370,7 +424,8 @@ def train_fold(
     """Train one fold; returns ``<model folder>/fold_<fold>/checkpoint_final.pth``.
 
     Needs the folds of :func:`write_splits` (``splits_file``). An interrupted run
-    resumes from the fold's ``checkpoint_latest.pth`` (written every 50 epochs). With
+    resumes from the fold's ``checkpoint_latest.pth`` (written every 50 epochs) if it was
+    trained on the same data (:func:`bind_checkpoint`); one trainer at a time per fold. With
     ``settings.validate`` nnU-Net then predicts the fold's validation planes and writes
     ``fold_<fold>/validation/summary.json`` (Dice per 2D plane, not the paper's metric).
     """
@@ -381,20 +436,23 @@ def train_fold(
         read_splits(splits_file, settings.folds)
         plans = json.loads((base / f"{PLANS}.json").read_text())
         latest = model_folder(paths, dataset_id) / f"fold_{fold}" / "checkpoint_latest.pth"
-        plans["continue_training"] = latest.is_file()
-        trainer = trainer_class(settings, splits_file)(
-            plans=plans,
-            configuration=CONFIGURATION,
-            fold=fold,
-            dataset_json=json.loads((base / "dataset.json").read_text()),
-            device=select_device(settings.device),
-        )
-        if latest.is_file():
-            log.info("resuming fold %d from %s", fold, latest)
-            trainer.load_checkpoint(str(latest))
-        trainer.run_training()
-        if settings.validate:
-            trainer.perform_actual_validation()
+        with exclusive_lock(latest, "nnU-Net fold checkpoint"):
+            digest = fold_digest(paths, dataset_id, fold, settings, splits_file)
+            resume = bind_checkpoint(latest, digest)
+            plans["continue_training"] = resume
+            trainer = trainer_class(settings, splits_file)(
+                plans=plans,
+                configuration=CONFIGURATION,
+                fold=fold,
+                dataset_json=json.loads((base / "dataset.json").read_text()),
+                device=select_device(settings.device),
+            )
+            if resume:
+                log.info("resuming fold %d from %s (digest %s)", fold, latest, digest[:12])
+                trainer.load_checkpoint(str(latest))
+            trainer.run_training()
+            if settings.validate:
+                trainer.perform_actual_validation()
     return Path(trainer.output_folder) / "checkpoint_final.pth"
 
 
