@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from iusynth.core.directions import subset_name, temperature_tag
-from iusynth.core.fileio import atomic_directory, load_torch, save_nifti, write_json
+from iusynth.core.fileio import atomic_directory, save_nifti, write_json
 from iusynth.core.modalities import MODALITIES
+from iusynth.core.torch_io import load_torch
 from iusynth.evaluation.metrics import to_display
 from iusynth.model.network import MMHVAE
 from iusynth.model.translator import UNetTranslator, translator_inputs

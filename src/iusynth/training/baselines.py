@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from iusynth.core.fileio import load_torch
 from iusynth.core.modalities import MODALITIES
 from iusynth.core.settings import build
+from iusynth.core.torch_io import load_torch
 from iusynth.model.discriminator import (
     PatchDiscriminator,
     lsgan_discriminator_loss,

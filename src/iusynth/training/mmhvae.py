@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from iusynth.core.fileio import load_torch
 from iusynth.core.settings import ConfigError, build
+from iusynth.core.torch_io import load_torch
 from iusynth.model.discriminator import (
     PatchDiscriminator,
     lsgan_generator_loss,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iusynth.core.fileio import load_torch
+from iusynth.core.torch_io import load_torch
 from iusynth.experiments.segmentation.nnunet import (
     _DUMMY_AXIS_FACTOR,
     CONFIGURATION,
