@@ -557,10 +557,14 @@ def test_a_replaced_file_of_a_local_subject_reruns_its_jobs_alone(generated, tmp
     before = snakemake("-n", *configs, *run)
     assert "Nothing to be done" in before.stdout + before.stderr, before.stdout[-3000:]
 
-    t2 = layout.subject_file(root / names[0], names[0], "T2")
-    raw = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p != t2}
-    replaced = layout.subject_file(root / names[1], names[1], "ceT1").read_bytes()
-    t2.write_bytes(replaced)
+    # a corrected ceT1 (RESECT subjects have ceT1 and FLAIR, no T2): other voxel values
+    import nibabel as nib
+
+    fixed = layout.subject_file(root / names[0], names[0], "ceT1")
+    raw = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p != fixed}
+    image = nib.load(fixed)
+    corrected = np.asarray(image.dataobj, dtype=np.float32) * 0.5
+    nib.save(nib.Nifti1Image(corrected, image.affine, image.header), fixed)
     after = snakemake("-n", *configs, *run)
     assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]
     jobs = planned_jobs(after.stdout)
