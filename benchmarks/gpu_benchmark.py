@@ -23,12 +23,10 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks.model_benchmark import training_slices_per_s
 from iusynth import jobs
 from iusynth.core.config import merge_config
-from iusynth.model.network import MMHVAE, ModelConfig
-from iusynth.preprocessing.slices import SliceStack
-from iusynth.training.mmhvae import Trainer, training_steps
-from iusynth.training.settings import TrainingConfig
+from iusynth.model.network import MMHVAE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,30 +76,6 @@ def forward_ms(model: MMHVAE, device: torch.device, batch: int, bf16: bool, repe
             model(images, observed, temperature=0.7, with_kl=False)
         synchronise(device)
     return (time.perf_counter() - start) / repeats / batch * 1000
-
-
-def training_slices_per_s(
-    model_config: ModelConfig, training: TrainingConfig, device: str, steps: int
-) -> float:
-    """Training throughput: slices per second of optimiser steps (GAN and discriminators on)."""
-    size = model_config.image_size
-    rng = np.random.default_rng(0)
-    images = rng.uniform(-1, 1, (training.batch_slices, 4, size, size)).astype(np.float16)
-    meta = {"modalities": ["US", "T2", "ceT1", "FLAIR"], "present": [True] * 4}
-    stack = SliceStack(images, np.ones((training.batch_slices, size, size), bool), {}, meta)
-    training = dataclasses.replace(
-        training, device=device, gan_start_epoch=1, discriminator_start_epoch=1
-    )
-    trainer = Trainer(model_config, training, [stack], [])
-    batch = trainer.train.batch(0, rng)
-    passes = training_steps((0, 1, 2, 3), "mixture", model_config.modalities)
-    trainer.step(batch, passes[0], 1)
-    synchronise(trainer.device)
-    start = time.perf_counter()
-    for index in range(steps):
-        trainer.step(batch, passes[index % len(passes)], 1)
-    synchronise(trainer.device)
-    return steps * training.batch_slices / (time.perf_counter() - start)
 
 
 def nnunet_epoch_s(device: str, quick: bool) -> float:
