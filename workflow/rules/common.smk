@@ -88,10 +88,18 @@ def held_out_subjects():
     return [s for s in fold["val"] if s in cohort.ultrasound_subjects]
 
 
-EVALUATION_SUBJECTS = [
-    *COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects,
-    *held_out_subjects(),
-]
+EVALUATION_SETS = {
+    name: subjects
+    for name, subjects in (
+        (
+            config["preprocessing"]["test_cohort"],
+            list(COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects),
+        ),
+        (config["preprocessing"]["trainval_cohort"], held_out_subjects()),
+    )
+    if subjects
+}
+EVALUATION_SUBJECTS = [s for subjects in EVALUATION_SETS.values() for s in subjects]
 
 
 wildcard_constraints:

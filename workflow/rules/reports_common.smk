@@ -101,7 +101,7 @@ def subject_job_logs(cohort, subject):
     if is_evaluated_subject(cohort, subject):
         for name in ("synthesise", "evaluate_synthesis"):
             logs[name] = [
-                job_log(name, method=method, subject=subject)
+                job_log(f"{name}_{cohort}", method=method)
                 for method in EVALUATED_METHODS
             ]
         for name in ("synthesise_mr_from_us", "registration_experiment"):

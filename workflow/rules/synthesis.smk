@@ -37,68 +37,87 @@ rule train_baseline:
         " --losses {output.losses:q} --output {output.model:q} > {log} 2>&1"
 
 
-rule synthesise:
-    input:
-        models=lambda wildcards: method_models(wildcards.method),
-        slices=lambda wildcards: slice_dir_of(wildcards.subject),
-        splits=rules.make_splits.output[0],
-    output:
-        directory(f"{RESULTS}/synthesis/{{method}}/{{subject}}"),
-    log:
-        f"{RESULTS}/logs/synthesise/{{method}}/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/synthesise/{{method}}/{{subject}}.tsv"
-    wildcard_constraints:
-        method="|".join(EVALUATED_METHODS),
-    conda:
-        "../envs/training.yaml"
-    threads: config["evaluation"]["threads"]
-    resources:
-        **GPU_JOB,
-        mem_mb=4000,
-        runtime=4 * 60,
-        gpu=config["evaluation"]["gpus"],
-    params:
-        iusynth=IUSYNTH,
-        settings=lambda wildcards: job_settings(jobs.sweep, wildcards.method),
-        fold=config["models"]["fold"],
-    shell:
-        "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
-        " --slices {input.slices:q} --splits {input.splits:q} --fold {params.fold}"
-        " --settings {params.settings:q} --threads {threads}"
-        " --output {output:q} > {log} 2>&1"
+# Synthesis and its metrics run one job per method and evaluation set (the model, or
+# LPIPS, loaded once for all its subjects), with per-subject outputs; a killed job keeps
+# its finished subjects in a cache under .resume and reuses them when nothing they depend
+# on changed (iusynth.core.resumable).
+for evaluation_set_name, evaluation_set_subjects in EVALUATION_SETS.items():
 
+    rule:
+        name:
+            f"synthesise_{evaluation_set_name}"
+        input:
+            models=lambda wildcards: method_models(wildcards.method),
+            slices=[slice_dir_of(s) for s in evaluation_set_subjects],
+            splits=rules.make_splits.output[0],
+        output:
+            [
+                directory(f"{RESULTS}/synthesis/{{method}}/{s}")
+                for s in evaluation_set_subjects
+            ],
+        log:
+            f"{RESULTS}/logs/synthesise/{{method}}/{evaluation_set_name}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/synthesise/{{method}}/{evaluation_set_name}.tsv"
+        wildcard_constraints:
+            method="|".join(EVALUATED_METHODS),
+        conda:
+            "../envs/training.yaml"
+        threads: config["evaluation"]["threads"]
+        resources:
+            **GPU_JOB,
+            mem_mb=4000,
+            runtime=4 * 60,
+            gpu=config["evaluation"]["gpus"],
+        params:
+            iusynth=IUSYNTH,
+            settings=lambda wildcards: job_settings(jobs.sweep, wildcards.method),
+            fold=config["models"]["fold"],
+            cache=f"{RESULTS}/.resume/synthesise/{{method}}/{evaluation_set_name}",
+        shell:
+            "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
+            " --slices {input.slices:q} --splits {input.splits:q} --fold {params.fold}"
+            " --settings {params.settings:q} --threads {threads}"
+            " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
 
-rule evaluate_synthesis:
-    input:
-        synthesis=rules.synthesise.output[0],
-        slices=lambda wildcards: slice_dir_of(wildcards.subject),
-        lpips=LPIPS_WEIGHTS,
-    output:
-        f"{RESULTS}/metrics/synthesis/{{method}}/{{subject}}.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_synthesis/{{method}}/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_synthesis/{{method}}/{{subject}}.tsv"
-    wildcard_constraints:
-        method="|".join(EVALUATED_METHODS),
-    conda:
-        "../envs/evaluation.yaml"
-    threads: config["evaluation"]["threads"]
-    resources:
-        **CPU_JOB,
-        mem_mb=4000,
-        runtime=2 * 60,
-    params:
-        iusynth=IUSYNTH,
-        settings=job_settings(jobs.metrics),
-        lpips=lpips_argument(),
-        set=lambda wildcards: evaluation_set(wildcards.subject),
-    shell:
-        "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
-        " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
-        " --settings {params.settings:q} {params.lpips} --threads {threads}"
-        " --output {output:q} > {log} 2>&1"
+    rule:
+        name:
+            f"evaluate_synthesis_{evaluation_set_name}"
+        input:
+            synthesis=[
+                f"{RESULTS}/synthesis/{{method}}/{s}" for s in evaluation_set_subjects
+            ],
+            slices=[slice_dir_of(s) for s in evaluation_set_subjects],
+            lpips=LPIPS_WEIGHTS,
+        output:
+            [
+                f"{RESULTS}/metrics/synthesis/{{method}}/{s}.csv"
+                for s in evaluation_set_subjects
+            ],
+        log:
+            f"{RESULTS}/logs/evaluate_synthesis/{{method}}/{evaluation_set_name}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/evaluate_synthesis/{{method}}/{evaluation_set_name}.tsv"
+        wildcard_constraints:
+            method="|".join(EVALUATED_METHODS),
+        conda:
+            "../envs/evaluation.yaml"
+        threads: config["evaluation"]["threads"]
+        resources:
+            **CPU_JOB,
+            mem_mb=4000,
+            runtime=2 * 60,
+        params:
+            iusynth=IUSYNTH,
+            settings=job_settings(jobs.metrics),
+            lpips=lpips_argument(),
+            set=evaluation_set_name,
+            cache=f"{RESULTS}/.resume/evaluate_synthesis/{{method}}/{evaluation_set_name}",
+        shell:
+            "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
+            " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
+            " --settings {params.settings:q} {params.lpips} --threads {threads}"
+            " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
 
 
 if LPIPS_WEIGHTS:

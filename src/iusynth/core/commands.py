@@ -62,6 +62,14 @@ SHARED_ARGUMENTS: dict[str, Any] = {
     "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),
     "folder": ("--output", {"required": True, "type": Path, "help": "folder to write"}),
     "splits": ("--splits", {"required": True, "type": Path, "help": "splits.json"}),
+    "resume-cache": (
+        "--resume-cache",
+        {
+            "type": Path,
+            "default": None,
+            "help": "folder keeping finished subjects of a killed job (iusynth.core.resumable)",
+        },
+    ),
     "cohort-slices": (
         "--slices",
         {"required": True, "type": Path, "help": "the cohort's slice stacks"},

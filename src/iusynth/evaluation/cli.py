@@ -17,21 +17,43 @@ LPIPS_WEIGHTS = (
 
 
 def _evaluate_synthesis(args: argparse.Namespace) -> None:
-    """Per-slice metrics of one subject's synthesis."""
+    """Per-slice metrics of subjects' syntheses (LPIPS loaded once).
+
+    ``--synthesis``, ``--slices`` and ``--output`` pair up in order; with
+    ``--resume-cache`` a killed job's finished subjects are kept and reused when nothing
+    they depend on changed.
+    """
     import torch
 
+    from iusynth.core.resumable import content_digest, make_resumably
     from iusynth.evaluation.evaluate import evaluate_subject, write_csv
     from iusynth.evaluation.perceptual import load_lpips
     from iusynth.evaluation.settings import MetricSettings
 
     torch.set_num_threads(args.threads)
+    if not len(args.synthesis) == len(args.slices) == len(args.output):
+        raise ValueError(
+            f"{len(args.synthesis)} --synthesis, {len(args.slices)} --slices and "
+            f"{len(args.output)} --output: give one of each per subject, in the same order"
+        )
     settings = from_json(MetricSettings, args.settings)
     lpips = load_lpips(args.lpips_weights)
-    frame = evaluate_subject(
-        args.synthesis, args.slices, args.method, args.set, lpips, settings.ssim
-    )
-    write_csv(frame, args.output)
-    log.info("%s %s: %d slice rows", args.method, args.synthesis.name, len(frame))
+    weights = [args.lpips_weights] if args.lpips_weights else []
+    job = content_digest(weights, args.method, args.set, args.settings)
+    pairs = {
+        synthesis.name: (synthesis, stack)
+        for synthesis, stack in zip(args.synthesis, args.slices, strict=True)
+    }
+    keys = {subject: content_digest(pair, job) for subject, pair in pairs.items()}
+
+    def make(subject: str, path: Path) -> None:
+        synthesis, stack = pairs[subject]
+        frame = evaluate_subject(synthesis, stack, args.method, args.set, lpips, settings.ssim)
+        write_csv(frame, path)
+        log.info("%s %s: %d slice rows", args.method, subject, len(frame))
+
+    outputs = dict(zip(pairs, args.output, strict=True))
+    make_resumably(outputs, keys, args.resume_cache, make)
 
 
 def _synthesis_tables(args: argparse.Namespace) -> None:
@@ -131,17 +153,18 @@ def _lpips_weights(args: argparse.Namespace) -> None:
 STAGES = (
     Stage(
         "evaluate-synthesis",
-        "per-slice PSNR, SSIM, LPIPS and L1 of one subject's synthesis",
+        "per-slice PSNR, SSIM, LPIPS and L1 of subjects' syntheses",
         _evaluate_synthesis,
         [
             ("--method", {"required": True, "help": "method name"}),
             ("--set", {"required": True, "help": "evaluation set (the cohort's name)"}),
-            ("--synthesis", {"required": True, "type": Path, "help": "synthesis folder"}),
-            ("--slices", {"required": True, "type": Path, "help": "the subject's slice stack"}),
+            ("--synthesis", {"required": True, "nargs": "+", "type": Path, "help": "folders"}),
+            ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
             "settings",
             LPIPS_WEIGHTS,
             "threads",
-            ("--output", {"required": True, "type": Path, "help": "CSV to write"}),
+            ("--output", {"required": True, "nargs": "+", "type": Path, "help": "CSVs"}),
+            "resume-cache",
         ],
     ),
     Stage(

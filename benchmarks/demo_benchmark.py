@@ -1,0 +1,204 @@
+"""The whole demo from scratch, side by side against an older commit, and its scaling.
+
+This machine is shared and noisy, so the comparison is made in one run: the demo of this
+commit and of the old one (a ``git worktree`` given by ``--old``), one after the other,
+each ``snakemake --cores N`` in a fresh working directory. Per run: wall time, jobs, and
+per rule (from Snakemake's benchmark files) jobs, job seconds and peak resident memory.
+
+``--scaling 4 8 16`` also runs this commit's demo with that many subjects in every demo
+cohort and fits wall time = a + b * subjects (least squares).
+
+The results go into ``benchmarks/performance.md`` between the markers of this script's
+section (the rest of the page belongs to ``performance_benchmark``)::
+
+    python -m benchmarks.demo_benchmark --old ../wt_old [--scaling 4 8 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from benchmarks.performance_benchmark import commit_of
+from iusynth.reporting.benchmarking import summarise_benchmarks
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- demo_benchmark: start -->", "<!-- demo_benchmark: end -->"
+MEMORY_LIMIT_MB = 4096
+
+
+def snakefile(tree: Path) -> Path:
+    """The workflow's Snakefile in a checkout (catalog layout, or the older root one)."""
+    for candidate in (tree / "workflow" / "Snakefile", tree / "Snakefile"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no Snakefile in {tree}")
+
+
+def run_demo(tree: Path, workdir: Path, cores: int, configs: list[Path]) -> dict[str, Any]:
+    """Run one checkout's whole demo from scratch in ``workdir``: wall time and per rule."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    command = [
+        sys.executable, "-m", "snakemake", "--cores", str(cores), "-s", str(snakefile(tree)),
+        "-d", str(workdir), "--quiet", "rules",
+    ]  # fmt: skip
+    if configs:
+        command += ["--configfile", *map(str, configs)]
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    environment.pop("PYTHONPATH", None)
+    start = time.perf_counter()
+    result = subprocess.run(
+        command, cwd=tree, env=environment, capture_output=True, text=True, check=False
+    )
+    seconds = time.perf_counter() - start
+    (workdir / "snakemake.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise RuntimeError(f"the demo of {tree} failed: see {workdir / 'snakemake.log'}")
+    rules = summarise_benchmarks(workdir / "results" / "benchmarks")
+    return {"seconds": seconds, "jobs": int(rules["jobs"].sum()), "rules": rules}
+
+
+def subjects_overlay(folder: Path, subjects: int) -> Path:
+    """A config overlay giving every demo cohort ``subjects`` subjects."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cohorts = {name: {"subjects": subjects} for name in config["demo"]["cohorts"]}
+    path = folder / f"subjects-{subjects}.yaml"
+    path.write_text(yaml.safe_dump({"demo": {"cohorts": cohorts}}))
+    return path
+
+
+def linear_fit(counts: list[int], seconds: list[float]) -> tuple[float, float, float]:
+    """Least squares seconds = a + b * count; a, b and the largest relative residual."""
+    b, a = np.polyfit(np.asarray(counts, float), np.asarray(seconds, float), 1)
+    fitted = a + b * np.asarray(counts, float)
+    worst = float(np.max(np.abs(fitted - seconds) / np.asarray(seconds)))
+    return float(a), float(b), worst
+
+
+def minutes(seconds: float) -> str:
+    """Seconds as ``M min S s``."""
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def rule_table(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Per rule, old and new: jobs, job seconds, peak RSS (Markdown lines)."""
+    merged = old["rules"].merge(new["rules"], on="rule", how="outer", suffixes=("_old", "_new"))
+    lines = [
+        "| rule | jobs old | jobs new | job s old | job s new | peak RSS MB new |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in merged.sort_values("total_s_new", ascending=False).itertuples():
+
+        def cell(value: Any, form: str) -> str:
+            return "-" if value != value else format(value, form)  # NaN: rule absent
+
+        lines.append(
+            f"| {row.rule} | {cell(row.jobs_old, '.0f')} | {cell(row.jobs_new, '.0f')} | "
+            f"{cell(row.total_s_old, '.0f')} | {cell(row.total_s_new, '.0f')} | "
+            f"{cell(row.peak_rss_mb_new, '.0f')} |"
+        )
+    return lines
+
+
+def section(
+    old_tree: Path,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    cores: int,
+    scaling: list[tuple[int, float]],
+    command: str,
+) -> str:
+    """The Markdown section of performance.md that this benchmark owns."""
+    peak = new["rules"].sort_values("peak_rss_mb", ascending=False).iloc[0]
+    lines = [
+        START,
+        "## The whole demo from scratch",
+        "",
+        f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, no "
+        f"GPU; old commit {commit_of(old_tree)}, new commit {commit_of(REPO)}; the new demo "
+        "first, then the old one, in one run, each in a fresh working directory.",
+        "",
+        "| demo | jobs | wall time |",
+        "| --- | --- | --- |",
+        f"| old ({commit_of(old_tree)}) | {old['jobs']} | {minutes(old['seconds'])} |",
+        f"| new ({commit_of(REPO)}) | {new['jobs']} | {minutes(new['seconds'])} |",
+        "",
+        f"Speed-up: **{old['seconds'] / new['seconds']:.2f}x**. Peak resident memory of "
+        f"any job of the new demo: {peak['peak_rss_mb']:.0f} MB (rule {peak['rule']}; "
+        f"limit {MEMORY_LIMIT_MB} MB: "
+        f"{'within' if peak['peak_rss_mb'] <= MEMORY_LIMIT_MB else 'OVER'}).",
+        "",
+        *rule_table(old, new),
+        "",
+    ]
+    if scaling:
+        counts, seconds = zip(*scaling, strict=True)
+        a, b, worst = linear_fit(list(counts), list(seconds))
+        lines += [
+            "### Scaling with the cohorts' size",
+            "",
+            "| subjects per demo cohort | wall time |",
+            "| --- | --- |",
+            *[f"| {n} | {minutes(s)} |" for n, s in scaling],
+            "",
+            f"Fit: time = a + b * subjects, a = {a:.0f} s, b = {b:.0f} s per subject "
+            f"(largest relative residual {worst:.1%}).",
+            "",
+        ]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(page: Path, text: str) -> None:
+    """Replace this script's section of ``page`` (or append it)."""
+    current = page.read_text() if page.is_file() else ""
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text, current)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text + "\n"
+    page.write_text(updated)
+
+
+def main() -> None:
+    """Run the demos and write the section."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--old", type=Path, help="worktree of the commit to compare against")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--scaling", type=int, nargs="*", default=[])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/iusynth-demo-benchmark"))
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "performance.md")
+    args = parser.parse_args()
+    if args.old is None:
+        parser.error("--old is required (a git worktree of the commit before the work)")
+    new = run_demo(REPO, args.work / "new", args.cores, [])
+    old_tree = args.old.resolve()
+    old = run_demo(old_tree, args.work / "old", args.cores, [])
+    scaling = []
+    for count in args.scaling:
+        overlay = subjects_overlay(args.work, count)
+        run = run_demo(REPO, args.work / f"scaling-{count}", args.cores, [overlay])
+        scaling.append((count, run["seconds"]))
+    command = "python -m benchmarks.demo_benchmark " + " ".join(
+        a if not a.startswith("/") else f"<{Path(a).name}>" for a in sys.argv[1:]
+    )
+    text = section(old_tree, old, new, args.cores, scaling, command)
+    print(text)
+    write_section(args.output, text)
+
+
+if __name__ == "__main__":
+    main()

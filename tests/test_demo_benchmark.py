@@ -1,0 +1,44 @@
+"""The whole-demo benchmark's page: its section, rule table and scaling fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.demo_benchmark import END, START, linear_fit, rule_table, section, write_section
+
+
+def run(seconds: float, rules: dict[str, tuple[int, float, float]]) -> dict:
+    """A demo run as run_demo returns it: rule -> (jobs, job seconds, peak RSS MB)."""
+    frame = pd.DataFrame(
+        [
+            {"rule": r, "jobs": j, "total_s": s, "mean_s": s / j, "max_s": s, "peak_rss_mb": m}
+            for r, (j, s, m) in rules.items()
+        ]
+    )
+    return {"seconds": seconds, "jobs": int(frame["jobs"].sum()), "rules": frame}
+
+
+def test_linear_fit_recovers_a_line_and_reports_curvature():
+    a, b, worst = linear_fit([4, 8, 16], [100.0 + 10 * n for n in (4, 8, 16)])
+    assert a == pytest.approx(100.0) and b == pytest.approx(10.0) and worst < 1e-9
+    assert linear_fit([4, 8, 16], [16.0, 64.0, 256.0])[2] > 0.1  # quadratic: residuals
+
+
+def test_the_section_compares_the_runs_and_replaces_itself(tmp_path):
+    old = run(2857.0, {"synthesise": (72, 1801.0, 800.0), "train_model": (10, 541.0, 1800.0)})
+    new = run(1100.0, {"synthesise_remind": (12, 300.0, 700.0), "train_model": (10, 600.0, 900.0)})
+    lines = rule_table(old, new)
+    assert any(line.startswith("| synthesise | 72 | - |") for line in lines)
+    text = section(Path("."), old, new, 2, [(4, 500.0), (8, 900.0)], "python -m x")
+    assert "**2.60x**" in text and "rule train_model" in text and "within" in text
+    assert "b = 100 s per subject" in text
+    page = tmp_path / "performance.md"
+    page.write_text("# Inference speed\n\nkept\n")
+    write_section(page, text)
+    write_section(page, text.replace("2.60x", "9.99x"))
+    written = page.read_text()
+    assert written.count(START) == written.count(END) == 1
+    assert "kept" in written and "9.99x" in written and "2.60x" not in written
