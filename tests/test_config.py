@@ -230,10 +230,10 @@ def test_dataset_cohorts_resolve_offline():
 def test_model_variants_must_fit_the_slices():
     key = r"'models\.variants\.deep\.architecture'"
     poolings = {"models": {"variants": {"deep": {"architecture": {"downsamplings": 7}}}}}
-    with pytest.raises(ConfigError, match=rf"{key}: model: image_size 192 .* 2\^7"):
+    with pytest.raises(ConfigError, match=rf"{key}: model: image_size 64 .* 2\^7"):
         validate(merged_config(poolings), SCHEMA)
     levels = {"models": {"variants": {"deep": {"architecture": {"latent_levels": 8}}}}}
-    with pytest.raises(ConfigError, match=rf"{key}: model: latent_levels must be in 1\.\.7"):
+    with pytest.raises(ConfigError, match=rf"{key}: model: latent_levels must be in 1\.\.6"):
         validate(merged_config(levels), SCHEMA)
     oblong = merged_config({"preprocessing": {"slice_size": [192, 96]}})
     with pytest.raises(ConfigError, match=r"'preprocessing\.slice_size'.*square"):
@@ -247,7 +247,7 @@ def test_model_variants_must_fit_the_slices():
         ({"evaluation": {"sweep_methods": ["pix2pix"]}}, "only the VAEs have a temperature"),
         (
             {"baselines": {"architecture": {"downsamplings": 7}}},
-            "'baselines.architecture': translator image_size 192 is not divisible",
+            "'baselines.architecture': translator image_size 64 is not divisible",
         ),
         ({"evaluation": {"directions": [{"inputs": ["T1"], "target": "US"}]}}, "directions"),
     ],

@@ -88,4 +88,9 @@ def make_resumably(
         os.replace(cache / output.name, output)
         (cache / f"{output.name}{KEY_SUFFIX}").unlink()
     shutil.rmtree(cache)
+    for parent in (cache.parent, cache.parent.parent):  # .resume/<rule>/<method>: if empty
+        try:
+            parent.rmdir()
+        except OSError:
+            break
     return reused
