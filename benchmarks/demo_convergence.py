@@ -6,7 +6,9 @@ every ``--every`` epochs scores them on the validation subjects, per direction a
 temperature: skill (Pearson r and PSNR of the synthesis against the noise-free target
 inside the field of view; temperature 0 only, as in the workflow), and PSNR, SSIM and
 LPIPS against the acquired target. Writes a CSV of every score, a figure per measure, and
-``demo_convergence.md`` with the command, the timings and the last scores. Outside the
+``demo_convergence.md`` with the command, the timings and the last scores, beside the
+skill of the best pointwise intensity map (no spatial context). The demo's schedule is
+stretched to ``--epochs`` (every phase at the same fraction of training). Outside the
 default run: an hour or more of CPU.
 
 Run from the repository root, after ``snakemake --cores all results/splits/splits.json``
@@ -62,7 +64,7 @@ def score(
     rows = []
     for stack in stacks:
         names = stack.meta["modalities"]
-        present = {m for m, p in zip(names, stack.meta["present"], strict=True) if p}
+        present = present_modalities(stack)
         positions = np.arange(stack.images.shape[0])
         for direction in DIRECTIONS:
             if not {*direction.inputs, direction.target} <= present:
@@ -88,6 +90,66 @@ def score(
     return rows
 
 
+SCHEDULE_EPOCHS = (
+    "kl_warmup_epochs",
+    "optimiser_reset_epoch",
+    "discriminator_start_epoch",
+    "gan_start_epoch",
+)
+
+
+def stretched_schedule(training: Any, epochs: int) -> dict[str, Any]:
+    """The demo's schedule stretched to ``epochs``: every phase at the same fraction."""
+    factor = epochs / training.epochs
+    schedule: dict[str, Any] = {"epochs": epochs, "checkpoint_every": epochs}
+    for name in SCHEDULE_EPOCHS:
+        value = getattr(training, name)
+        schedule[name] = None if value is None else max(1, round(value * factor))
+    return schedule
+
+
+def present_modalities(stack: SliceStack) -> set[str]:
+    """The modalities a slice stack holds."""
+    return {m for m, p in zip(stack.meta["modalities"], stack.meta["present"], strict=True) if p}
+
+
+def pointwise_reference(train: list[SliceStack], val: list[SliceStack]) -> list[dict[str, Any]]:
+    """Skill of the best pointwise map: no spatial context, the floor a network must beat.
+
+    Per direction (one input), the mean noise-free target of each of 256 input intensities
+    over the training subjects' fields of view, applied to the validation subjects.
+    """
+    rows = []
+    for direction in DIRECTIONS:
+        (source,) = direction.inputs
+        sums, counts = np.zeros(256), np.zeros(256)
+        for stack in train:
+            if stack.clean is None or not {source, direction.target} <= present_modalities(stack):
+                continue
+            names = stack.meta["modalities"]
+            fov = np.asarray(stack.fov, bool)
+            x = metrics.to_display(np.asarray(stack.images[:, names.index(source)], np.float32))
+            y = metrics.to_display(np.asarray(stack.clean[:, names.index(direction.target)]))
+            np.add.at(sums, x[fov], y[fov].astype(np.float64))
+            np.add.at(counts, x[fov], 1)
+        table = np.where(counts > 0, sums / np.maximum(counts, 1), sums.sum() / counts.sum())
+        for stack in val:
+            if stack.clean is None or not {source, direction.target} <= present_modalities(stack):
+                continue
+            names = stack.meta["modalities"]
+            x = metrics.to_display(np.asarray(stack.images[:, names.index(source)], np.float32))
+            clean = metrics.to_display(
+                np.asarray(stack.clean[:, names.index(direction.target)], np.float32)
+            )
+            keep = metrics.evaluable_slices(clean)
+            output = np.clip(np.floor(table[x]), 0, 255).astype(np.uint8)
+            fov = np.asarray(stack.fov, bool)
+            values = metrics.skill(clean[keep], output[keep], fov[keep])
+            row = {"subject": stack.meta["subject"], "direction": direction.name}
+            rows.append(row | {name: float(np.nanmean(v)) for name, v in values.items()})
+    return rows
+
+
 def train_and_score(
     config: dict[str, Any],
     variant: str,
@@ -99,8 +161,7 @@ def train_and_score(
     """Train one variant for ``epochs``; its scores every ``every`` epochs (and at 0)."""
     settings = jobs.variant(config, variant)
     training = settings.training
-    schedule = {"epochs": epochs}
-    training = type(training)(**{**training.__dict__, **schedule})
+    training = type(training)(**{**training.__dict__, **stretched_schedule(training, epochs)})
     trainer = Trainer(settings.model, training, *data)
     rows, seconds = [], 0.0
     for epoch in range(epochs + 1):
@@ -163,7 +224,13 @@ def markdown_table(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def report(frame: pd.DataFrame, figures: list[str], command: str, seconds: float) -> str:
+def report(
+    frame: pd.DataFrame,
+    reference: pd.DataFrame,
+    figures: list[str],
+    command: str,
+    seconds: float,
+) -> str:
     """The Markdown page: command, machine, last scores per variant, figures."""
     last = frame[frame["epoch"] == frame.groupby("variant")["epoch"].transform("max")]
     table = (
@@ -184,6 +251,18 @@ def report(frame: pd.DataFrame, figures: list[str], command: str, seconds: float
         "## Last epoch",
         "",
         *markdown_table(table),
+        "",
+        "## The pointwise reference",
+        "",
+        "Skill of the best pointwise map from the input's intensity to the noise-free "
+        "target (fitted on the training subjects, no spatial context): what a network that "
+        "learned nothing of the anatomy's shape would reach.",
+        "",
+        *markdown_table(
+            reference.groupby("direction")[["skill_r", "skill_psnr", "constant_psnr"]]
+            .mean()
+            .reset_index()
+        ),
         "",
         "## Over training",
         "",
@@ -209,21 +288,27 @@ def main() -> None:
     splits = json.loads((args.results / "splits" / "splits.json").read_text())
     slices = args.results / "slices" / config["preprocessing"]["trainval_cohort"]
     weights = Path(config["evaluation"]["lpips_weights"] or "")
+    if config["evaluation"]["lpips_weights"] and not weights.is_absolute():
+        weights = args.results.resolve().parent / weights  # the workflow's directory
     lpips = load_lpips(weights) if weights.is_dir() else None
     start = time.perf_counter()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    reference = pd.DataFrame()
     for variant in args.variants:
         settings = jobs.variant(config, variant)
         data = fold_stacks(
             splits, settings.fold, slices, settings.model.modalities, complete_only=False
         )
+        if reference.empty:
+            reference = pd.DataFrame(pointwise_reference(*data))
+            print(reference.groupby("direction")["skill_r"].mean().to_string(), flush=True)
         rows += train_and_score(config, variant, data, args.epochs, args.every, lpips)
     frame = pd.DataFrame(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.output / "demo_convergence.csv", index=False, float_format="%.5g")
     figures = plot(frame, args.output)
     command = "python -m benchmarks.demo_convergence " + " ".join(sys.argv[1:])
-    text = report(frame, figures, command, time.perf_counter() - start)
+    text = report(frame, reference, figures, command, time.perf_counter() - start)
     (args.output / "demo_convergence.md").write_text(text)
     print(text)
 
