@@ -3,7 +3,8 @@
 # repository root of a checkout whose environment is installed (see the README):
 #   bash benchmarks/gpu_check.sh [output.md]
 # Measures the paper-size forward (batch 16 and 64, fp32 and bf16), training throughput
-# with GAN on, one nnU-Net epoch, and runs the micro workflow end to end on the GPU.
+# with GAN on, one nnU-Net epoch, eager against torch.compile, and runs the micro
+# workflow end to end on the GPU.
 # Writes the Markdown to benchmarks/gpu.md (or the path given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
 start=$(date +%s)
 measures="$(timeout 300 python -m benchmarks.gpu_benchmark --device cuda)"
+timeout 120 python -m benchmarks.compile_benchmark --device cuda --threads 8 \
+    --output "$workdir/compile.md" > /dev/null && compiled="$(tail -n +3 "$workdir/compile.md")" \
+    || compiled="torch.compile: did not finish within 120 s"
 cuda_config="$workdir/cuda.yaml"
 cat > "$cuda_config" <<'YAML'
 models: { training: { device: cuda } }
@@ -39,6 +43,8 @@ e2e_s=$(( $(date +%s) - e2e_start ))
     echo "($(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1))."
     echo
     echo "$measures"
+    echo
+    echo "$compiled"
     echo
     echo "Micro workflow end to end with every device set to cuda: $e2e in ${e2e_s} s."
     echo "Whole check: $(( $(date +%s) - start )) s."
