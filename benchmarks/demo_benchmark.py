@@ -12,6 +12,8 @@ The results go into ``benchmarks/performance.md`` between the markers of this sc
 section (the rest of the page belongs to ``performance_benchmark``)::
 
     python -m benchmarks.demo_benchmark --old ../wt_old [--scaling 4 8 16]
+
+Without ``--old`` only this commit's demo is run and reported.
 """
 
 from __future__ import annotations
@@ -114,36 +116,55 @@ def rule_table(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def section(
-    old_tree: Path,
-    old: dict[str, Any],
+    old_tree: Path | None,
+    old: dict[str, Any] | None,
     new: dict[str, Any],
     cores: int,
     scaling: list[tuple[int, float]],
     command: str,
 ) -> str:
-    """The Markdown section of performance.md that this benchmark owns."""
+    """The Markdown section of performance.md that this benchmark owns.
+
+    Without an old run (``old`` None) the section reports this commit's demo alone.
+    """
     peak = new["rules"].sort_values("peak_rss_mb", ascending=False).iloc[0]
-    lines = [
-        START,
-        "## The whole demo from scratch",
-        "",
-        f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, no "
-        f"GPU; old commit {commit_of(old_tree)}, new commit {commit_of(REPO)}; the new demo "
-        "first, then the old one, in one run, each in a fresh working directory.",
-        "",
-        "| demo | jobs | wall time |",
-        "| --- | --- | --- |",
-        f"| old ({commit_of(old_tree)}) | {old['jobs']} | {minutes(old['seconds'])} |",
-        f"| new ({commit_of(REPO)}) | {new['jobs']} | {minutes(new['seconds'])} |",
-        "",
-        f"Speed-up: **{old['seconds'] / new['seconds']:.2f}x**. Peak resident memory of "
-        f"any job of the new demo: {peak['peak_rss_mb']:.0f} MB (rule {peak['rule']}; "
-        f"limit {MEMORY_LIMIT_MB} MB: "
-        f"{'within' if peak['peak_rss_mb'] <= MEMORY_LIMIT_MB else 'OVER'}).",
-        "",
-        *rule_table(old, new),
-        "",
-    ]
+    memory = (
+        f"Peak resident memory of any job of the new demo: {peak['peak_rss_mb']:.0f} MB "
+        f"(rule {peak['rule']}; limit {MEMORY_LIMIT_MB} MB: "
+        f"{'within' if peak['peak_rss_mb'] <= MEMORY_LIMIT_MB else 'OVER'})."
+    )
+    lines = [START, "## The whole demo from scratch", ""]
+    if old is None or old_tree is None:
+        lines += [
+            f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, "
+            f"no GPU; commit {commit_of(REPO)}, in a fresh working directory; no older "
+            "commit was run beside it.",
+            "",
+            "| demo | jobs | wall time |",
+            "| --- | --- | --- |",
+            f"| {commit_of(REPO)} | {new['jobs']} | {minutes(new['seconds'])} |",
+            "",
+            memory,
+            "",
+            *rule_table({**new, "rules": new["rules"].iloc[0:0]}, new),
+            "",
+        ]
+    else:
+        lines += [
+            f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, "
+            f"no GPU; old commit {commit_of(old_tree)}, new commit {commit_of(REPO)}; the "
+            "new demo first, then the old one, in one run, each in a fresh working directory.",
+            "",
+            "| demo | jobs | wall time |",
+            "| --- | --- | --- |",
+            f"| old ({commit_of(old_tree)}) | {old['jobs']} | {minutes(old['seconds'])} |",
+            f"| new ({commit_of(REPO)}) | {new['jobs']} | {minutes(new['seconds'])} |",
+            "",
+            f"Speed-up: **{old['seconds'] / new['seconds']:.2f}x**. {memory}",
+            "",
+            *rule_table(old, new),
+            "",
+        ]
     if scaling:
         counts, seconds = zip(*scaling, strict=True)
         a, b, worst = linear_fit(list(counts), list(seconds))
@@ -176,17 +197,17 @@ def write_section(page: Path, text: str) -> None:
 def main() -> None:
     """Run the demos and write the section."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--old", type=Path, help="worktree of the commit to compare against")
+    parser.add_argument(
+        "--old", type=Path, help="worktree of the commit to compare against (none: new only)"
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--scaling", type=int, nargs="*", default=[])
     parser.add_argument("--work", type=Path, default=Path("/tmp/iusynth-demo-benchmark"))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "performance.md")
     args = parser.parse_args()
-    if args.old is None:
-        parser.error("--old is required (a git worktree of the commit before the work)")
     new = run_demo(REPO, args.work / "new", args.cores, [])
-    old_tree = args.old.resolve()
-    old = run_demo(old_tree, args.work / "old", args.cores, [])
+    old_tree = args.old.resolve() if args.old else None
+    old = run_demo(old_tree, args.work / "old", args.cores, []) if old_tree else None
     scaling = []
     for count in args.scaling:
         overlay = subjects_overlay(args.work, count)

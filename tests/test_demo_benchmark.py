@@ -42,3 +42,10 @@ def test_the_section_compares_the_runs_and_replaces_itself(tmp_path):
     written = page.read_text()
     assert written.count(START) == written.count(END) == 1
     assert "kept" in written and "9.99x" in written and "2.60x" not in written
+
+
+def test_without_an_old_run_the_section_reports_the_new_demo_alone():
+    new = run(1100.0, {"synthesise_remind": (12, 300.0, 700.0), "train_model": (10, 600.0, 900.0)})
+    text = section(None, None, new, 2, [], "python -m x")
+    assert "18 min 20 s" in text and "Speed-up" not in text and "no older commit" in text
+    assert "| train_model | - | 10 | - | 600 | 900 |" in text
