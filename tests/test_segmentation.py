@@ -349,24 +349,13 @@ def test_table4_reads_the_cases_with_the_papers_dice_beside_ours(tmp_path):
     assert (tmp_path / "dice.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_preprocessing_in_process_writes_what_nnunets_pool_writes(
-    tmp_path: Path, restore_nnunet_environment
-) -> None:
-    """One thread preprocesses in this process; the files equal nnU-Net's pool's."""
-    written = {}
-    for threads in (1, 2):
-        rng = np.random.default_rng(0)
-        paths = seg.NnunetPaths.under(tmp_path / f"threads{threads}")
-        settings = defaults(jobs.segmenter, threads=threads, batch_size=2, device="cpu")
-        seg.export_dataset(
-            paths.raw, 502, "PoolUS", (disc_planes(f"s{s}", 3, rng) for s in range(4))
-        )
-        plans = seg.plan_and_preprocess(paths, 502, settings)
-        written[threads] = {
-            path.relative_to(plans.parent): path.read_bytes()
-            for path in sorted(plans.parent.rglob("*"))
-            if path.is_file() and path.parent.name in ("nnUNetPlans_2d", "gt_segmentations")
-        }
-    assert len(written[1]) >= 4 * 3 * 2  # every case: data, properties; and its labels
-    assert written[1].keys() == written[2].keys()
-    assert all(written[1][name] == written[2][name] for name in written[1])
+def test_nnunet_workers_start_from_a_fork_server(tmp_path: Path) -> None:
+    """Inside nnU-Net calls, a default Pool does not fork this multithreaded process."""
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    with seg.nnunet_environment(seg.NnunetPaths.under(tmp_path), 1):
+        assert multiprocessing.get_start_method() == "forkserver"
+        with multiprocessing.Pool(2) as pool:
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+    assert multiprocessing.get_start_method(allow_none=True) == before

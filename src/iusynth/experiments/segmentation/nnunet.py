@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,7 +95,11 @@ class NnunetPaths:
 def nnunet_environment(paths: NnunetPaths, threads: int) -> Iterator[None]:
     """Set nnU-Net's folder and process-count variables and torch's threads for a block.
 
-    The previous values are restored afterwards.
+    Worker processes start from a fork server: nnU-Net lists a dataset's files with a
+    default ``multiprocessing.Pool`` (fork on Linux), and a fork of this multithreaded
+    process (torch's threads, the parent watch of :mod:`iusynth.core.processes`) can
+    inherit a held lock and hang; this hung CI's end-to-end run. The previous values and
+    start method are restored afterwards.
     """
     values = {
         "nnUNet_raw": str(paths.raw),
@@ -110,9 +115,12 @@ def nnunet_environment(paths: NnunetPaths, threads: int) -> Iterator[None]:
         Path(folder).mkdir(parents=True, exist_ok=True)
     os.environ.update(values)
     torch.set_num_threads(threads)
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("forkserver", force=True)
     try:
         yield
     finally:
+        multiprocessing.set_start_method(start_method, force=True)
         torch.set_num_threads(saved_threads)
         for name, value in saved.items():
             if value is None:
@@ -221,16 +229,13 @@ def plan_and_preprocess(paths: NnunetPaths, dataset_id: int, settings: NnunetSet
         if settings.batch_size is not None:
             plans["configurations"][CONFIGURATION]["batch_size"] = settings.batch_size
             write_json(plans_file, plans)
-        if settings.threads > 1:
-            preprocess_dataset(
-                dataset_id,
-                plans_name,
-                configurations=(CONFIGURATION,),
-                num_processes=(settings.threads,),
-                show_progress_bar=False,
-            )
-        else:
-            preprocess_in_process(paths, dataset_id, plans_file)
+        preprocess_dataset(
+            dataset_id,
+            plans_name,
+            configurations=(CONFIGURATION,),
+            num_processes=(settings.threads,),
+            show_progress_bar=False,
+        )
     configuration = plans["configurations"][CONFIGURATION]
     log.info(
         "%s: 2d patch %s, batch %d",
@@ -259,42 +264,6 @@ def grouped_splits(case_ids: Sequence[str], folds: int, seed: int) -> list[dict[
         {part: [c for s in split[part] for c in by_subject[s]] for part in ("train", "val")}
         for split in kfold(list(by_subject), folds, seed)
     ]
-
-
-def preprocess_in_process(paths: NnunetPaths, dataset_id: int, plans_file: Path) -> None:
-    """nnU-Net's ``2d`` preprocessing of every case in this process, one after another.
-
-    What ``preprocess_dataset`` does with one worker, without its process pool: that pool
-    (spawned workers polled by the parent) was seen to hang with one worker on a loaded
-    2-core machine, a worker blocked on a lock and never finishing its case. Writes the
-    preprocessed cases and ``gt_segmentations`` as nnU-Net does.
-    """
-    import shutil
-
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
-
-    name = find_dataset(paths, dataset_id)
-    plans = PlansManager(str(plans_file))
-    configuration = plans.get_configuration(CONFIGURATION)
-    preprocessor = configuration.preprocessor_class(verbose=False)
-    dataset_json = json.loads((paths.preprocessed / name / "dataset.json").read_text())
-    output = paths.preprocessed / name / configuration.data_identifier
-    if output.is_dir():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
-    cases = get_filenames_of_train_images_and_targets(str(paths.raw / name), dataset_json)
-    for key, case in cases.items():
-        preprocessor.run_case_save(
-            str(output / key), case["images"], case["label"], plans, configuration, dataset_json
-        )
-    truth = paths.preprocessed / name / "gt_segmentations"
-    truth.mkdir(exist_ok=True)
-    raw_json = json.loads((paths.raw / name / "dataset.json").read_text())
-    for key, case in get_filenames_of_train_images_and_targets(
-        str(paths.raw / name), raw_json
-    ).items():
-        shutil.copyfile(case["label"], truth / f"{key}{raw_json['file_ending']}")
 
 
 def find_dataset(paths: NnunetPaths, dataset_id: int) -> str:
