@@ -167,7 +167,6 @@ def section(
         ]
     if scaling:
         counts, seconds = zip(*scaling, strict=True)
-        a, b, worst = linear_fit(list(counts), list(seconds))
         lines += [
             "### Scaling with the cohorts' size",
             "",
@@ -175,10 +174,14 @@ def section(
             "| --- | --- |",
             *[f"| {n} | {minutes(s)} |" for n, s in scaling],
             "",
-            f"Fit: time = a + b * subjects, a = {a:.0f} s, b = {b:.0f} s per subject "
-            f"(largest relative residual {worst:.1%}).",
-            "",
         ]
+        if len(scaling) > 1:
+            a, b, worst = linear_fit(list(counts), list(seconds))
+            lines += [
+                f"Fit: time = a + b * subjects, a = {a:.0f} s, b = {b:.0f} s per subject "
+                f"(largest relative residual {worst:.1%}).",
+                "",
+            ]
     lines.append(END)
     return "\n".join(lines)
 
@@ -205,20 +208,29 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/iusynth-demo-benchmark"))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "performance.md")
     args = parser.parse_args()
-    new = run_demo(REPO, args.work / "new", args.cores, [])
+    command = "python -m benchmarks.demo_benchmark " + " ".join(
+        a if not a.startswith("/") else f"<{Path(a).name}>" for a in sys.argv[1:]
+    )
     old_tree = args.old.resolve() if args.old else None
-    old = run_demo(old_tree, args.work / "old", args.cores, []) if old_tree else None
-    scaling = []
+    old = None
+    scaling: list[tuple[int, float]] = []
+
+    def report() -> None:
+        """Write what has been measured so far (a later failure keeps the earlier runs)."""
+        text = section(old_tree, old, new, args.cores, scaling, command)
+        print(text, flush=True)
+        write_section(args.output, text)
+
+    new = run_demo(REPO, args.work / "new", args.cores, [])
+    report()
+    if old_tree:
+        old = run_demo(old_tree, args.work / "old", args.cores, [])
+        report()
     for count in args.scaling:
         overlay = subjects_overlay(args.work, count)
         run = run_demo(REPO, args.work / f"scaling-{count}", args.cores, [overlay])
         scaling.append((count, run["seconds"]))
-    command = "python -m benchmarks.demo_benchmark " + " ".join(
-        a if not a.startswith("/") else f"<{Path(a).name}>" for a in sys.argv[1:]
-    )
-    text = section(old_tree, old, new, args.cores, scaling, command)
-    print(text)
-    write_section(args.output, text)
+        report()
 
 
 if __name__ == "__main__":
