@@ -64,10 +64,9 @@ def score(
     rows = []
     for stack in stacks:
         names = stack.meta["modalities"]
-        present = present_modalities(stack)
         positions = np.arange(stack.images.shape[0])
         for direction in DIRECTIONS:
-            if not {*direction.inputs, direction.target} <= present:
+            if not {*direction.inputs, direction.target} <= stack.acquired:
                 continue
             channel = names.index(direction.target)
             target = metrics.to_display(np.asarray(stack.images[:, channel], np.float32))
@@ -108,11 +107,6 @@ def stretched_schedule(training: Any, epochs: int) -> dict[str, Any]:
     return schedule
 
 
-def present_modalities(stack: SliceStack) -> set[str]:
-    """The modalities a slice stack holds."""
-    return {m for m, p in zip(stack.meta["modalities"], stack.meta["present"], strict=True) if p}
-
-
 def pointwise_reference(train: list[SliceStack], val: list[SliceStack]) -> list[dict[str, Any]]:
     """Skill of the best pointwise map: no spatial context, the floor a network must beat.
 
@@ -124,7 +118,7 @@ def pointwise_reference(train: list[SliceStack], val: list[SliceStack]) -> list[
         (source,) = direction.inputs
         sums, counts = np.zeros(256), np.zeros(256)
         for stack in train:
-            if stack.clean is None or not {source, direction.target} <= present_modalities(stack):
+            if stack.clean is None or not {source, direction.target} <= stack.acquired:
                 continue
             names = stack.meta["modalities"]
             fov = np.asarray(stack.fov, bool)
@@ -134,7 +128,7 @@ def pointwise_reference(train: list[SliceStack], val: list[SliceStack]) -> list[
             np.add.at(counts, x[fov], 1)
         table = np.where(counts > 0, sums / np.maximum(counts, 1), sums.sum() / counts.sum())
         for stack in val:
-            if stack.clean is None or not {source, direction.target} <= present_modalities(stack):
+            if stack.clean is None or not {source, direction.target} <= stack.acquired:
                 continue
             names = stack.meta["modalities"]
             x = metrics.to_display(np.asarray(stack.images[:, names.index(source)], np.float32))

@@ -167,6 +167,8 @@ def test_preprocessed_subject_and_slice_stack(subject_copy, tmp_path):
     stack = load_slices(tmp_path / "slices")
     channel = modalities.MODALITIES.index(missing)
     assert not stack.present[channel] and stack.present[0]
+    expected = {m for m in modalities.MODALITIES if m in summary["modalities"]} - {missing}
+    assert stack.acquired == expected and "US" in stack.acquired
     assert (stack.images[:, channel] == -1).all()
     assert stack.images.shape[1:] == (4, 96, 96) and stack.fov.any(axis=(1, 2)).all()
     assert "tumor-US" in stack.labels

@@ -107,9 +107,7 @@ def _synthesis_figures(args: argparse.Namespace) -> None:
     needed = {*direction.inputs, direction.target}
     chosen = None
     for stack_dir in args.slices:
-        meta = load_slices(stack_dir).meta
-        present = {m for m, p in zip(meta["modalities"], meta["present"], strict=True) if p}
-        if needed <= present:
+        if needed <= load_slices(stack_dir).acquired:
             chosen = stack_dir
             break
     if chosen is None:

@@ -190,7 +190,6 @@ def synthesise_subject(
     if "grid_shape" not in meta:
         raise ValueError(f"{stack_dir}/meta.json has no grid_shape: re-run the export_slices rule")
     subject = meta["subject"]
-    present = {m for m, p in zip(meta["modalities"], meta["present"], strict=True) if p}
     positions = np.arange(0, stack.images.shape[0], settings.slice_step)
     grid_slices = np.asarray(meta["slice_indices"])[positions]
     affine = np.asarray(meta["grid_affine"])
@@ -201,7 +200,7 @@ def synthesise_subject(
     records = []
     with atomic_directory(output_dir) as folder:
         for inputs in settings.subsets:
-            if not set(inputs) <= present or not synthesizer.targets(inputs):
+            if not set(inputs) <= stack.acquired or not synthesizer.targets(inputs):
                 continue
             for temperature in temperatures:
                 samples = 1 if not temperature else settings.samples

@@ -42,12 +42,9 @@ COLUMNS = ("epoch", "loss", "l1", "gan_g", "gan_d", "lr", "val_l1", "seconds")
 
 def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:
     """The volumes a baseline can learn from (Pix2Pix: its inputs and target present)."""
-
-    def has(stack: SliceStack, names: tuple[str, ...]) -> bool:
-        return all(stack.present[stack.meta["modalities"].index(m)] for m in names)
-
     if config.kind == "pix2pix":
-        return [s for s in stacks if has(s, config.inputs) and has(s, config.targets)]
+        needed = {*config.inputs, *config.targets}
+        return [s for s in stacks if needed <= s.acquired]
     return [s for s in stacks if int(s.present.sum()) >= 2]
 
 

@@ -436,8 +436,7 @@ def load_model(path: Path, device: str = "auto") -> MMHVAE:
 
 def _has_all(stack: SliceStack, modalities: tuple[str, ...]) -> bool:
     """Whether a slice stack holds every one of ``modalities``."""
-    names = stack.meta["modalities"]
-    return all(stack.meta["present"][names.index(m)] for m in modalities)
+    return set(modalities) <= stack.acquired
 
 
 def fold_stacks(

@@ -311,8 +311,7 @@ def synthesise_volumes(
     stack_dir = Path(stack_dir)
     stack = load_slices(stack_dir)
     meta = stack.meta
-    present = dict(zip(meta["modalities"], meta["present"], strict=True))
-    if not present.get("US"):
+    if "US" not in stack.acquired:
         raise ValueError(f"slice stack {stack_dir} has no iUS: nothing to synthesise from")
     if "grid_shape" not in meta or "grid_affine" not in meta:
         raise ValueError(

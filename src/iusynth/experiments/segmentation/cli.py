@@ -50,8 +50,7 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     settings = from_json(SyntheticIusSettings, args.settings)
     sweep = load_slices(args.sweep)
-    present = dict(zip(sweep.meta["modalities"], sweep.meta["present"], strict=True))
-    inputs = tuple(m for m in MR_SEQUENCES if present[m])
+    inputs = tuple(m for m in MR_SEQUENCES if m in sweep.acquired)
     synthesizer = load_synthesizer(args.models, settings.device)
     if "US" not in synthesizer.targets(inputs):
         raise ValueError(

@@ -119,10 +119,8 @@ def sweep_part(files: SubjectFiles, settings: PageSettings, subject: str) -> dic
         chosen = list(range(min(settings.reports.figure_slices, len(labels))))
     mr = {
         name: np.asarray(sweep.images[chosen, channel])
-        for channel, (name, present) in enumerate(
-            zip(sweep.meta["modalities"], sweep.meta["present"], strict=True)
-        )
-        if present
+        for channel, name in enumerate(sweep.meta["modalities"])
+        if name in sweep.acquired
     }
     synthetic = {}
     for method, folder in files.synthetic_ius.items():

@@ -114,11 +114,11 @@ def direction_entry(
     settings: PageSettings,
     subject: str,
     direction: Direction,
-    present: dict[str, bool],
+    acquired: frozenset[str],
 ) -> dict[str, Any]:
     """One direction's figures, or a note saying why it has none (or no sweep)."""
     entry: dict[str, Any] = {"label": direction.label, "figures": [], "note": None}
-    lacking = [m for m in (*direction.inputs, direction.target) if not present[m]]
+    lacking = [m for m in (*direction.inputs, direction.target) if m not in acquired]
     if lacking:
         entry["note"] = f"not synthesised for this subject: it has no {', '.join(lacking)}"
         return entry
@@ -144,9 +144,8 @@ def synthesis_section(
     from iusynth.preprocessing.slices import load_slices
 
     stack = load_slices(files.synthesis_slices)
-    present = dict(zip(stack.meta["modalities"], stack.meta["present"], strict=True))
     directions = [
-        direction_entry(files, settings, subject, direction, present)
+        direction_entry(files, settings, subject, direction, stack.acquired)
         for direction in settings.directions
     ]
     metrics = subject_synthesis_metrics(files, settings)
