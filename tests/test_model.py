@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from iusynth import jobs
+from iusynth.model import network
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.fusion import Gaussian, kl_divergence, product_of_experts, sampled_kl
 from iusynth.model.network import MMHVAE, parameter_counts
@@ -172,6 +173,25 @@ def test_temperature_zero_is_deterministic_and_one_is_not():
     assert not torch.equal(model(images, observed, temperature=1.0).images, first)
     nothing = torch.zeros(2, 4, dtype=torch.bool)
     assert model(images, nothing, temperature=0.7).images.shape == (2, 4, 32, 32)  # prior only
+
+
+def test_cpu_inference_in_chunks_gives_the_whole_batch_images(monkeypatch):
+    model = MMHVAE(TINY).eval()
+    images = torch.rand(5, 4, 32, 32) * 2 - 1
+    observed = torch.tensor([[False, True, True, False]] * 5)
+    fov = torch.rand(5, 32, 32) > 0.3
+    with torch.no_grad():
+        whole = model(images, observed, fov, temperature=0.0)  # the training forward
+    monkeypatch.setattr(network, "CPU_INFERENCE_PIXELS", 2 * 32 * 32)  # chunks of 2, 2, 1
+    calls = []
+    model.heads[0].register_forward_hook(lambda module, args, out: calls.append(len(out)))
+    with torch.inference_mode():
+        chunked = model(images, observed, fov, temperature=0.0, with_kl=False)
+        sampled = model(images, observed, fov, temperature=0.7, with_kl=False)
+    assert calls == [2, 2, 1, 2, 2, 1]
+    torch.testing.assert_close(chunked.images, whole.images, rtol=0, atol=1e-5)
+    assert [z.shape for z in chunked.latents] == [z.shape for z in whole.latents]
+    assert sampled.images.shape == whole.images.shape and not chunked.kl
 
 
 def test_training_steps_of_the_mixture_and_the_other_modes():
