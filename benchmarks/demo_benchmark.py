@@ -19,6 +19,7 @@ Without ``--old`` only this commit's demo is run and reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -48,8 +49,18 @@ def snakefile(tree: Path) -> Path:
     raise FileNotFoundError(f"no Snakefile in {tree}")
 
 
-def run_demo(tree: Path, workdir: Path, cores: int, configs: list[Path]) -> dict[str, Any]:
-    """Run one checkout's whole demo from scratch in ``workdir``: wall time and per rule."""
+def run_demo(
+    tree: Path, workdir: Path, cores: int, configs: list[Path], reuse: bool = False
+) -> dict[str, Any]:
+    """Run one checkout's whole demo from scratch in ``workdir``: wall time and per rule.
+
+    The run's wall time, jobs and commit are kept in ``workdir/run.json``; with ``reuse``
+    a finished run found there is read back instead of run again.
+    """
+    record = workdir / "run.json"
+    if reuse and record.is_file():
+        run = json.loads(record.read_text())
+        return {**run, "rules": summarise_benchmarks(workdir / "results" / "benchmarks")}
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -70,7 +81,9 @@ def run_demo(tree: Path, workdir: Path, cores: int, configs: list[Path]) -> dict
     if result.returncode != 0:
         raise RuntimeError(f"the demo of {tree} failed: see {workdir / 'snakemake.log'}")
     rules = summarise_benchmarks(workdir / "results" / "benchmarks")
-    return {"seconds": seconds, "jobs": int(rules["jobs"].sum()), "rules": rules}
+    run = {"seconds": seconds, "jobs": int(rules["jobs"].sum()), "commit": commit_of(tree)}
+    record.write_text(json.dumps(run))
+    return {**run, "rules": rules}
 
 
 def subjects_overlay(folder: Path, subjects: int) -> Path:
@@ -137,12 +150,12 @@ def section(
     if old is None or old_tree is None:
         lines += [
             f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, "
-            f"no GPU; commit {commit_of(REPO)}, in a fresh working directory; no older "
+            f"no GPU; commit {new['commit']}, in a fresh working directory; no older "
             "commit was run beside it.",
             "",
             "| demo | jobs | wall time |",
             "| --- | --- | --- |",
-            f"| {commit_of(REPO)} | {new['jobs']} | {minutes(new['seconds'])} |",
+            f"| {new['commit']} | {new['jobs']} | {minutes(new['seconds'])} |",
             "",
             memory,
             "",
@@ -152,13 +165,13 @@ def section(
     else:
         lines += [
             f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, "
-            f"no GPU; old commit {commit_of(old_tree)}, new commit {commit_of(REPO)}; the "
+            f"no GPU; old commit {old['commit']}, new commit {new['commit']}; the "
             "new demo first, then the old one, in one run, each in a fresh working directory.",
             "",
             "| demo | jobs | wall time |",
             "| --- | --- | --- |",
-            f"| old ({commit_of(old_tree)}) | {old['jobs']} | {minutes(old['seconds'])} |",
-            f"| new ({commit_of(REPO)}) | {new['jobs']} | {minutes(new['seconds'])} |",
+            f"| old ({old['commit']}) | {old['jobs']} | {minutes(old['seconds'])} |",
+            f"| new ({new['commit']}) | {new['jobs']} | {minutes(new['seconds'])} |",
             "",
             f"Speed-up: **{old['seconds'] / new['seconds']:.2f}x**. {memory}",
             "",
@@ -207,9 +220,12 @@ def main() -> None:
     parser.add_argument("--scaling", type=int, nargs="*", default=[])
     parser.add_argument("--work", type=Path, default=Path("/tmp/iusynth-demo-benchmark"))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "performance.md")
+    parser.add_argument(
+        "--reuse", action="store_true", help="read back the runs already finished in --work"
+    )
     args = parser.parse_args()
     command = "python -m benchmarks.demo_benchmark " + " ".join(
-        a if not a.startswith("/") else f"<{Path(a).name}>" for a in sys.argv[1:]
+        a if not a.startswith("/") else f"<{Path(a).name}>" for a in sys.argv[1:] if a != "--reuse"
     )
     old_tree = args.old.resolve() if args.old else None
     old = None
@@ -221,14 +237,14 @@ def main() -> None:
         print(text, flush=True)
         write_section(args.output, text)
 
-    new = run_demo(REPO, args.work / "new", args.cores, [])
+    new = run_demo(REPO, args.work / "new", args.cores, [], args.reuse)
     report()
     if old_tree:
-        old = run_demo(old_tree, args.work / "old", args.cores, [])
+        old = run_demo(old_tree, args.work / "old", args.cores, [], args.reuse)
         report()
     for count in args.scaling:
         overlay = subjects_overlay(args.work, count)
-        run = run_demo(REPO, args.work / f"scaling-{count}", args.cores, [overlay])
+        run = run_demo(REPO, args.work / f"scaling-{count}", args.cores, [overlay], args.reuse)
         scaling.append((count, run["seconds"]))
         report()
 

@@ -16,6 +16,9 @@ This machine is shared and noisy, so every comparison is made in one run, interl
 
     python -m benchmarks.performance_benchmark --old ../wt_old [--rounds 3] [--planes 160]
 
+``--keep-nnunet`` measures the generator alone and keeps the page's nnU-Net row (marked
+as kept, with the commits it was measured on).
+
 ``--quick`` (the tests' check) measures tiny sizes once, with this commit as the "old" one.
 """
 
@@ -26,6 +29,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -217,6 +221,19 @@ def nnunet_dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * (prediction & truth).sum() / total) if total else 1.0
 
 
+def kept_nnunet_row(page: str) -> str:
+    """The nnU-Net row of an earlier page, marked with the commits it was measured on."""
+    header = re.search(r"old commit (\S+), new commit (\S+);", page)
+    row = next((line for line in page.splitlines() if line.startswith("| (kept: ")), None)
+    if row is not None:  # kept before: it names its commits already
+        return row
+    row = next((line for line in page.splitlines() if line.startswith("| nnU-Net")), None)
+    if header is None or row is None:
+        raise ValueError("--keep-nnunet: the page has no nnU-Net row to keep; measure it")
+    old, new = header.group(1), header.group(2)
+    return row.replace("| nnU-Net", f"| (kept: {old} vs {new}) nnU-Net", 1)
+
+
 def commit_of(tree: Path) -> str:
     """The short commit hash checked out in ``tree`` (``?`` outside git)."""
     result = subprocess.run(
@@ -236,6 +253,9 @@ def main() -> None:
     parser.add_argument("--planes", type=int, default=160)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (tests)")
+    parser.add_argument(
+        "--keep-nnunet", action="store_true", help="keep the page's nnU-Net row, not re-measured"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "performance.md")
     args = parser.parse_args()
     old = REPO if args.quick else args.old
@@ -248,8 +268,19 @@ def main() -> None:
         old_ms.append(forward_ms(old.resolve(), size, batch, repeats, args.threads, args.quick))
         new_ms.append(forward_ms(REPO, size, batch, repeats, args.threads, args.quick))
     difference = fast_path_difference(size, args.quick)
-    planes, plane_size = (4, 64) if args.quick else (args.planes, 192)
-    segmentation = nnunet_comparison(planes, plane_size, rounds, args.threads)
+    kept = args.output.read_text() if args.output.is_file() else ""
+    if args.keep_nnunet:
+        nnunet_row = kept_nnunet_row(kept)
+    else:
+        planes, plane_size = (4, 64) if args.quick else (args.planes, 192)
+        segmentation = nnunet_comparison(planes, plane_size, rounds, args.threads)
+        nnunet_row = (
+            f"| nnU-Net 5-fold ensemble, one volume of {planes} planes {plane_size} x "
+            f"{plane_size} (s) | {segmentation['old_s']:.1f} | {segmentation['new_s']:.1f} | "
+            f"{segmentation['old_s'] / segmentation['new_s']:.2f}x | masks equal: "
+            f"{segmentation['equal']}; Dice {segmentation['old_dice']:.4f} vs "
+            f"{segmentation['new_dice']:.4f} |"
+        )
     old_median, new_median = statistics.median(old_ms), statistics.median(new_ms)
     lines = [
         "# Inference speed: measured side by side",
@@ -263,11 +294,7 @@ def main() -> None:
         f"| generator forward, paper size, batch {batch}, T2 in, four out, T 0.7 "
         f"(ms/slice) | {old_median:.1f} | {new_median:.1f} | {old_median / new_median:.2f}x "
         f"| fast path vs reference at T 0: max abs d {difference:.1e} |",
-        f"| nnU-Net 5-fold ensemble, one volume of {planes} planes {plane_size} x {plane_size}"
-        f" (s) | {segmentation['old_s']:.1f} | {segmentation['new_s']:.1f} | "
-        f"{segmentation['old_s'] / segmentation['new_s']:.2f}x | masks equal: "
-        f"{segmentation['equal']}; Dice {segmentation['old_dice']:.4f} vs "
-        f"{segmentation['new_dice']:.4f} |",
+        nnunet_row,
         "",
         "Per round (ms/slice, old / new): "
         + ", ".join(f"{a:.1f} / {b:.1f}" for a, b in zip(old_ms, new_ms, strict=True)),
@@ -278,7 +305,6 @@ def main() -> None:
     if not args.quick:
         from benchmarks.demo_benchmark import END, START, write_section
 
-        kept = args.output.read_text() if args.output.is_file() else ""
         args.output.write_text(text)
         if START in kept:  # demo_benchmark's section stays
             write_section(args.output, kept[kept.index(START) : kept.index(END) + len(END)])

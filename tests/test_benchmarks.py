@@ -6,6 +6,8 @@ import importlib
 
 import pytest
 
+from benchmarks.performance_benchmark import kept_nnunet_row
+
 from .conftest import REPO
 
 SCRIPTS = sorted(path.stem for path in (REPO / "benchmarks").glob("*.py"))
@@ -50,6 +52,19 @@ def test_performance_benchmark_compares_and_checks_equal_outputs():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "max abs d 0.0e+00" in result.stdout  # inference path == training forward at T 0
     assert "masks equal: True" in result.stdout  # batched nnU-Net == its per-plane call
+
+
+def test_a_kept_nnunet_row_names_the_commits_it_was_measured_on():
+    page = (
+        "old commit 684d545, new commit b2494b4; 3 rounds\n| what | old |\n"
+        "| nnU-Net 5-fold ensemble (s) | 388.6 | 203.4 | 1.91x | Dice 0.37 vs 0.37 |\n"
+    )
+    row = kept_nnunet_row(page)
+    assert row.startswith("| (kept: 684d545 vs b2494b4) nnU-Net 5-fold") and "388.6" in row
+    later = f"old commit 684d545, new commit 1234567; 3 rounds\n{row}\n"
+    assert kept_nnunet_row(later) == row  # kept twice: still the commits measured
+    with pytest.raises(ValueError, match="no nnU-Net row"):
+        kept_nnunet_row("old commit a, new commit b;\n")
 
 
 def test_no_device_is_hard_coded_in_the_package():

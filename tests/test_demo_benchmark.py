@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmarks import demo_benchmark
 from benchmarks.demo_benchmark import END, START, linear_fit, rule_table, section, write_section
 
 
-def run(seconds: float, rules: dict[str, tuple[int, float, float]]) -> dict:
+def run(seconds: float, rules: dict[str, tuple[int, float, float]], commit: str = "c0ffee") -> dict:
     """A demo run as run_demo returns it: rule -> (jobs, job seconds, peak RSS MB)."""
     frame = pd.DataFrame(
         [
@@ -18,7 +19,7 @@ def run(seconds: float, rules: dict[str, tuple[int, float, float]]) -> dict:
             for r, (j, s, m) in rules.items()
         ]
     )
-    return {"seconds": seconds, "jobs": int(frame["jobs"].sum()), "rules": frame}
+    return {"seconds": seconds, "jobs": int(frame["jobs"].sum()), "commit": commit, "rules": frame}
 
 
 def test_linear_fit_recovers_a_line_and_reports_curvature():
@@ -28,13 +29,15 @@ def test_linear_fit_recovers_a_line_and_reports_curvature():
 
 
 def test_the_section_compares_the_runs_and_replaces_itself(tmp_path):
-    old = run(2857.0, {"synthesise": (72, 1801.0, 800.0), "train_model": (10, 541.0, 1800.0)})
+    rules = {"synthesise": (72, 1801.0, 800.0), "train_model": (10, 541.0, 1800.0)}
+    old = run(2857.0, rules, "0ld")
     new = run(1100.0, {"synthesise_remind": (12, 300.0, 700.0), "train_model": (10, 600.0, 900.0)})
     lines = rule_table(old, new)
     assert any(line.startswith("| synthesise | 72 | - |") for line in lines)
     text = section(Path("."), old, new, 2, [(4, 500.0), (8, 900.0)], "python -m x")
     assert "**2.60x**" in text and "rule train_model" in text and "within" in text
     assert "b = 100 s per subject" in text
+    assert "| old (0ld) | 82 |" in text and "| new (c0ffee) | 22 |" in text
     page = tmp_path / "performance.md"
     page.write_text("# Inference speed\n\nkept\n")
     write_section(page, text)
@@ -49,3 +52,16 @@ def test_without_an_old_run_the_section_reports_the_new_demo_alone():
     text = section(None, None, new, 2, [], "python -m x")
     assert "18 min 20 s" in text and "Speed-up" not in text and "no older commit" in text
     assert "| train_model | - | 10 | - | 600 | 900 |" in text
+
+
+def test_a_finished_run_is_read_back_with_reuse(tmp_path, monkeypatch):
+    workdir = tmp_path / "new"
+    (workdir / "results" / "benchmarks" / "train_model").mkdir(parents=True)
+    benchmark = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    benchmark += "12.5\t0:00:12\t900\t1\t1\t1\t0\t0\t100\t12\n"
+    (workdir / "results" / "benchmarks" / "train_model" / "mmhvae.tsv").write_text(benchmark)
+    (workdir / "run.json").write_text('{"seconds": 1100.0, "jobs": 1, "commit": "abc1234"}')
+    monkeypatch.setattr(demo_benchmark.subprocess, "run", lambda *a, **k: pytest.fail("ran"))
+    run = demo_benchmark.run_demo(Path("."), workdir, 2, [], reuse=True)
+    assert run["seconds"] == 1100.0 and run["commit"] == "abc1234"
+    assert run["rules"]["peak_rss_mb"].tolist() == [900]
