@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -11,6 +12,8 @@ import pytest
 from scipy import ndimage, stats
 
 from iusynth import jobs
+from iusynth.cohorts.cli import _demo_template
+from iusynth.cohorts.demo.anatomy import read_anatomy
 from iusynth.cohorts.demo.generate import generate_subject
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
 from iusynth.cohorts.demo.settings import DemoCohortSettings
@@ -37,6 +40,24 @@ def test_same_seed_gives_same_bytes(generated, micro_config, demo_settings, tmp_
     assert names == sorted(p.name for p in again.iterdir())
     for name in names:
         assert (folder / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_a_subject_from_the_template_file_is_the_one_built_in_process(
+    generated, demo_settings, tmp_path
+):
+    subject, folder = generated["remind"]
+    template = tmp_path / "template_anatomy.npz"
+    _demo_template(argparse.Namespace(spacing_mm=demo_settings.mr_spacing_mm, output=template))
+    again = tmp_path / subject.plan.subject
+    generate_subject(subject.plan, demo_settings, again, read_anatomy(template))
+    for path in sorted(folder.iterdir()):
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name
+    coarser = dataclasses.replace(demo_settings, mr_spacing_mm=2 * demo_settings.mr_spacing_mm)
+    with pytest.raises(ValueError, match="prepare_demo_template"):
+        generate_subject(subject.plan, coarser, tmp_path / "other", read_anatomy(template))
+    template.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match=r"template_anatomy\.npz is not a demo template"):
+        read_anatomy(template)
 
 
 def test_other_seed_gives_other_subject(generated, micro_config, demo_settings, tmp_path):

@@ -1,7 +1,31 @@
 # The offline demo cohort: simulated subjects on MNI152 anatomy, in the canonical layout.
 
 
+rule prepare_demo_template:
+    output:
+        f"{RESULTS}/cohorts/template_anatomy.npz",
+    log:
+        f"{RESULTS}/logs/prepare_demo_template.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_demo_template.tsv"
+    conda:
+        "../envs/demo.yaml"
+    threads: 1
+    resources:
+        **CPU_JOB,
+        mem_mb=4000,
+        runtime=15,
+    params:
+        iusynth=IUSYNTH,
+        spacing_mm=config["demo"]["mr_spacing_mm"],
+    shell:
+        "{params.iusynth} demo-template --spacing-mm {params.spacing_mm}"
+        " --output {output} > {log} 2>&1"
+
+
 rule generate_demo_subject:
+    input:
+        template=rules.prepare_demo_template.output[0],
     output:
         directory(f"{RESULTS}/cohorts/{{cohort}}/{{subject}}"),
     log:
@@ -27,4 +51,5 @@ rule generate_demo_subject:
     shell:
         "{params.iusynth} demo-subject --cohort {wildcards.cohort} --dataset {params.dataset}"
         " --subject {wildcards.subject} --settings {params.settings:q}"
-        " --cohort-settings {params.cohort_settings:q} --output {output} > {log} 2>&1"
+        " --cohort-settings {params.cohort_settings:q} --template {input.template}"
+        " --output {output} > {log} 2>&1"

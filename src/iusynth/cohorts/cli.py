@@ -22,8 +22,24 @@ def _download_policy(args: argparse.Namespace) -> Any:
     return from_json(RetryPolicy, args.download)
 
 
+def _demo_template(args: argparse.Namespace) -> None:
+    """Build the demo's MNI anatomy once, for every subject to read."""
+    from iusynth.cohorts.demo.anatomy import load_mni_anatomy, save_anatomy
+
+    start = time.perf_counter()
+    anatomy = load_mni_anatomy(args.spacing_mm)
+    save_anatomy(anatomy, args.output)
+    log.info(
+        "template anatomy %s at %s mm in %.1f s",
+        anatomy.shape,
+        args.spacing_mm,
+        time.perf_counter() - start,
+    )
+
+
 def _demo_subject(args: argparse.Namespace) -> None:
     """Generate one demo subject into its folder."""
+    from iusynth.cohorts.demo.anatomy import read_anatomy
     from iusynth.cohorts.demo.generate import generate_subject
     from iusynth.cohorts.demo.plan import plan_cohort
     from iusynth.cohorts.demo.settings import DemoCohortSettings, DemoSettings
@@ -35,7 +51,7 @@ def _demo_subject(args: argparse.Namespace) -> None:
     if plan is None:
         raise SystemExit(f"subject {args.subject!r} is not planned for demo cohort {args.cohort!r}")
     start = time.perf_counter()
-    subject = generate_subject(plan, settings, args.output)
+    subject = generate_subject(plan, settings, args.output, read_anatomy(args.template))
     log.info(
         "generated %s (%s, %s) in %.1f s",
         args.subject,
@@ -161,6 +177,15 @@ def _resect_convert(args: argparse.Namespace) -> None:
 
 STAGES = (
     Stage(
+        "demo-template",
+        "build the demo's MNI152 anatomy (tissues, brain mask) once, as an .npz",
+        _demo_template,
+        [
+            ("--spacing-mm", {"required": True, "type": float, "help": "demo.mr_spacing_mm"}),
+            ("--output", {"required": True, "type": Path, "help": "the .npz to write"}),
+        ],
+    ),
+    Stage(
         "demo-subject",
         "generate one subject of the offline demo cohort",
         _demo_subject,
@@ -172,6 +197,10 @@ STAGES = (
             (
                 "--cohort-settings",
                 {"required": True, "help": "the cohort's demo.cohorts.<name> as JSON"},
+            ),
+            (
+                "--template",
+                {"required": True, "type": Path, "help": "the anatomy of demo-template"},
             ),
             "folder",
         ],

@@ -115,6 +115,38 @@ def load_mni_anatomy(spacing_mm: float = 1.0) -> Anatomy:
     return Anatomy(resampled, affine, brain_mask)
 
 
+def save_anatomy(anatomy: Anatomy, path: Path) -> None:
+    """Write an anatomy as one uncompressed ``.npz`` (tissues, affine, brain mask), atomically."""
+    from iusynth.core.fileio import atomic_path
+
+    arrays = {f"tissue_{name}": values for name, values in anatomy.tissues.items()}
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, affine=anatomy.affine, brain_mask=anatomy.brain_mask, **arrays)
+
+
+def read_anatomy(path: Path) -> Anatomy:
+    """An anatomy written by :func:`save_anatomy`; names the file when it is not one."""
+    try:
+        with np.load(path) as archive:
+            tissues = {
+                key.removeprefix("tissue_"): archive[key]
+                for key in archive.files
+                if key.startswith("tissue_")
+            }
+            anatomy = Anatomy(tissues, archive["affine"], archive["brain_mask"])
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"{path} is not a demo template anatomy ({error}); delete it and re-run the "
+            "rule prepare_demo_template"
+        ) from error
+    if set(tissues) != set(HEALTHY_TISSUES):
+        raise ValueError(
+            f"{path} holds the tissues {sorted(tissues)}, not {sorted(HEALTHY_TISSUES)}: delete "
+            "it and re-run the rule prepare_demo_template"
+        )
+    return anatomy
+
+
 def smooth_random_field(
     shape: tuple[int, ...], rng: np.random.Generator, correlation_voxels: float, components: int = 1
 ) -> np.ndarray:

@@ -127,10 +127,22 @@ def choose_landmarks(
     return np.array(chosen)
 
 
-def simulate_subject(plan: DemoSubjectPlan, settings: DemoSettings) -> SimulatedSubject:
-    """Simulate one subject in memory (see the module docstring)."""
+def simulate_subject(
+    plan: DemoSubjectPlan, settings: DemoSettings, template: Anatomy | None = None
+) -> SimulatedSubject:
+    """Simulate one subject in memory (see the module docstring).
+
+    ``template``: the MNI anatomy at ``settings.mr_spacing_mm`` (the workflow reads it from
+    the file the rule prepare_demo_template wrote once); None builds it in this process.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(plan.seed_words(settings.seed)))
-    template = _template(settings.mr_spacing_mm)
+    if template is None:
+        template = _template(settings.mr_spacing_mm)
+    elif not np.isclose(template.spacing, settings.mr_spacing_mm):
+        raise ValueError(
+            f"the template anatomy has {template.spacing} mm voxels, demo.mr_spacing_mm is "
+            f"{settings.mr_spacing_mm}: re-run the rule prepare_demo_template"
+        )
     spacing, shape, affine = template.spacing, template.shape, template.affine
 
     spec = choose_tumour(
@@ -260,9 +272,12 @@ def write_subject(subject: SimulatedSubject, subject_dir: Path) -> None:
 
 
 def generate_subject(
-    plan: DemoSubjectPlan, settings: DemoSettings, subject_dir: Path
+    plan: DemoSubjectPlan,
+    settings: DemoSettings,
+    subject_dir: Path,
+    template: Anatomy | None = None,
 ) -> SimulatedSubject:
     """Simulate one subject and write it to ``subject_dir``; returns the in-memory subject."""
-    subject = simulate_subject(plan, settings)
+    subject = simulate_subject(plan, settings, template)
     write_subject(subject, Path(subject_dir))
     return subject
