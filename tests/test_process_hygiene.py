@@ -153,7 +153,13 @@ def test_a_killed_trainer_reruns_to_the_same_weights(cohort, uninterrupted, tmp_
     log = tmp_path / "trainer.log"
     with open(log, "w") as stderr:
         trainer = subprocess.Popen(
-            command(cohort, folder), env=ENV, stdout=subprocess.DEVNULL, stderr=stderr
+            command(cohort, folder),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            # a shell's background job (CI started with &) ignores SIGINT, and so would
+            # the trainer: give it the default disposition that a terminal's Ctrl-C meets
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     wait_for(folder / "checkpoint.pt", trainer)
     trainer.send_signal(signum)

@@ -254,27 +254,12 @@ class MMHVAE(nn.Module):
         """Synthesise every modality from the observed ones.
 
         ``images``: batch x modalities x H x W in [-1, 1]; ``observed``: batch x modalities
-        booleans, the inputs used (missing modalities must be False); ``fov``: batch x H x W
-        field of view, used only with ``output_mask: fov``. ``with_kl=False`` (inference)
-        skips the KL terms: the images are the same, ``kl`` is empty; on the CPU without
-        gradients it also runs the batch in chunks of ``CPU_INFERENCE_PIXELS`` (the same
-        images at temperature 0; at T > 0 other draws of the same distribution).
+        booleans, the inputs used (missing modalities must be False); ``fov``: batch x H x W,
+        only for ``output_mask: fov``. ``with_kl=False`` (inference): no KL terms, chunks.
         """
-        chunk = max(1, CPU_INFERENCE_PIXELS // (images.shape[-2] * images.shape[-1]))
-        chunked = not with_kl and not torch.is_grad_enabled() and images.device.type == "cpu"
-        if chunked and images.shape[0] > chunk:
-            parts = [
-                self(
-                    images[start : start + chunk],
-                    observed[start : start + chunk],
-                    None if fov is None else fov[start : start + chunk],
-                    temperature,
-                    with_kl=False,
-                )
-                for start in range(0, images.shape[0], chunk)
-            ]
-            latents = [torch.cat(level) for level in zip(*(p.latents for p in parts), strict=True)]
-            return Synthesis(torch.cat([p.images for p in parts]), [], latents)
+        chunked = self._forward_in_chunks(images, observed, fov, temperature, with_kl)
+        if chunked is not None:
+            return chunked
         observed = observed.bool()
         config = self.config
         batch = images.shape[0]
@@ -318,6 +303,36 @@ class MMHVAE(nn.Module):
         if mask is not None:
             outputs = torch.where(mask.unsqueeze(1), outputs, torch.full_like(outputs, -1.0))
         return Synthesis(outputs, kl, latents)
+
+    def _forward_in_chunks(
+        self,
+        images: torch.Tensor,
+        observed: torch.Tensor,
+        fov: torch.Tensor | None,
+        temperature: float,
+        with_kl: bool,
+    ) -> Synthesis | None:
+        """Inference on the CPU in chunks of ``CPU_INFERENCE_PIXELS`` (same images at T 0).
+
+        None where it does not apply: KL terms asked, gradients on, another device, or a
+        batch that fits in one chunk.
+        """
+        chunk = max(1, CPU_INFERENCE_PIXELS // (images.shape[-2] * images.shape[-1]))
+        inference = not with_kl and not torch.is_grad_enabled() and images.device.type == "cpu"
+        if not inference or images.shape[0] <= chunk:
+            return None
+        parts = [
+            self(
+                images[start : start + chunk],
+                observed[start : start + chunk],
+                None if fov is None else fov[start : start + chunk],
+                temperature,
+                with_kl=False,
+            )
+            for start in range(0, images.shape[0], chunk)
+        ]
+        latents = [torch.cat(level) for level in zip(*(p.latents for p in parts), strict=True)]
+        return Synthesis(torch.cat([p.images for p in parts]), [], latents)
 
     def translate(
         self, images: dict[str, torch.Tensor], temperature: float = 0.0
