@@ -48,12 +48,8 @@ class SliceStack:
     @property
     def acquired(self) -> frozenset[str]:
         """The names of the modalities this subject has (the rest are all -1)."""
-        return acquired_modalities(self.meta)
-
-
-def acquired_modalities(meta: dict[str, Any]) -> frozenset[str]:
-    """The acquired modalities named by a slice stack's ``meta.json`` contents."""
-    return frozenset(m for m, p in zip(meta["modalities"], meta["present"], strict=True) if p)
+        names = self.meta["modalities"]
+        return frozenset(m for m, p in zip(names, self.meta["present"], strict=True) if p)
 
 
 def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dict[str, Any]:
