@@ -6,12 +6,13 @@ each ``snakemake --cores N`` in a fresh working directory. Per run: wall time, j
 per rule (from Snakemake's benchmark files) jobs, job seconds and peak resident memory.
 
 ``--scaling 4 8 16`` also runs this commit's demo with that many subjects in every demo
-cohort and fits wall time = a + b * subjects (least squares).
+cohort and fits wall time = a + b * subjects (least squares); ``--scaling-only`` runs just
+those (the comparison section is left as it is).
 
-The results go into ``benchmarks/performance.md`` between the markers of this script's
-section (the rest of the page belongs to ``performance_benchmark``)::
+The results go into ``benchmarks/performance.md`` between the markers of this script's two
+sections (the rest of the page belongs to ``performance_benchmark``)::
 
-    python -m benchmarks.demo_benchmark --old ../wt_old [--scaling 4 8 16]
+    python -m benchmarks.demo_benchmark --old ../wt_old [--scaling 4 8 16 [--scaling-only]]
 
 Without ``--old`` only this commit's demo is run and reported.
 """
@@ -38,6 +39,7 @@ from iusynth.reporting.benchmarking import summarise_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- demo_benchmark: start -->", "<!-- demo_benchmark: end -->"
+SCALING_START, SCALING_END = "<!-- demo_scaling: start -->", "<!-- demo_scaling: end -->"
 MEMORY_LIMIT_MB = 4096
 
 
@@ -133,10 +135,9 @@ def section(
     old: dict[str, Any] | None,
     new: dict[str, Any],
     cores: int,
-    scaling: list[tuple[int, float]],
     command: str,
 ) -> str:
-    """The Markdown section of performance.md that this benchmark owns.
+    """The Markdown section of performance.md comparing the whole demo, old and new.
 
     Without an old run (``old`` None) the section reports this commit's demo alone.
     """
@@ -178,31 +179,46 @@ def section(
             *rule_table(old, new),
             "",
         ]
-    if scaling:
-        counts, seconds = zip(*scaling, strict=True)
-        lines += [
-            "### Scaling with the cohorts' size",
-            "",
-            "| subjects per demo cohort | wall time |",
-            "| --- | --- |",
-            *[f"| {n} | {minutes(s)} |" for n, s in scaling],
-            "",
-        ]
-        if len(scaling) > 1:
-            a, b, worst = linear_fit(list(counts), list(seconds))
-            lines += [
-                f"Fit: time = a + b * subjects, a = {a:.0f} s, b = {b:.0f} s per subject "
-                f"(largest relative residual {worst:.1%}).",
-                "",
-            ]
     lines.append(END)
     return "\n".join(lines)
 
 
-def write_section(page: Path, text: str) -> None:
-    """Replace this script's section of ``page`` (or append it)."""
+def scaling_section(
+    scaling: list[tuple[int, float, int]], commit: str, cores: int, command: str
+) -> str:
+    """The Markdown section on wall time against subjects per cohort, with the linear fit.
+
+    ``scaling`` holds (subjects per demo cohort, wall seconds, jobs) per run.
+    """
+    lines = [
+        SCALING_START,
+        "### Scaling with the cohorts' size",
+        "",
+        f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, no GPU; "
+        f"commit {commit}; each demo from scratch with that many subjects in every demo "
+        "cohort (remind, upenn, resect), one after the other.",
+        "",
+        "| subjects per demo cohort | jobs | wall time |",
+        "| --- | --- | --- |",
+        *[f"| {n} | {jobs} | {minutes(s)} |" for n, s, jobs in scaling],
+        "",
+    ]
+    if len(scaling) > 1:
+        counts, seconds, _ = zip(*scaling, strict=True)
+        a, b, worst = linear_fit(list(counts), list(seconds))
+        lines += [
+            f"Fit: time = a + b * subjects, a = {a:.0f} s, b = {b:.0f} s per subject "
+            f"(largest relative residual {worst:.1%}).",
+            "",
+        ]
+    lines.append(SCALING_END)
+    return "\n".join(lines)
+
+
+def write_section(page: Path, text: str, markers: tuple[str, str] = (START, END)) -> None:
+    """Replace the section between ``markers`` in ``page`` (or append it)."""
     current = page.read_text() if page.is_file() else ""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(markers[0]) + ".*?" + re.escape(markers[1]), re.S)
     if pattern.search(current):
         updated = pattern.sub(lambda _: text, current)
     else:
@@ -211,42 +227,40 @@ def write_section(page: Path, text: str) -> None:
 
 
 def main() -> None:
-    """Run the demos and write the section."""
+    """Run the demos and write the sections."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--old", type=Path, help="worktree of the commit to compare against (none: new only)"
     )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--scaling", type=int, nargs="*", default=[])
+    parser.add_argument("--scaling-only", action="store_true", help="run only the --scaling demos")
     parser.add_argument("--work", type=Path, default=Path("/tmp/iusynth-demo-benchmark"))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "performance.md")
     parser.add_argument(
         "--reuse", action="store_true", help="read back the runs already finished in --work"
     )
     args = parser.parse_args()
+    if args.scaling_only and not args.scaling:
+        parser.error("--scaling-only needs --scaling N ...")
     command = "python -m benchmarks.demo_benchmark " + " ".join(
         a if not a.startswith("/") else f"<{Path(a).name}>" for a in sys.argv[1:] if a != "--reuse"
     )
-    old_tree = args.old.resolve() if args.old else None
-    old = None
-    scaling: list[tuple[int, float]] = []
-
-    def report() -> None:
-        """Write what has been measured so far (a later failure keeps the earlier runs)."""
-        text = section(old_tree, old, new, args.cores, scaling, command)
-        print(text, flush=True)
-        write_section(args.output, text)
-
-    new = run_demo(REPO, args.work / "new", args.cores, [], args.reuse)
-    report()
-    if old_tree:
-        old = run_demo(old_tree, args.work / "old", args.cores, [], args.reuse)
-        report()
+    if not args.scaling_only:
+        old_tree = args.old.resolve() if args.old else None
+        new = run_demo(REPO, args.work / "new", args.cores, [], args.reuse)
+        write_section(args.output, section(old_tree, None, new, args.cores, command))
+        if old_tree:
+            old = run_demo(old_tree, args.work / "old", args.cores, [], args.reuse)
+            write_section(args.output, section(old_tree, old, new, args.cores, command))
+    scaling: list[tuple[int, float, int]] = []
     for count in args.scaling:
         overlay = subjects_overlay(args.work, count)
         run = run_demo(REPO, args.work / f"scaling-{count}", args.cores, [overlay], args.reuse)
-        scaling.append((count, run["seconds"]))
-        report()
+        scaling.append((count, run["seconds"], run["jobs"]))
+        text = scaling_section(scaling, run["commit"], args.cores, command)
+        print(text, flush=True)
+        write_section(args.output, text, (SCALING_START, SCALING_END))
 
 
 if __name__ == "__main__":

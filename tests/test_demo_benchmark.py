@@ -8,7 +8,17 @@ import pandas as pd
 import pytest
 
 from benchmarks import demo_benchmark
-from benchmarks.demo_benchmark import END, START, linear_fit, rule_table, section, write_section
+from benchmarks.demo_benchmark import (
+    END,
+    SCALING_END,
+    SCALING_START,
+    START,
+    linear_fit,
+    rule_table,
+    scaling_section,
+    section,
+    write_section,
+)
 
 
 def run(seconds: float, rules: dict[str, tuple[int, float, float]], commit: str = "c0ffee") -> dict:
@@ -34,9 +44,8 @@ def test_the_section_compares_the_runs_and_replaces_itself(tmp_path):
     new = run(1100.0, {"synthesise_remind": (12, 300.0, 700.0), "train_model": (10, 600.0, 900.0)})
     lines = rule_table(old, new)
     assert any(line.startswith("| synthesise | 72 | - |") for line in lines)
-    text = section(Path("."), old, new, 2, [(4, 500.0), (8, 900.0)], "python -m x")
+    text = section(Path("."), old, new, 2, "python -m x")
     assert "**2.60x**" in text and "rule train_model" in text and "within" in text
-    assert "b = 100 s per subject" in text
     assert "| old (0ld) | 82 |" in text and "| new (c0ffee) | 22 |" in text
     page = tmp_path / "performance.md"
     page.write_text("# Inference speed\n\nkept\n")
@@ -49,7 +58,7 @@ def test_the_section_compares_the_runs_and_replaces_itself(tmp_path):
 
 def test_without_an_old_run_the_section_reports_the_new_demo_alone():
     new = run(1100.0, {"synthesise_remind": (12, 300.0, 700.0), "train_model": (10, 600.0, 900.0)})
-    text = section(None, None, new, 2, [], "python -m x")
+    text = section(None, None, new, 2, "python -m x")
     assert "18 min 20 s" in text and "Speed-up" not in text and "no older commit" in text
     assert "| train_model | - | 10 | - | 600 | 900 |" in text
 
@@ -65,3 +74,17 @@ def test_a_finished_run_is_read_back_with_reuse(tmp_path, monkeypatch):
     run = demo_benchmark.run_demo(Path("."), workdir, 2, [], reuse=True)
     assert run["seconds"] == 1100.0 and run["commit"] == "abc1234"
     assert run["rules"]["peak_rss_mb"].tolist() == [900]
+
+
+def test_the_scaling_section_fits_a_line_and_lives_beside_the_comparison(tmp_path):
+    one = scaling_section([(4, 500.0, 150)], "c0ffee", 2, "python -m x --scaling 4 8")
+    assert "| 4 | 150 | 8 min 20 s |" in one and "Fit" not in one
+    two = scaling_section([(4, 500.0, 150), (8, 900.0, 270)], "c0ffee", 2, "python -m x")
+    assert "a = 100 s, b = 100 s per subject" in two and "commit c0ffee" in two
+    page = tmp_path / "performance.md"
+    page.write_text(f"# Inference speed\n\n{START}\ncomparison\n{END}\n")
+    write_section(page, one, (SCALING_START, SCALING_END))
+    write_section(page, two, (SCALING_START, SCALING_END))
+    written = page.read_text()
+    assert written.count(SCALING_START) == written.count(SCALING_END) == 1
+    assert "comparison" in written and "b = 100 s per subject" in written
