@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- demo_benchmark: start -->", "<!-- demo_benchmark: end -->"
 SCALING_START, SCALING_END = "<!-- demo_scaling: start -->", "<!-- demo_scaling: end -->"
 MEMORY_LIMIT_MB = 4096
+SCALING_FOLDS = 4
 
 
 def snakefile(tree: Path) -> Path:
@@ -89,11 +90,20 @@ def run_demo(
 
 
 def subjects_overlay(folder: Path, subjects: int) -> Path:
-    """A config overlay giving every demo cohort ``subjects`` subjects."""
+    """A config overlay giving every demo cohort ``subjects`` subjects.
+
+    The synthesis models' splits use ``SCALING_FOLDS`` folds at every size (the default 5
+    needs 5 training / validation subjects), so that validation is the same share of the
+    cohort in every run of the fit.
+    """
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cohorts = {name: {"subjects": subjects} for name in config["demo"]["cohorts"]}
+    overlay = {
+        "demo": {"cohorts": cohorts},
+        "preprocessing": {"splits": {"folds": SCALING_FOLDS}},
+    }
     path = folder / f"subjects-{subjects}.yaml"
-    path.write_text(yaml.safe_dump({"demo": {"cohorts": cohorts}}))
+    path.write_text(yaml.safe_dump(overlay))
     return path
 
 
@@ -196,7 +206,8 @@ def scaling_section(
         "",
         f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, no GPU; "
         f"commit {commit}; each demo from scratch with that many subjects in every demo "
-        "cohort (remind, upenn, resect), one after the other.",
+        f"cohort (remind, upenn, resect) and {SCALING_FOLDS} folds for the synthesis "
+        "models' split (validation a quarter of remind at every size), one after the other.",
         "",
         "| subjects per demo cohort | jobs | wall time |",
         "| --- | --- | --- |",

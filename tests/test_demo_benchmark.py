@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from benchmarks import demo_benchmark
 from benchmarks.demo_benchmark import (
@@ -88,3 +89,10 @@ def test_the_scaling_section_fits_a_line_and_lives_beside_the_comparison(tmp_pat
     written = page.read_text()
     assert written.count(SCALING_START) == written.count(SCALING_END) == 1
     assert "comparison" in written and "b = 100 s per subject" in written
+
+
+def test_the_scaling_overlay_sizes_every_demo_cohort_and_keeps_the_folds_valid(tmp_path):
+    overlay = yaml.safe_load(demo_benchmark.subjects_overlay(tmp_path, 4).read_text())
+    assert {c["subjects"] for c in overlay["demo"]["cohorts"].values()} == {4}
+    assert set(overlay["demo"]["cohorts"]) == {"remind", "upenn", "resect"}
+    assert overlay["preprocessing"]["splits"]["folds"] <= 4
