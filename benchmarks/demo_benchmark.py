@@ -265,6 +265,7 @@ def main() -> None:
             old = run_demo(old_tree, args.work / "old", args.cores, [], args.reuse)
             write_section(args.output, section(old_tree, old, new, args.cores, command))
     scaling: list[tuple[int, float, int]] = []
+    args.work.mkdir(parents=True, exist_ok=True)
     for count in args.scaling:
         overlay = subjects_overlay(args.work, count)
         run = run_demo(REPO, args.work / f"scaling-{count}", args.cores, [overlay], args.reuse)
