@@ -62,6 +62,11 @@ from iusynth.model.fusion import (
 CPU_INFERENCE_PIXELS = 192 * 192
 
 
+def cpu_inference_chunk(height: int, width: int) -> int:
+    """Slices per chunk of CPU inference at this slice size (at least one)."""
+    return max(1, CPU_INFERENCE_PIXELS // (height * width))
+
+
 class Encoder(nn.Module):
     """One modality's encoder: the skips of stages 0..depth-1 and the top features."""
 
@@ -312,12 +317,15 @@ class MMHVAE(nn.Module):
         temperature: float,
         with_kl: bool,
     ) -> Synthesis | None:
-        """Inference on the CPU in chunks of ``CPU_INFERENCE_PIXELS`` (same images at T 0).
+        """Inference on the CPU in chunks of ``CPU_INFERENCE_PIXELS``.
 
         None where it does not apply: KL terms asked, gradients on, another device, or a
-        batch that fits in one chunk.
+        batch that fits in one chunk. At T 0 each chunk's images equal the training
+        forward's on that chunk; against one whole-batch forward they differ by float32
+        rounding alone (the CPU's convolution kernels depend on the batch size: max |d|
+        2.5e-5 at paper size, the same as the training forward's own spread).
         """
-        chunk = max(1, CPU_INFERENCE_PIXELS // (images.shape[-2] * images.shape[-1]))
+        chunk = cpu_inference_chunk(images.shape[-2], images.shape[-1])
         inference = not with_kl and not torch.is_grad_enabled() and images.device.type == "cpu"
         if not inference or images.shape[0] <= chunk:
             return None
