@@ -318,11 +318,19 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.quick:
-        from benchmarks.demo_benchmark import END, START, write_section
+        from benchmarks.demo_benchmark import (
+            END,
+            SCALING_END,
+            SCALING_START,
+            START,
+            write_section,
+        )
 
         args.output.write_text(text)
-        if START in kept:  # demo_benchmark's section stays
-            write_section(args.output, kept[kept.index(START) : kept.index(END) + len(END)])
+        for start, end in ((START, END), (SCALING_START, SCALING_END)):
+            if start in kept:  # demo_benchmark's sections stay
+                section = kept[kept.index(start) : kept.index(end) + len(end)]
+                write_section(args.output, section, (start, end))
 
 
 if __name__ == "__main__":
