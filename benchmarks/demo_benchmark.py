@@ -40,6 +40,7 @@ from iusynth.reporting.benchmarking import summarise_benchmarks
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- demo_benchmark: start -->", "<!-- demo_benchmark: end -->"
 SCALING_START, SCALING_END = "<!-- demo_scaling: start -->", "<!-- demo_scaling: end -->"
+SECTIONS = ((START, END), (SCALING_START, SCALING_END))  # the page's sections this script owns
 MEMORY_LIMIT_MB = 4096
 SCALING_FOLDS = 4
 
@@ -89,6 +90,12 @@ def run_demo(
     return {**run, "rules": rules}
 
 
+def demo_cohorts() -> list[str]:
+    """The demo cohorts of this checkout's config/config.yaml."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return list(config["demo"]["cohorts"])
+
+
 def subjects_overlay(folder: Path, subjects: int) -> Path:
     """A config overlay giving every demo cohort ``subjects`` subjects.
 
@@ -96,8 +103,7 @@ def subjects_overlay(folder: Path, subjects: int) -> Path:
     needs 5 training / validation subjects), so that validation is the same share of the
     cohort in every run of the fit.
     """
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cohorts = {name: {"subjects": subjects} for name in config["demo"]["cohorts"]}
+    cohorts = {name: {"subjects": subjects} for name in demo_cohorts()}
     overlay = {
         "demo": {"cohorts": cohorts},
         "preprocessing": {"splits": {"folds": SCALING_FOLDS}},
@@ -206,8 +212,9 @@ def scaling_section(
         "",
         f"Written by `{command}` on {platform.machine()}, `snakemake --cores {cores}`, no GPU; "
         f"commit {commit}; each demo from scratch with that many subjects in every demo "
-        f"cohort (remind, upenn, resect) and {SCALING_FOLDS} folds for the synthesis "
-        "models' split (validation a quarter of remind at every size), one after the other.",
+        f"cohort ({', '.join(demo_cohorts())}) and {SCALING_FOLDS} folds for the synthesis "
+        f"models' split (validation 1/{SCALING_FOLDS} of the training cohort at every size), "
+        "one after the other.",
         "",
         "| subjects per demo cohort | jobs | wall time |",
         "| --- | --- | --- |",

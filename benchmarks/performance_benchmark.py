@@ -318,16 +318,10 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.quick:
-        from benchmarks.demo_benchmark import (
-            END,
-            SCALING_END,
-            SCALING_START,
-            START,
-            write_section,
-        )
+        from benchmarks.demo_benchmark import SECTIONS, write_section
 
         args.output.write_text(text)
-        for start, end in ((START, END), (SCALING_START, SCALING_END)):
+        for start, end in SECTIONS:
             if start in kept:  # demo_benchmark's sections stay
                 section = kept[kept.index(start) : kept.index(end) + len(end)]
                 write_section(args.output, section, (start, end))
