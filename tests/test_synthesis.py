@@ -45,7 +45,7 @@ from iusynth.synthesis.synthesizers import (
 )
 from iusynth.training.baselines import load_translator, train_translator
 
-from .conftest import defaults, policy
+from .conftest import DEFAULTS, PAPER, defaults, policy
 from .fake_servers import FakeServer, Reply, start
 from .test_model import TINY, stack
 
@@ -429,6 +429,14 @@ def test_synthesis_figures_are_drawn(tmp_path):
     plot_temperature_sweep(tmp_path / "vae", stack_dir, direction, tmp_path / "sweep.png")
     assert (tmp_path / "ex.png").stat().st_size > 1000
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_the_example_figure_temperature_defaults_to_the_tables_where_unset():
+    demo, paper = jobs.figures(DEFAULTS), jobs.figures(PAPER)
+    assert demo.figure_direction == Direction(("T2",), "US")
+    assert demo.example_temperature == 0.0  # the demo shows its deterministic syntheses
+    assert paper.figure_temperature is None
+    assert paper.example_temperature == paper.table_temperature == 0.7
 
 
 # --- tables ----------------------------------------------------------------------------

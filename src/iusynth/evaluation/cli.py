@@ -125,7 +125,7 @@ def _synthesis_figures(args: argparse.Namespace) -> None:
         methods,
         chosen,
         direction,
-        settings.table_temperature,
+        settings.example_temperature,
         args.examples,
         settings.figure_slices,
     )

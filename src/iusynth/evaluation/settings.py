@@ -38,3 +38,11 @@ class FigureSettings:
     figure_direction: Direction
     figure_slices: int
     table_temperature: float
+    figure_temperature: float | None  # None: table_temperature
+
+    @property
+    def example_temperature(self) -> float:
+        """The temperature of the stochastic methods in the example figure."""
+        if self.figure_temperature is None:
+            return self.table_temperature
+        return self.figure_temperature

@@ -111,7 +111,11 @@ def plot_examples(
                 image = _synthesised(method_dirs[name], record, [grid_slice])[0, 0]
                 title = name
             _show(axis, image, title if row == 0 else None, vmin=0, vmax=255)
-    figure.suptitle(f"{stack.meta['subject']}: {direction.label}", fontsize=9)
+    figure.suptitle(
+        f"{stack.meta['subject']}: {direction.label} (stochastic methods at temperature "
+        f"{temperature:g})",
+        fontsize=9,
+    )
     figure.tight_layout()
     with atomic_path(output) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
