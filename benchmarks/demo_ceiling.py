@@ -13,6 +13,10 @@ the field of view, mean over slices, then over validation subjects):
   steps. Its best score over training is an optimistic ceiling (chosen on the validation
   subjects themselves).
 
+Probes of what limits that ceiling (``--conditions``): the same U-Net trained on the
+noise-free targets instead of the acquired ones (``clean-target``), fed the noise-free
+inputs (``clean-input``), or both (``clean-both``); ``acquired`` is the ceiling itself.
+
 Beside them, each method's skill from the workflow's ``results/tables/skill_synthesis.csv``
 (when the run wrote it). Writes ``demo_ceiling.md``, ``demo_ceiling.csv`` and
 ``demo_ceiling.png`` (skill over steps). Outside the default run: about 10 minutes of CPU.
@@ -46,6 +50,12 @@ from iusynth.preprocessing.slices import SliceStack
 from iusynth.training.mmhvae import fold_stacks
 
 REPO = Path(__file__).resolve().parents[1]
+CONDITIONS: dict[str, frozenset[str]] = {  # name -> which images are the noise-free ones
+    "acquired": frozenset(),
+    "clean-target": frozenset({"target"}),
+    "clean-input": frozenset({"input"}),
+    "clean-both": frozenset({"input", "target"}),
+}
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -100,15 +110,17 @@ def _channel(stack: SliceStack, name: str, clean: bool = False) -> np.ndarray:
     return np.asarray(images[:, stack.meta["modalities"].index(name)], np.float32)
 
 
-def skill_of(model: ReferenceUNet, val: list[SliceStack], direction: Direction) -> dict[str, float]:
+def skill_of(
+    model: ReferenceUNet, val: list[SliceStack], direction: Direction, clean_input: bool = False
+) -> dict[str, float]:
     """Mean over validation subjects of the per-slice skill (the workflow's measure)."""
     (source,) = direction.inputs
     model.eval()
     per_subject = []
     with torch.inference_mode():
         for stack in val:
-            fov = np.asarray(stack.fov, bool)
-            inputs = torch.from_numpy(_channel(stack, source)).unsqueeze(1)
+            fov = np.array(stack.fov, bool)
+            inputs = torch.from_numpy(_channel(stack, source, clean_input)).unsqueeze(1)
             outputs = torch.cat([model(inputs[i : i + 16]) for i in range(0, len(inputs), 16)])
             outputs = torch.where(torch.from_numpy(fov), outputs[:, 0], -1.0)
             clean = metrics.to_display(_channel(stack, direction.target, clean=True))
@@ -127,12 +139,22 @@ def train_reference(
     every: int,
     batch: int,
     seed: int,
+    condition: str = "acquired",
 ) -> list[dict[str, Any]]:
-    """Train the supervised U-Net for one direction; its validation skill every ``every``."""
+    """Train the supervised U-Net for one direction; its validation skill every ``every``.
+
+    ``condition`` (a key of :data:`CONDITIONS`) says which images are the noise-free
+    ones: the input (in training and validation) and/or the training target. Those are
+    probes of what limits the skill, not data a method has.
+    """
     (source,) = direction.inputs
     train, val = _pairs(train, direction), _pairs(val, direction)
-    inputs = torch.from_numpy(np.concatenate([_channel(s, source) for s in train]))
-    targets = torch.from_numpy(np.concatenate([_channel(s, direction.target) for s in train]))
+    noise_free = CONDITIONS[condition]
+    clean_input, clean_target = "input" in noise_free, "target" in noise_free
+    inputs = torch.from_numpy(np.concatenate([_channel(s, source, clean_input) for s in train]))
+    targets = torch.from_numpy(
+        np.concatenate([_channel(s, direction.target, clean_target) for s in train])
+    )
     fov = torch.from_numpy(np.concatenate([np.asarray(s.fov, bool) for s in train]))
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -152,8 +174,14 @@ def train_reference(
         seconds += time.perf_counter() - start
         if step % every == 0 or step == steps:
             row = {"direction": direction.name, "step": step, "train_s": seconds}
-            rows.append(row | {"train_l1": loss.item()} | skill_of(model, val, direction))
-            print(f"{direction.name} step {step} ({seconds:.0f} s): r {rows[-1]['skill_r']:.3f}")
+            row["condition"] = condition
+            scores = skill_of(model, val, direction, clean_input)
+            rows.append(row | {"train_l1": loss.item()} | scores)
+            print(
+                f"{condition} {direction.name} step {step} ({seconds:.0f} s): "
+                f"r {rows[-1]['skill_r']:.3f}",
+                flush=True,
+            )
     return rows
 
 
@@ -168,15 +196,18 @@ def workflow_skill(results: Path) -> pd.DataFrame:
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
-    """The supervised U-Net's validation skill over training steps, per direction."""
+    """The supervised U-Net's validation skill over training steps, per condition and direction."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(5, 3.2))
-    for direction, group in frame.groupby("direction"):
-        axis.plot(group["step"], group["skill_r"], marker=".", label=direction)
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for (condition, direction), group in frame.groupby(["condition", "direction"], sort=False):
+        style = "-" if condition == "acquired" else ":"
+        axis.plot(
+            group["step"], group["skill_r"], style, marker=".", label=f"{direction}, {condition}"
+        )
     axis.set_xlabel("optimiser step")
     axis.set_ylabel("skill r (validation)")
     axis.axhline(0.7, color="grey", linestyle=":", label="target 0.7")
@@ -196,12 +227,13 @@ def report(
 ) -> str:
     """The Markdown page."""
     summary = []
-    for direction, group in curves.groupby("direction"):
+    for (condition, direction), group in curves.groupby(["condition", "direction"], sort=False):
         best = group.loc[group["skill_r"].idxmax()]
         last = group.iloc[-1]
         points = pointwise[pointwise["direction"] == direction]
         summary.append(
             {
+                "condition": condition,
                 "direction": direction,
                 "pointwise_r": float(points["skill_r"].mean()),
                 "unet_last_r": float(last["skill_r"]),
@@ -224,7 +256,11 @@ def report(
         "",
         *markdown_table(pd.DataFrame(summary)),
         "",
-        "`unet_best_r` is chosen on the validation subjects: an optimistic ceiling.",
+        "`unet_best_r` is chosen on the validation subjects: an optimistic ceiling. "
+        "Conditions: `acquired`, the data every method trains on (the ceiling); "
+        "`clean-target`, trained on the noise-free targets; `clean-input`, the noise-free "
+        "inputs in training and validation; `clean-both`, both (probes of what limits the "
+        "ceiling, not data a method has).",
         "",
         "![demo_ceiling.png](demo_ceiling.png)",
         "",
@@ -250,6 +286,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS)
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "demo_ceiling")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -264,9 +303,17 @@ def main() -> None:
     curves = pd.DataFrame(
         [
             row
+            for condition in args.conditions
             for direction in DIRECTIONS
             for row in train_reference(
-                train, val, direction, args.steps, args.every, args.batch, seed=0
+                train,
+                val,
+                direction,
+                args.steps,
+                args.every,
+                args.batch,
+                seed=0,
+                condition=condition,
             )
         ]
     )

@@ -66,3 +66,5 @@ def test_the_supervised_reference_learns_what_the_targets_show():
     assert [row["step"] for row in rows] == [30, 60]
     assert rows[-1]["skill_r"] > 0.9 > untrained[-1]["skill_r"]
     assert rows[-1]["skill_psnr"] > rows[-1]["constant_psnr"]
+    probe = train_reference(train, [noise_free(9, "v")], direction, 2, 2, 8, 0, "clean-both")
+    assert probe[0]["condition"] == "clean-both" and rows[0]["condition"] == "acquired"
