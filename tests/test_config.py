@@ -246,6 +246,10 @@ def test_model_variants_must_fit_the_slices():
         ({"evaluation": {"table1": {"resvit": "ResViT"}}}, "evaluation.table1.resvit"),
         ({"evaluation": {"sweep_methods": ["pix2pix"]}}, "only the VAEs have a temperature"),
         (
+            {"evaluation": {"figure_temperature": 0.5}},
+            "'evaluation.figure_temperature': 0.5 is neither 0 nor table_temperature (0.7)",
+        ),
+        (
             {"baselines": {"architecture": {"downsamplings": 7}}},
             "'baselines.architecture': translator image_size 64 is not divisible",
         ),

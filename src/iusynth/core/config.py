@@ -144,7 +144,7 @@ def _check_downstream(config: dict[str, Any]) -> None:
 
 
 def _check_evaluation(config: dict[str, Any]) -> None:
-    """Evaluated methods exist."""
+    """Evaluated methods exist; the example figure's temperature is synthesised."""
     variants = set(config["models"]["variants"])
     section = config["evaluation"]
     for key in ("table1", "table2"):
@@ -160,6 +160,13 @@ def _check_evaluation(config: dict[str, Any]) -> None:
                 f"config key 'evaluation.sweep_methods': {method!r} is not a models.variants "
                 "name (only the VAEs have a temperature)"
             )
+    figure = section["figure_temperature"]
+    if figure is not None and figure not in (0.0, section["table_temperature"]):
+        raise ConfigError(
+            f"config key 'evaluation.figure_temperature': {figure} is neither 0 nor "
+            f"table_temperature ({section['table_temperature']}), the temperatures every "
+            "method is synthesised at; set one of them, or null for table_temperature"
+        )
 
 
 def run_provenance(
