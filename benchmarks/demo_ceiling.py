@@ -29,7 +29,6 @@ Run from the repository root after the demo workflow (or its slices and splits):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -42,12 +41,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.demo_convergence import DIRECTIONS, load_config, markdown_table, pointwise_reference
+from benchmarks.demo_convergence import (
+    DIRECTIONS,
+    fold_data,
+    load_config,
+    markdown_table,
+    pointwise_reference,
+    stack_skill,
+)
 from iusynth.core.directions import Direction
 from iusynth.core.modalities import MODALITIES
 from iusynth.evaluation import metrics
 from iusynth.preprocessing.slices import SliceStack
-from iusynth.training.mmhvae import fold_stacks
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS: dict[str, frozenset[str]] = {  # name -> which images are the noise-free ones
@@ -113,20 +118,20 @@ def _channel(stack: SliceStack, name: str, clean: bool = False) -> np.ndarray:
 def skill_of(
     model: ReferenceUNet, val: list[SliceStack], direction: Direction, clean_input: bool = False
 ) -> dict[str, float]:
-    """Mean over validation subjects of the per-slice skill (the workflow's measure)."""
+    """Mean over validation subjects of the per-slice skill (the workflow's measure).
+
+    Every slice is scored (the workflow's demo scores every 4th: ``evaluation.slice_step``).
+    """
     (source,) = direction.inputs
     model.eval()
     per_subject = []
     with torch.inference_mode():
         for stack in val:
-            fov = np.array(stack.fov, bool)
+            fov = torch.from_numpy(np.array(stack.fov, bool))
             inputs = torch.from_numpy(_channel(stack, source, clean_input)).unsqueeze(1)
             outputs = torch.cat([model(inputs[i : i + 16]) for i in range(0, len(inputs), 16)])
-            outputs = torch.where(torch.from_numpy(fov), outputs[:, 0], -1.0)
-            clean = metrics.to_display(_channel(stack, direction.target, clean=True))
-            keep = metrics.evaluable_slices(clean)
-            values = metrics.skill(clean[keep], metrics.to_display(outputs)[keep], fov[keep])
-            per_subject.append({name: float(np.nanmean(v)) for name, v in values.items()})
+            outputs = torch.where(fov, outputs[:, 0], -1.0)
+            per_subject.append(stack_skill(stack, direction.target, metrics.to_display(outputs)))
     model.train()
     return {name: float(np.mean([s[name] for s in per_subject])) for name in metrics.SKILL}
 
@@ -173,10 +178,9 @@ def train_reference(
         optimiser.step()
         seconds += time.perf_counter() - start
         if step % every == 0 or step == steps:
-            row = {"direction": direction.name, "step": step, "train_s": seconds}
-            row["condition"] = condition
-            scores = skill_of(model, val, direction, clean_input)
-            rows.append(row | {"train_l1": loss.item()} | scores)
+            row = {"condition": condition, "direction": direction.name, "step": step}
+            row |= {"train_s": seconds, "train_l1": loss.item()}
+            rows.append(row | skill_of(model, val, direction, clean_input))
             print(
                 f"{condition} {direction.name} step {step} ({seconds:.0f} s): "
                 f"r {rows[-1]['skill_r']:.3f}",
@@ -293,11 +297,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    splits = json.loads((args.results / "splits" / "splits.json").read_text())
-    slices = args.results / "slices" / config["preprocessing"]["trainval_cohort"]
-    train, val = fold_stacks(
-        splits, config["models"]["fold"], slices, MODALITIES, complete_only=False
-    )
+    train, val = fold_data(args.results, config, config["models"]["fold"], MODALITIES)
     start = time.perf_counter()
     pointwise = pd.DataFrame(pointwise_reference(train, val))
     curves = pd.DataFrame(

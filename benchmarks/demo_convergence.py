@@ -53,6 +53,32 @@ def load_config(overlays: list[Path]) -> dict[str, Any]:
     return merge_config(config, *(yaml.safe_load(Path(p).read_text()) for p in overlays))
 
 
+def fold_data(
+    results: Path, config: dict[str, Any], fold: int, modalities: tuple[str, ...]
+) -> tuple[list[SliceStack], list[SliceStack]]:
+    """A run's training and validation slice stacks of one fold of the paired cohort."""
+    splits = json.loads((results / "splits" / "splits.json").read_text())
+    slices = results / "slices" / config["preprocessing"]["trainval_cohort"]
+    return fold_stacks(splits, fold, slices, modalities, complete_only=False)
+
+
+def stack_skill(
+    stack: SliceStack, target: str, output: np.ndarray, keep: np.ndarray | None = None
+) -> dict[str, float]:
+    """Skill of a 0..255 synthesis of ``target`` against the stack's noise-free one.
+
+    The workflow's measure per slice, averaged over the slices kept (by default those whose
+    noise-free target is evaluable).
+    """
+    channel = stack.meta["modalities"].index(target)
+    clean = metrics.to_display(np.asarray(stack.clean[:, channel], np.float32))
+    if keep is None:
+        keep = metrics.evaluable_slices(clean)
+    fov = np.asarray(stack.fov, bool)
+    values = metrics.skill(clean[keep], output[keep], fov[keep])
+    return {name: float(np.nanmean(v)) for name, v in values.items()}
+
+
 def score(
     model: torch.nn.Module,
     stacks: list[SliceStack],
@@ -77,13 +103,11 @@ def score(
                     synthesizer, stack, direction.inputs, temperature, 1, positions, 16
                 )[direction.target][0]
                 values = metrics.slice_metrics(target[keep], output[keep], lpips)
-                if temperature == 0 and stack.clean is not None:
-                    clean = metrics.to_display(np.asarray(stack.clean[:, channel], np.float32))
-                    fov = np.asarray(stack.fov, bool)
-                    values |= metrics.skill(clean[keep], output[keep], fov[keep])
                 row = {"subject": stack.meta["subject"], "direction": direction.name}
                 row["temperature"] = temperature
                 row |= {name: float(np.nanmean(v)) for name, v in values.items()}
+                if temperature == 0 and stack.clean is not None:
+                    row |= stack_skill(stack, direction.target, output, keep)
                 rows.append(row)
     model.train()
     return rows
@@ -132,15 +156,9 @@ def pointwise_reference(train: list[SliceStack], val: list[SliceStack]) -> list[
                 continue
             names = stack.meta["modalities"]
             x = metrics.to_display(np.asarray(stack.images[:, names.index(source)], np.float32))
-            clean = metrics.to_display(
-                np.asarray(stack.clean[:, names.index(direction.target)], np.float32)
-            )
-            keep = metrics.evaluable_slices(clean)
             output = np.clip(np.floor(table[x]), 0, 255).astype(np.uint8)
-            fov = np.asarray(stack.fov, bool)
-            values = metrics.skill(clean[keep], output[keep], fov[keep])
             row = {"subject": stack.meta["subject"], "direction": direction.name}
-            rows.append(row | {name: float(np.nanmean(v)) for name, v in values.items()})
+            rows.append(row | stack_skill(stack, direction.target, output))
     return rows
 
 
@@ -279,8 +297,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    splits = json.loads((args.results / "splits" / "splits.json").read_text())
-    slices = args.results / "slices" / config["preprocessing"]["trainval_cohort"]
     weights = Path(config["evaluation"]["lpips_weights"] or "")
     if config["evaluation"]["lpips_weights"] and not weights.is_absolute():
         weights = args.results.resolve().parent / weights  # the workflow's directory
@@ -290,9 +306,7 @@ def main() -> None:
     reference = pd.DataFrame()
     for variant in args.variants:
         settings = jobs.variant(config, variant)
-        data = fold_stacks(
-            splits, settings.fold, slices, settings.model.modalities, complete_only=False
-        )
+        data = fold_data(args.results, config, settings.fold, settings.model.modalities)
         if reference.empty:
             reference = pd.DataFrame(pointwise_reference(*data))
             print(reference.groupby("direction")["skill_r"].mean().to_string(), flush=True)
