@@ -18,6 +18,9 @@ came from::
             <subject>_<modality>-clean.nii.gz  demo only: the image without noise (MR
                                              before bias and noise, iUS before speckle)
             <subject>_source.json            real data: provenance (series, files chosen)
+            <subject>_US-to-<MR>.tfm         optional, a given registration (ITK) of the
+                                             iUS to an MR, used with transforms:
+                                             subject_folders (the demo writes its truth)
 
 Each image keeps its own grid; world coordinates follow the NIfTI convention (RAS
 millimetres) and are shared by every file of a subject up to the registrations the
@@ -67,6 +70,16 @@ _SUFFIXES = {kind: ".nii.gz" for kind in (*MODALITIES, *CLEAN_KINDS, *LABEL_KIND
     "preprocessing": ".json",
 }
 KINDS: tuple[str, ...] = tuple(_SUFFIXES)  # every kind a subject file can be named as
+TRANSFORM_SUFFIX = ".tfm"
+
+
+def transform_file(folder: Path, subject: str, moving: str, fixed: str) -> Path:
+    """A given registration's ITK file: ``<subject>_<moving>-to-<fixed>.tfm``.
+
+    It resamples ``moving`` onto ``fixed`` as ITK registration writes it (maps the fixed
+    image's points to the moving one's; see :mod:`iusynth.preprocessing.given_transforms`).
+    """
+    return Path(folder) / f"{subject}_{moving}-to-{fixed}{TRANSFORM_SUFFIX}"
 
 
 def subject_file(subject_dir: Path, subject: str, kind: str) -> Path:

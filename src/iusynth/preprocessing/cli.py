@@ -79,6 +79,35 @@ def _register_us(args: argparse.Namespace) -> None:
         )
 
 
+def _import_transforms(args: argparse.Namespace) -> None:
+    """Read a subject's given registration (ITK files), check it, write both records."""
+    from iusynth.core.fileio import write_json
+    from iusynth.core.subject import SubjectRecord
+    from iusynth.preprocessing.given_transforms import given_registration, import_registration
+    from iusynth.preprocessing.settings import RegistrationSettings
+
+    settings = from_json(RegistrationSettings, args.settings, threads=1)
+    record = SubjectRecord.read(args.subject_dir, args.subject)
+    given = given_registration(args.transforms, record)
+    registration, alignment = import_registration(record, given, settings, args.transforms)
+    write_json(args.alignment, alignment)
+    write_json(args.registration, registration)
+    log.info(
+        "%s: iUS -> %s from %s (NMI %.3f through the headers, %.3f given)",
+        args.subject,
+        registration["reference_sequence"],
+        ", ".join(Path(f).name for f in registration["given"]["files"]),
+        registration["checks"]["nmi_headers"],
+        registration["checks"]["nmi_given"],
+    )
+    if "after_median_mm" in registration:
+        log.info(
+            "landmarks: median %.2f -> %.2f mm",
+            registration["before_median_mm"],
+            registration["after_median_mm"],
+        )
+
+
 def _preprocess(args: argparse.Namespace) -> None:
     """Resample and normalise a paired subject into its iUS grid."""
     import numpy as np
@@ -143,7 +172,7 @@ def _registration_table(args: argparse.Namespace) -> None:
 
 
 def _splits(args: argparse.Namespace) -> None:
-    """Write the seeded train/validation folds and the test list."""
+    """Write the folds (training / validation / test lists) and the test cohort's list."""
     from iusynth.core import layout
     from iusynth.core.fileio import write_json
     from iusynth.core.splits import make_splits
@@ -153,12 +182,19 @@ def _splits(args: argparse.Namespace) -> None:
     trainval = [entry.subject for entry in layout.read_manifest(args.trainval_manifest)]
     test = [entry.subject for entry in layout.read_manifest(args.test_manifest)]
     splits = make_splits(
-        args.trainval_cohort, trainval, args.test_cohort, test, settings.folds, settings.seed
+        args.trainval_cohort,
+        trainval,
+        args.test_cohort,
+        test,
+        settings.source,
+        settings.folds,
+        settings.seed,
     )
     write_json(args.output, splits)
     log.info(
-        "wrote %d folds over %d subjects, %d test subjects",
+        "wrote %d %s folds over %d subjects, %d test subjects",
         len(splits["folds"]),
+        settings.source,
         len(trainval),
         len(test),
     )
@@ -194,6 +230,25 @@ STAGES = (
         ["subject-dir", "subject", "alignment", "settings", "threads", "json"],
     ),
     Stage(
+        "import-transforms",
+        "read a subject's given registration (ITK transform files) instead of registering",
+        _import_transforms,
+        [
+            "subject-dir",
+            "subject",
+            (
+                "--transforms",
+                {
+                    "required": True,
+                    "help": "authors, subject_folders, or a folder of per-subject ITK files",
+                },
+            ),
+            "settings",
+            ("--registration", {"required": True, "type": Path, "help": "iUS record to write"}),
+            ("--alignment", {"required": True, "type": Path, "help": "MR record to write"}),
+        ],
+    ),
+    Stage(
         "preprocess",
         "resample and normalise a paired subject into its iUS grid",
         _preprocess,
@@ -223,7 +278,7 @@ STAGES = (
     ),
     Stage(
         "splits",
-        "write seeded train/validation folds and the test list",
+        "write the folds (training, validation, test lists) and the test cohort's list",
         _splits,
         [
             (

@@ -38,6 +38,8 @@ from iusynth.preprocessing.checks import (
 from iusynth.preprocessing.pipeline import check_overlap, ultrasound_fov
 from iusynth.preprocessing.settings import RegistrationChecks, RegistrationOptions
 
+LANDMARK_TIE_MM = 1e-6  # landmark errors closer than this are equal (the identity's rounding)
+
 
 @dataclass(frozen=True)
 class RegistrationResult:
@@ -303,7 +305,7 @@ def check_landmarks(
 ) -> None:
     """Refuse a registration whose median landmark error is worse than the headers' own."""
     before, after = registration["before_median_mm"], registration["after_median_mm"]
-    if after > before and not checks.allow_worse_landmarks:
+    if after > before + LANDMARK_TIE_MM and not checks.allow_worse_landmarks:
         reference = record.path(registration["reference_sequence"])
         raise ImplausibleRegistration(
             f"{record.path('US')} registered to {reference}: the registration made the "

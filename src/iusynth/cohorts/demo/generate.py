@@ -6,7 +6,8 @@ ultrasound, a simulated iUS acquisition over a craniotomy near the tumour, store
 own grid whose header is misaligned from the MR by a known rigid transform (as tracking
 error and brain shift do); landmark pairs and tumour labels in both spaces; every image
 also without its noise (``<kind>-clean``: MR before bias and noise, iUS before speckle),
-the target of the skill measure; and a ``truth.json`` with everything the simulation knows.
+the target of the skill measure; the true registration as an ITK transform
+(``<subject>_US-to-MR.tfm``); and a ``truth.json`` with everything the simulation knows.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ from iusynth.core.geometry import (
     unit,
     voxel_to_world,
 )
+from iusynth.core.itk_transforms import write_itk_affine
 from iusynth.core.tags import LandmarkPairs, write_tag_file
+
+DEMO_MR_WORLD = "MR"  # the name of the world a demo subject's MR sequences share
 
 
 @dataclass
@@ -255,6 +259,12 @@ def write_subject(subject: SimulatedSubject, subject_dir: Path) -> None:
                 path(folder, layout.clean_kind("US")),
                 subject.ultrasound.clean,
                 subject.us_header_affine,
+            )
+            # the true registration as an ITK file (iUS onto the MR world every sequence
+            # shares), for the given-transforms path (transforms: subject_folders)
+            write_itk_affine(
+                layout.transform_file(folder, plan.subject, "US", DEMO_MR_WORLD),
+                np.linalg.inv(np.asarray(subject.truth["us_to_mr_world"])),
             )
             if role.has_ultrasound_labels:
                 save_nifti(
