@@ -23,6 +23,7 @@ import numpy as np
 
 from iusynth.cohorts.datasets import catalog, idc, nbia, remind
 from iusynth.cohorts.datasets import download as dl
+from iusynth.cohorts.datasets.authors import description_of, load_release
 from iusynth.cohorts.datasets.dicom import series_volume
 from tests import dicom_factory as factory
 from tests import fake_servers as fake
@@ -80,6 +81,7 @@ def remind_plan_section() -> tuple[list[str], tuple[str, str, str]]:
             role = planned.get(remind.seg_reference(series))
             named[role if role in ORDER else "another series"] += 1
     chosen = Counter(e.label_on for e in plan if e.role == "SEG")
+    ours = remind.plan_by_subject(remind.plan_cohort(subjects, ORDER, targets="ours"))
     lines = [
         f"## ReMIND planned from IDC's index (idc-index-data {idc.index_version()})",
         "",
@@ -91,8 +93,8 @@ def remind_plan_section() -> tuple[list[str], tuple[str, str, str]]:
     ]
     for role in remind.ROLES:
         names = ", ".join(f"{d} {n}" for d, n in descriptions.get(role, Counter()).most_common())
-        if role == "SEG":  # all 'tumor seg - MR ref: <MR>': list the MRs
-            names = "tumor seg - MR ref: " + names.replace("tumor seg - MR ref: ", "")
+        if role == "SEG":  # '<kind> seg - MR ref: <MR>': the kind of mask on which MR
+            names = names.replace(" seg - MR ref: ", " on ")
         extra = f" ({several[role]} with several candidates)" if several[role] else ""
         lines.append(f"| {role} | {counts[role]}{extra} | {names} | {sizes[role] / 1000:.2f} |")
     lines += [
@@ -102,13 +104,58 @@ def remind_plan_section() -> tuple[list[str], tuple[str, str, str]]:
         f"{len(masks)} subjects, {sum(n > 1 for n in masks.values())} with more than one. By "
         "the MR their description names: "
         + ", ".join(f"{role} {n}" for role, n in named.most_common())
-        + ". The mask planned per subject (the one on the reference MR first) is drawn on: "
+        + ". The mask planned per subject (the authors' target, `cohorts.remind.targets: "
+        "authors`) is drawn on: "
         + ", ".join(f"{role} {n}" for role, n in chosen.most_common())
-        + " (SEG_MR: another MR, downloaded and aligned to the reference MR).",
+        + " (authors: another MR, carried into the reference sequence's world by the "
+        "authors' rigid transform).",
         "",
+        *agreement_lines(by_subject, ours),
     ]
     row = ("plan 103 ReMIND subjects from IDC's index (offline)", f"{seconds:.2f} s", "")
     return lines, row
+
+
+def agreement_lines(
+    authors_plan: dict[str, list[remind.PlannedSeries]],
+    our_plan: dict[str, list[remind.PlannedSeries]],
+) -> list[str]:
+    """How often our rules choose the authors' reference MR and tumour target, per case."""
+    release = load_release()
+    references, targets = [], []
+    for subject, entries in sorted(our_plan.items()):
+        case = release.case(subject)
+        roles = {entry.role: entry.series.description for entry in entries}
+        ours_reference = next(roles[s] for s in ORDER if s in roles)
+        if ours_reference != description_of(case.reference):
+            references.append(f"{case.case} ({ours_reference} / {case.reference})")
+        mask = roles.get("SEG", "none")
+        authors_mask = next(e for e in authors_plan[subject] if e.role == "SEG").series
+        if mask != authors_mask.description:
+            targets.append(f"{case.case} ({mask} / {authors_mask.description})")
+    total = len(our_plan)
+    return [
+        "### Our choices against the authors' (`resources/authors_mmhvae`)",
+        "",
+        f"Per case of the {total} planned, our rule's choice (reference MR: the first of "
+        f"{ORDER} the case has; tumour target: the SEG on that MR first, "
+        "`cohorts.remind.targets: ours`) against the authors' (`refs_files.csv`, "
+        "`choice_target.csv`, matched to IDC's descriptions without their `-r`):",
+        "",
+        "| choice | same as the authors' | different |",
+        "| --- | --- | --- |",
+        f"| reference MR | {total - len(references)} | {len(references)} |",
+        f"| tumour target | {total - len(targets)} | {len(targets)} |",
+        "",
+        "Reference MR differs (ours / theirs): " + (", ".join(references) or "none") + ".",
+        "",
+        "Tumour target differs (ours / theirs): " + (", ".join(targets) or "none") + ".",
+        "",
+        "With the authors' transforms (`cohorts.remind.transforms: authors`, the default for "
+        "ReMIND) the reference MR only names the sequence whose world the iUS record lands "
+        "in: every sequence is reached through the authors' affine and rigid transforms.",
+        "",
+    ]
 
 
 def idc_rows(tmp: Path) -> list[tuple[str, str, str]]:

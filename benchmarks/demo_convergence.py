@@ -171,7 +171,7 @@ def train_and_score(
     lpips: LPIPS | None,
 ) -> list[dict[str, Any]]:
     """Train one variant for ``epochs``; its scores every ``every`` epochs (and at 0)."""
-    settings = jobs.variant(config, variant)
+    settings = jobs.variant(config, variant, config["models"]["fold"])
     training = settings.training
     training = type(training)(**{**training.__dict__, **stretched_schedule(training, epochs)})
     trainer = Trainer(settings.model, training, *data)
@@ -305,7 +305,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     reference = pd.DataFrame()
     for variant in args.variants:
-        settings = jobs.variant(config, variant)
+        settings = jobs.variant(config, variant, config["models"]["fold"])
         data = fold_data(args.results, config, settings.fold, settings.model.modalities)
         if reference.empty:
             reference = pd.DataFrame(pointwise_reference(*data))

@@ -37,7 +37,9 @@ needs_reference = pytest.mark.skipif(
 
 def source(path=None, url=None, sha256=None, slice_size=(32, 32)) -> PretrainedSettings:
     """Where a pretrained checkpoint comes from, as a variant's settings give it."""
-    return PretrainedSettings(None if path is None else str(path), url, sha256, slice_size)
+    return PretrainedSettings(
+        None if path is None else str(path), url, sha256, slice_size, 0, False
+    )
 
 
 def reference(name: str) -> dict:

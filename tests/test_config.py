@@ -72,10 +72,11 @@ def test_local_cohort_must_exist(tmp_path):
 
 
 def test_local_cohort_lists_its_manifest(tmp_path):
-    local_cohort(tmp_path, [SubjectEntry("Case1", frozenset({"US", "FLAIR"}))])
+    entries = [SubjectEntry(f"Case{i}", frozenset({"US", "FLAIR"})) for i in (1, 2)]
+    local_cohort(tmp_path, entries)
     config = merged_config({"cohorts": {"resect": {"source": "local", "path": str(tmp_path)}}})
     cohorts = resolve_cohorts(config)
-    assert cohorts["resect"].subjects == ("Case1",)
+    assert cohorts["resect"].subjects == ("Case1", "Case2")
     assert cohorts["resect"].root == tmp_path
     assert cohorts["remind"].root == Path("results") / "cohorts" / "remind"
 

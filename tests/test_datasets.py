@@ -102,7 +102,7 @@ def planned_keys(plan, case) -> dict[str, str]:
 
 
 def test_plan_takes_preop_series_and_the_mask_on_the_reference(cases, fake_index):
-    plan = remind.plan_cohort([c.patient for c in cases], ORDER, index=fake_index)
+    plan = remind.plan_cohort([c.patient for c in cases], ORDER, index=fake_index, targets="ours")
     for case in cases:
         assert planned_keys(plan, case) == case.expected_plan, case.patient
     first = {e.role: e for e in plan if e.subject == "ReMIND-001"}
@@ -115,12 +115,12 @@ def test_plan_takes_preop_series_and_the_mask_on_the_reference(cases, fake_index
     assert not [d for d in descriptions if "residual" in d or "target" in d or "cerebrum" in d]
     assert {e.series.study_description for e in plan if e.role != "US"} == {"Preop"}
     # with ceT1 first in the reference order, the mask drawn on ceT1 wins
-    other = remind.plan_cohort(["ReMIND-001"], ["ceT1", "T2"], index=fake_index)
+    other = remind.plan_cohort(["ReMIND-001"], ["ceT1", "T2"], index=fake_index, targets="ours")
     assert planned_keys(other, cases[0])["SEG"] == "SEG-ceT1"
 
 
 def test_plan_tsv_round_trip(cases, fake_index, tmp_path):
-    plan = remind.plan_cohort([c.patient for c in cases], ORDER, index=fake_index)
+    plan = remind.plan_cohort([c.patient for c in cases], ORDER, index=fake_index, targets="ours")
     remind.write_plan(tmp_path / "plan.tsv", plan)
     assert remind.read_plan(tmp_path / "plan.tsv") == plan
     header = (tmp_path / "plan.tsv").read_text().splitlines()[1].split("\t")
@@ -133,14 +133,14 @@ def test_plan_tsv_round_trip(cases, fake_index, tmp_path):
 def test_plan_refuses_unknown_or_unusable_subjects(cases, fake_index, tmp_path):
     with pytest.raises(idc.IndexProblem, match=r"\['ReMIND-999'\] are not in the IDC index.*"
                        r"remove them from cohorts\.remind\.subjects"):  # fmt: skip
-        remind.plan_cohort(["ReMIND-001", "ReMIND-999"], ORDER, index=fake_index)
+        remind.plan_cohort(["ReMIND-001", "ReMIND-999"], ORDER, index=fake_index, targets="ours")
     no_us = fake.write_index(
         tmp_path / "no_us.parquet",
         [],
         [s.index_row("ReMIND-050") for s in cases[0].series if s.key != "US"],
     )
     with pytest.raises(idc.IndexProblem, match="ReMIND-050 has no pre-dura iUS"):
-        remind.plan_cohort(["ReMIND-050"], ORDER, index=no_us)
+        remind.plan_cohort(["ReMIND-050"], ORDER, index=no_us, targets="ours")
 
 
 def test_an_index_older_than_the_ledger_is_refused(tmp_path):
@@ -163,7 +163,9 @@ def test_tcia_manifest_restricts_the_plan_and_skips_its_header(cases, fake_index
         "ListOfSeriesToDownload=\nSeries ID\n" + "\n".join(wanted) + "\n"
     )
     assert nbia.read_tcia_manifest(manifest) == wanted
-    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index, manifest=manifest)
+    plan = remind.plan_cohort(
+        ["ReMIND-001"], ORDER, index=fake_index, manifest=manifest, targets="ours"
+    )
     assert planned_keys(plan, cases[0]) == {"US": "US", "ceT1": "ceT1", "SEG": "SEG-ceT1"}
     manifest.write_text("ListOfSeriesToDownload=\nSeries ID\nnot-a-uid\n")
     with pytest.raises(ValueError, match="'not-a-uid' is not a SeriesInstanceUID"):
@@ -177,7 +179,7 @@ def test_real_index_plans_every_shipped_subject():
     """The 103 shipped patients against idc-index-data: the counts stated in issue 15."""
     subjects = catalog.remind_subjects()
     listing = idc.read_collection("ReMIND")
-    plan = remind.plan_cohort(subjects, ORDER)
+    plan = remind.plan_cohort(subjects, ORDER, targets="ours")
     by_subject = remind.plan_by_subject(plan)
     assert sorted(by_subject) == sorted(subjects)
     counts = Counter(entry.role for entry in plan)
@@ -225,7 +227,8 @@ def test_remind_plan_stage_prints_and_writes_the_plan(tmp_path, capsys, caplog):
 
     output = tmp_path / "plan.tsv"
     main(["remind-plan", "--subjects", "ReMIND-001", "ReMIND-055", "--reference-order", *ORDER,
-          "--raw", str(tmp_path / "raw"), "--output", str(output)])  # fmt: skip
+          "--targets", "ours", "--raw", str(tmp_path / "raw"),
+          "--output", str(output)])  # fmt: skip
     printed = capsys.readouterr().out
     plan = remind.read_plan(output)
     assert [entry.role for entry in plan] == ["US", "T2", "ceT1", "SEG", "US", "ceT1", "SEG"]
@@ -234,7 +237,7 @@ def test_remind_plan_stage_prints_and_writes_the_plan(tmp_path, capsys, caplog):
     assert f"IDC index {idc.index_version()}" in printed
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
         main(["remind-plan", "--subjects", "ReMIND-001", "--reference-order", *ORDER,
-              "--index-version", "0.0.1", "--raw", str(tmp_path / "raw"),
+              "--targets", "ours", "--index-version", "0.0.1", "--raw", str(tmp_path / "raw"),
               "--output", str(tmp_path / "p2.tsv")])  # fmt: skip
     assert "planned ReMIND with idc-index-data 0.0.1" in caplog.text
     assert not (tmp_path / "p2.tsv").exists()
@@ -270,7 +273,7 @@ def mask_world(image) -> set[tuple[float, ...]]:
 
 
 def test_idc_download_and_conversion_keep_geometry(cases, fake_index, bucket, tmp_path):
-    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index)
+    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index, targets="ours")
     raw = tmp_path / "raw"
     records = download_all(plan, raw, tmp_path / "records", bucket.endpoint)["ReMIND-001"]
     assert (raw / "LICENCE.txt").read_text().startswith("ReMIND")
@@ -320,7 +323,7 @@ def single_series(plan, cases, key: str):
 
 
 def test_idc_interrupted_series_resumes_where_it_stopped(cases, fake_index, bucket, tmp_path):
-    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index)
+    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index, targets="ours")
     entry = single_series(plan, cases, "T2")
     keys = objects_of(cases[0].by_key("T2"))
     bucket.proxy.fail(keys[4], *["truncate"] * 20)  # the connection drops, every time
@@ -344,7 +347,7 @@ def test_idc_interrupted_series_resumes_where_it_stopped(cases, fake_index, buck
 
 
 def test_idc_corrupted_object_is_refused_and_fetched_again(cases, fake_index, bucket, tmp_path):
-    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index)
+    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index, targets="ours")
     entry = single_series(plan, cases, "US")
     (key,) = objects_of(cases[0].by_key("US"))
     bucket.proxy.fail(key, "corrupt")
@@ -363,7 +366,7 @@ def test_idc_corrupted_object_is_refused_and_fetched_again(cases, fake_index, bu
 
 
 def test_idc_vanished_objects_are_a_clear_error(cases, fake_index, bucket, tmp_path):
-    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index)
+    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index, targets="ours")
     entry = single_series(plan, cases, "ceT1")
     keys = objects_of(cases[0].by_key("ceT1"))
     bucket.delete(keys[0])
@@ -429,7 +432,7 @@ def test_mask_drawn_on_another_mr_follows_the_patient(cases, fake_index, bucket,
     from iusynth.preprocessing import registration
 
     case = cases[1]
-    plan = remind.plan_cohort([case.patient], ORDER, index=fake_index)
+    plan = remind.plan_cohort([case.patient], ORDER, index=fake_index, targets="ours")
     records = download_all(plan, tmp_path / "raw", tmp_path / "records", bucket.endpoint)
     records = records[case.patient]
     calls = []
@@ -483,7 +486,7 @@ def test_nbia_download_is_checked_against_its_md5_list(cases, fake_index, server
     members = zipfile.ZipFile(io.BytesIO(zips[cases[0].by_key("T2").uid]))
     assert members.namelist()[:2] == ["00000001.dcm", "00000002.dcm"]
     assert members.read("md5hashes.csv").decode().startswith("Filename,MD5Hash\n")
-    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index)
+    plan = remind.plan_cohort(["ReMIND-001"], ORDER, index=fake_index, targets="ours")
     entry = single_series(plan, cases, "T2")
     raw = tmp_path / "raw"
     remind.download_series(entry, raw, tmp_path / "t2.json", api="nbia",
@@ -846,7 +849,7 @@ def test_remind_download_and_convert_stages(cases, fake_index, bucket, tmp_path)
     """The command-line stages the rules run, on one subject, against the local bucket."""
     from iusynth.__main__ import main
 
-    plan = remind.plan_cohort(["ReMIND-002"], ORDER, index=fake_index)
+    plan = remind.plan_cohort(["ReMIND-002"], ORDER, index=fake_index, targets="ours")
     settings = {"attempts": 2, "backoff_s": 0.01, "connect_timeout_s": 5, "read_timeout_s": 30}
     records = []
     for entry in plan:
@@ -874,7 +877,7 @@ def test_mask_on_another_mr_is_aligned_by_niftyreg(bucket, tmp_path):
     case = fake.remind_case_on_other_mr("ReMIND-003", MOVED, anatomy)
     index = fake.write_index(tmp_path / "index.parquet", [case])
     fake.publish_on_bucket(bucket, [case])
-    plan = remind.plan_cohort([case.patient], ORDER, index=index)
+    plan = remind.plan_cohort([case.patient], ORDER, index=index, targets="ours")
     records = download_all(plan, tmp_path / "raw", tmp_path / "records", bucket.endpoint)
     out = tmp_path / "cohort" / case.patient
     source = remind.convert_subject(

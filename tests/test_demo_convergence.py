@@ -34,12 +34,12 @@ def test_the_pointwise_reference_recovers_a_pointwise_map():
 
 
 def test_the_schedule_keeps_every_phase_at_its_fraction():
-    training = jobs.variant(DEFAULTS, "mmhvae").training
+    training = jobs.variant(DEFAULTS, "mmhvae", 0).training
     stretched = stretched_schedule(training, training.epochs * 10)
     assert stretched["epochs"] == training.epochs * 10
     assert stretched["gan_start_epoch"] == training.gan_start_epoch * 10
     assert stretched["kl_warmup_epochs"] == training.kl_warmup_epochs * 10
-    no_gan = jobs.variant(DEFAULTS, "mmhvae_nogan").training
+    no_gan = jobs.variant(DEFAULTS, "mmhvae_nogan", 0).training
     assert stretched_schedule(no_gan, 80)["gan_start_epoch"] is None
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from iusynth import jobs
+from iusynth.core.settings import ConfigError
 from iusynth.model import network
 from iusynth.model.discriminator import PatchDiscriminator
 from iusynth.model.fusion import Gaussian, kl_divergence, product_of_experts, sampled_kl
@@ -24,7 +25,7 @@ from iusynth.training.mmhvae import (
     training_steps,
 )
 
-from .conftest import PAPER, defaults
+from .conftest import PAPER, defaults, merged_config
 
 TINY = defaults(
     jobs.model,
@@ -176,6 +177,7 @@ def test_temperature_zero_is_deterministic_and_one_is_not():
 
 
 def test_cpu_inference_in_chunks_gives_the_whole_batch_images(monkeypatch):
+    torch.manual_seed(0)  # the weights and images: unseeded, the difference drew past 1e-5
     model = MMHVAE(TINY).eval()
     images = torch.rand(5, 4, 32, 32) * 2 - 1
     observed = torch.tensor([[False, True, True, False]] * 5)
@@ -263,6 +265,50 @@ def test_step_loss_is_the_authors_sum_of_three_passes():
     losses = trainer.step(batch, passes, epoch)
     assert losses.loss == pytest.approx(expected, rel=1e-5)
     assert losses.gan_d > 0  # the discriminators trained after the step
+
+
+def test_step_loss_of_the_miccai_recipe_is_their_sum_of_three_passes():
+    """MHVAE (MICCAI) on iUS + T2: Smooth L1 summed, raw KL, GAN x voxels on single passes."""
+    model = dataclasses.replace(TINY, modalities=("US", "T2"))
+    config = dataclasses.replace(
+        TINY_TRAINING, losses="miccai", epochs=10, kl_weight=1.0, kl_warmup_epochs=10,
+        gan_weight=1.0, gan_start_epoch=3, discriminator_start_epoch=4,
+        optimiser_reset_epoch=None, complete_pairs=True,
+    )  # fmt: skip
+    trainer = Trainer(model, config, [stack(2)], [])
+    batch = trainer.train.batch(0, np.random.default_rng(0), flip=False, start=0)
+    passes = [(0, 1), (0,), (1,)]
+    epoch = 3  # KL weight 3/10, GAN term on, discriminators not yet (their epoch 101 of 100)
+    twin = copy.deepcopy(trainer.model)
+    torch.manual_seed(11)
+    expected = 0.0
+    b, m, h, w = batch.images.shape
+    for index, subset in enumerate(passes):
+        observed = torch.zeros(b, m, dtype=torch.bool)
+        observed[:, list(subset)] = True
+        synthesis = twin(batch.images, observed, batch.fov, 1.0)
+        reconstruction = torch.nn.SmoothL1Loss(reduction="sum")(synthesis.images, batch.images)
+        kl = sum(level.sum() for level in synthesis.kl)
+        expected += float(reconstruction + 0.3 * kl)
+        if index > 0:  # nb_voxels * sum of the modalities' LSGAN terms
+            scores = [
+                d(synthesis.images[:, k : k + 1]) for k, d in enumerate(trainer.discriminators)
+            ]
+            gan = sum(torch.nn.MSELoss()(s, torch.ones_like(s)) for s in scores)
+            expected += float(b * h * w / m * gan)
+    torch.manual_seed(11)
+    losses = trainer.step(batch, passes, epoch)
+    assert losses.loss == pytest.approx(expected, rel=1e-5)
+    assert losses.gan_d == 0.0
+    fakes = trainer._fakes(0, passes, [torch.full((b, m, h, w), float(k)) for k in range(3)])
+    assert len(fakes) == 1 and (fakes[0] == 2).all()  # the last pass only, input or not
+    with pytest.raises(ConfigError, match="at most gan_start_epoch"):
+        jobs.training(
+            merged_config(
+                {"models": {"variants": {"mmhvae": {"training": {"discriminator_start_epoch": 7}}}}}
+            ),
+            "mmhvae",
+        )
 
 
 def test_gan_discriminator_and_optimiser_schedules_follow_the_configured_epochs():

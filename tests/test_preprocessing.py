@@ -145,13 +145,22 @@ def test_preprocessed_subject_and_slice_stack(subject_copy, tmp_path):
     truth = np.array(
         json.loads(layout.subject_file(folder, sid, "truth").read_text())["us_to_mr_world"]
     )
-    grid, volumes, summary = preprocess_subject(SubjectRecord.read(folder), truth, {}, SETTINGS)
+    whole = dataclasses.replace(SETTINGS, normalisation_region="grid")  # the authors'
+    grid, volumes, summary = preprocess_subject(SubjectRecord.read(folder), truth, {}, whole)
     assert grid.shape[:2] == (96, 96)
     fov = volumes["fov"] > 0
+    assert summary["grid"] == "authors" and summary["normalisation_region"] == "grid"
     for modality in summary["modalities"]:
         values = volumes[modality]
         assert values.min() >= -1.0 and values.max() <= 1.0
-        assert (values[~fov] == -1.0).all()
+        # the authors' statistics over the whole grid: an MR covers the head around the
+        # sector; the iUS, its sector (and a rim of interpolated voxels at its edge)
+        outside = np.mean(values[~fov] > -1.0)
+        assert outside < 0.01 if modality == "US" else outside > 0.1
+    inside = dataclasses.replace(SETTINGS, normalisation_region="fov")
+    _, in_fov, _ = preprocess_subject(SubjectRecord.read(folder), truth, {}, inside)
+    for modality in summary["modalities"]:
+        assert (in_fov[modality][~fov] == -1.0).all()
     # through the true transform, the iUS and MR tumour labels agree
     both = (volumes["tumor-US"] > 0) & (volumes["tumor-MR"] > 0)
     either = (volumes["tumor-US"] > 0) | (volumes["tumor-MR"] > 0)

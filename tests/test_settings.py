@@ -33,9 +33,18 @@ WORKFLOW_KEYS = {
     "demo": {"cohorts"},
     "evaluation": {"threads", "gpus", "lpips_weights", "lpips_source"},
     "registration_experiment": {"model", "threads", "gpus", "experiment"},
-    "segmentation": {"cohort", "threads", "gpus", "methods", "sweeps", "network"}
+    "segmentation": {
+        "cohort",
+        "threads",
+        "gpus",
+        "methods",
+        "trainval_test_subjects",
+        "sweeps",
+        "network",
+    }
     | set(NETWORK_SETTINGS),
     "preprocessing": {"trainval_cohort", "test_cohort", "splits"},
+    "preprocessing.splits": {"source"},  # resolved (auto) by the workflow: a derived field
 }
 
 
@@ -136,7 +145,7 @@ def test_a_missing_key_is_named_with_its_fix():
 def test_image_size_follows_the_slices():
     config = {**DEFAULTS, "preprocessing": {**DEFAULTS["preprocessing"], "slice_size": [128, 128]}}
     assert jobs.model(config, "mmhvae").image_size == 128
-    assert jobs.baseline(config, "mmgan", "any").translator.image_size == 128
+    assert jobs.baseline(config, "mmgan", "any", 0).translator.image_size == 128
     assert "image_size" not in schema_at("models.architecture")["properties"]
 
 

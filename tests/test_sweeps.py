@@ -63,7 +63,7 @@ def test_stack_opens_like_a_training_stack(upenn_sweep):
     output, _, subject = upenn_sweep
     stack = load_slices(output)
     planes = stack.images.shape[0]
-    assert stack.images.dtype == np.float16 and stack.images.shape == (planes, 4, 96, 96)
+    assert stack.images.dtype == np.float32 and stack.images.shape == (planes, 4, 96, 96)
     assert stack.fov.dtype == bool and stack.fov.shape == (planes, 96, 96)
     assert stack.labels["tumor-MR"].dtype == np.uint8
     assert set(np.unique(stack.labels["tumor-MR"])) <= {0, 1}
@@ -72,7 +72,7 @@ def test_stack_opens_like_a_training_stack(upenn_sweep):
     images = np.asarray(stack.images, np.float32)
     assert (images[:, 0] == -1).all()
     assert images.min() >= -1 and images.max() <= 1
-    for channel in (1, 2, 3):
+    for channel in (1, 2, 3):  # normalised in the fan, as the demo's training slices
         assert images[:, channel][stack.fov].max() == pytest.approx(1.0, abs=1e-3)
         assert (images[:, channel][~stack.fov] == -1).all()
     assert 0 < planes <= SETTINGS.max_planes
@@ -177,6 +177,15 @@ def test_layout_matches_the_training_slices(generated, tmp_path):
         training, training_apex
     )
     assert cosine > 0.9
+
+
+def test_sweeps_follow_the_normalisation_region_of_the_training_slices(generated, tmp_path):
+    _, folder = generated["upenn"]
+    whole = dataclasses.replace(SETTINGS, normalisation_region="grid")  # the authors'
+    make_sweeps(SubjectRecord.read(folder), tmp_path / "sweep", whole)
+    stack = load_slices(tmp_path / "sweep")
+    t2 = np.asarray(stack.images[:, 1], np.float32)
+    assert t2.max() == pytest.approx(1.0, abs=1e-3) and (t2[~stack.fov] > -1).any()
 
 
 def test_a_missing_sequence_is_blank_and_not_present(generated, tmp_path):

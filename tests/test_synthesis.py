@@ -34,6 +34,7 @@ from iusynth.reporting.tables import (
     latex_escape,
     read_paper_results,
     render_markdown,
+    scored_subjects_notes,
     synthesis_latex,
     synthesis_table,
 )
@@ -502,6 +503,30 @@ def test_tables_hold_one_row_per_configured_method_from_the_metric_files(tmp_pat
         assert line.endswith("\\\\")
         cells = line[: -len("\\\\")].split(" & ")
         assert len(cells) in (1, 7), line  # a section heading or a full row
+
+
+def test_tables_say_which_folds_scored_them_and_who_scored_fewer_subjects(tmp_path):
+    files = []
+    for method, subjects in (
+        ("mmhvae", ("ReMIND-001", "ReMIND-013")),
+        ("authors", ("ReMIND-001",)),
+    ):
+        for subject in subjects:
+            path = tmp_path / f"{method}-{subject}.csv"
+            write_csv(metric_rows(method, subject, 20.0, 0.7), path)
+            files.append(path)
+    per_subject, _ = aggregate(files, resamples=50)
+    labels = {"mmhvae": "MMHVAE", "authors": "MMHVAE (authors' weights)"}
+    notes = scored_subjects_notes(per_subject, labels)
+    assert notes == [
+        "MMHVAE (authors' weights) (remind): scored on 1 of the 2 subjects: ReMIND-001."
+    ]
+    settings = defaults(jobs.tables, split="authors", fold_count=3, folds=(0, 1, 2))
+    assert settings.scope().startswith("Cross-validation over folds 0, 1, 2 of the authors' split")
+    one = defaults(jobs.tables)
+    assert one.scope() == (
+        "One fold: fold 0 of 5 (seeded folds); its models score its test list and the test cohort."
+    )
 
 
 def test_the_skill_table_holds_the_deterministic_syntheses(tmp_path):

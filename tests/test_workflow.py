@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,14 +52,15 @@ def test_snakefmt_and_ruff_are_clean():
 def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     workdir = tmp_path / "run"
     result = snakemake(
-        "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)
-    )
+        "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir),
+        timeout=2400,  # 10 min on a quiet 2-core machine, 17 on a busy one (measured)
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = workdir / "results"
     # reports: a page per subject, the index, methods text and provenance (issue 20)
     check_reports(workdir, micro_config)
 
-    expected = {"remind": 2, "upenn": 2, "resect": 1}
+    expected = {"remind": 2, "upenn": 2, "resect": 2}
     for cohort, count in expected.items():
         with open(results / "cohorts" / cohort / "subjects.tsv") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -82,45 +84,60 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     ]
     assert not list(results.rglob("*.part*")), "no temporary file may be left behind"
 
-    # preprocessing: registration recovers the simulated misalignment
+    # preprocessing: registration recovers the simulated misalignment (resect: NiftyReg);
+    # remind takes the generator's true misalignment as given ITK transforms
     errors = pd.concat(
         [
             pd.read_csv(results / "registration" / f"{cohort}_landmark_errors.csv")
             for cohort in ("remind", "resect")
         ]
     )
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert (errors["after_median_mm"] < errors["before_median_mm"]).all()
     assert errors["after_median_mm"].median() <= 1.5
     assert errors["before_median_mm"].median() > 3.0
-    for cohort, subjects in (("remind", remind), ("resect", ["Case-demo001"])):
+    given = errors[errors["transform"] == "given"]
+    assert len(given) == 2 and (given["after_max_mm"] < 0.5).all()
+    assert (results / "logs" / "import_given_transforms" / "remind").is_dir()
+    assert not (results / "logs" / "register_us_to_mr" / "remind").exists()
+    for cohort, subjects in (("remind", remind), ("resect", ["Case-demo001", "Case-demo002"])):
         for subject in subjects:
             meta = json.loads((results / "slices" / cohort / subject / "meta.json").read_text())
             assert meta["present"][0] and len(meta["slice_indices"]) > 10
             assert (results / "qc" / "registration" / cohort / f"{subject}.png").is_file()
     splits = json.loads((results / "splits" / "splits.json").read_text())
-    assert len(splits["folds"]) == 2 and splits["test"] == ["Case-demo001"]
+    assert len(splits["folds"]) == 2 and splits["test"] == ["Case-demo001", "Case-demo002"]
+    assert splits["source"] == "seeded" and splits["folds"][0]["val"] == splits["folds"][0]["test"]
     # every model variant trained, with its loss curves and a loadable generator
     from iusynth.training.mmhvae import load_model
 
-    for variant in ("mmhvae", "mmhvae_nogan", "mopoe", "mvae", "mhvae", "mmhvae_concat"):
-        losses = pd.read_csv(results / "models" / variant / "losses.csv")
+    models = results / "models" / "fold-0"
+    for variant in (
+        "mmhvae",
+        "mmhvae_nogan",
+        "mopoe",
+        "mvae",
+        "mhvae",
+        "mmhvae_concat",
+        "mhvae_miccai",
+    ):
+        losses = pd.read_csv(models / variant / "losses.csv")
         variant_training = micro_config["models"]["variants"][variant].get("training", {})
         epochs = variant_training.get("epochs", 2)
         assert list(losses["epoch"]) == list(range(1, epochs + 1)), variant
         assert losses["loss"].notna().all()
-        model = load_model(results / "models" / variant / "model.pt", device="cpu")
+        model = load_model(models / variant / "model.pt", device="cpu")
         assert model.config.image_size == 96
-    assert load_model(results / "models" / "mhvae" / "model.pt").config.modalities == ("US", "T2")
+    assert load_model(models / "mhvae" / "model.pt").config.modalities == ("US", "T2")
     # synthesis: GAN baselines trained, every method evaluated, tables read from the metrics
     config = micro_config
     for direction in ("ceT1-to-US", "US-to-T2"):
-        assert (results / "models" / "pix2pix" / direction / "model.pt").is_file()
-    assert (results / "models" / "mmgan" / "any" / "model.pt").is_file()
+        assert (models / "pix2pix" / direction / "model.pt").is_file()
+    assert (models / "mmgan" / "any" / "model.pt").is_file()
     methods = {**config["evaluation"]["table1"], **config["evaluation"]["table2"]}
-    held_out = splits["folds"][0]["val"]
+    held_out = splits["folds"][0]["test"]
     for method in methods:
-        for subject in ["Case-demo001", *held_out]:
+        for subject in ["Case-demo001", "Case-demo002", *held_out]:
             index = json.loads(
                 (results / "synthesis" / method / subject / "synthesis.json").read_text()
             )
@@ -157,13 +174,14 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     assert len(ours) == 3  # remind: both directions; resect has no T2
     assert ours.loc[("remind", "US-to-T2")] > 0.3, ours
     assert "Skill" in (results / "tables" / "skill_synthesis.md").read_text()
-    assert "Table 1" in (results / "tables" / "table1_synthesis.md").read_text()
+    table1_text = (results / "tables" / "table1_synthesis.md").read_text()
+    assert "Table 1" in table1_text and "One fold: fold 0 of 2 (seeded folds)" in table1_text
     assert "\\begin{tabular}" in (results / "tables" / "table1_synthesis.tex").read_text()
     for figure in ("synthesis_examples", "temperature_sweep"):
         assert (results / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
     # registration experiment: Table 3 from per-subject registrations (both methods)
     cases = pd.read_csv(results / "metrics" / "registration_cases.csv")
-    assert set(cases["subject"]) == {"Case-demo001", *held_out}
+    assert set(cases["subject"]) == {"Case-demo001", "Case-demo002", *held_out}
     assert set(cases["method"]) == {"direct", "synthesis"}
     assert set(cases["sequence"]) <= {"ceT1", "FLAIR"} and cases["final_tre_mm"].notna().all()
     assert cases["displacement_mm"].between(8, 12).all()
@@ -185,7 +203,9 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
         assert not set(splits[0]["train"]) & set(splits[0]["val"])
     per_case = pd.read_csv(results / "metrics" / "segmentation_cases.csv")
     assert per_case["dice"].between(0, 1).all()
-    assert set(per_case.query("method == 'supervised'")["set"]) == {"resect"}
+    # the fully supervised nnU-Net trains on the test cohort's real iUS, tested on remind's
+    assert set(per_case.query("method == 'supervised'")["subject"]) == set(held_out)
+    assert set(per_case.query("method == 'mmhvae'")["set"]) == {"resect", "remind"}
     table4 = pd.read_csv(results / "tables" / "table4_segmentation.csv")
     assert list(dict.fromkeys(table4["method"])) == list(config["segmentation"]["methods"])
     row = table4.query("method == 'mmhvae' and set == 'resect'").iloc[0]
@@ -261,9 +281,14 @@ def test_local_cohort_plans_through_the_dag(generated, tmp_path):
     subject, folder = generated["resect"]
     root = tmp_path / "my_resect"
     shutil.copytree(folder, root / subject.plan.subject)
+    # a second subject (the fully supervised nnU-Net trains on the test cohort's 2 folds)
+    twin = "Case-local002"
+    (root / twin).mkdir()
+    for path in folder.iterdir():
+        shutil.copy(path, root / twin / path.name.replace(subject.plan.subject, twin))
     layout.write_manifest(
         root / "subjects.tsv",
-        [SubjectRecord.read(root / subject.plan.subject).entry],
+        [SubjectRecord.read(root / name).entry for name in (subject.plan.subject, twin)],
     )
     config = tmp_path / "local.yaml"
     config.write_text(f"cohorts:\n  resect:\n    source: local\n    path: {root}\n")
@@ -299,10 +324,12 @@ def job_counts(output: str) -> dict[str, int]:
             "remind.yaml",
             {
                 "plan_remind": 1,
-                # the series planned from IDC's index: 103 iUS, 66 T2, 97 ceT1, 15 FLAIR,
-                # 103 tumour SEGs and the 15 other MRs some of them were drawn on
-                "download_remind_series": 399,
+                # the series planned from IDC's index: 103 iUS, 66 T2, 97 ceT1, 15 FLAIR and
+                # the authors' 103 tumour SEGs (no other MR: their transforms reach it)
+                "download_remind_series": 384,
                 "convert_remind_subject": 103,
+                # the authors' registrations, no NiftyReg job for ReMIND
+                "import_given_transforms": 103,
             },
         ),
         (
@@ -327,6 +354,28 @@ def test_dataset_configs_show_the_full_dag_offline(configfile, expected, tmp_pat
         assert counts.get(rule) == count, (rule, counts)
     for downstream in ("register_us_to_mr", "export_slices", "make_splits"):
         assert counts.get(downstream, 0) >= 1
+
+
+def test_the_paper_setting_on_remind_plans_the_authors_preparation_offline(tmp_path):
+    """paper.yaml + remind.yaml: their transforms, targets, 3 folds and evaluation protocol."""
+    configs = [str(REPO / "config" / name) for name in ("paper.yaml", "remind.yaml")]
+    result = snakemake(
+        "-n", "-p", "--configfile", *configs, "-d", str(tmp_path)
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    counts = job_counts(output)
+    assert counts["import_given_transforms"] == 103 and counts["convert_remind_subject"] == 103
+    assert counts["register_us_to_mr"] == counts["align_mr_sequences"] == 5  # the demo's resect
+    assert "register_us_to_mr/remind/" not in output
+    variants = len(merged_config(*[yaml.safe_load(Path(c).read_text()) for c in configs])[
+        "models"]["variants"])  # fmt: skip
+    assert counts["train_model"] == 3 * variants  # a model per fold of the authors' split
+    assert {f"synthesise_remind_fold{k}" for k in range(3)} <= set(counts)
+    assert '"source": "authors"' in output  # make_splits' settings
+    sweep = next(line for line in output.splitlines() if "synthesise --method mmhvae --" in line)
+    # the authors' evaluation: one sample per slice, seed 3 (mmhvae also sweeps temperatures)
+    assert '"samples": 1' in sweep and '"seed": 3' in sweep and "0.7" in sweep
 
 
 def test_upenn_config_needs_the_package_and_indexes_it(tmp_path):

@@ -18,11 +18,12 @@ from typing import Any
 
 from iusynth.cohorts.datasets.download import RetryPolicy
 from iusynth.cohorts.demo.settings import DemoCohortSettings, DemoSettings
-from iusynth.cohorts.registry import demo_cohort_settings
+from iusynth.cohorts.registry import demo_cohort_settings, transforms_of
 from iusynth.core.config import validate_config
 from iusynth.core.directions import canonical_subset
 from iusynth.core.modalities import MODALITIES
-from iusynth.core.settings import build, merged
+from iusynth.core.settings import ConfigError, build, merged
+from iusynth.core.splits import fold_count, split_source, trained_folds
 from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSettings
 from iusynth.experiments.registration_tre.settings import ExperimentSettings, MrSynthesisSettings
 from iusynth.experiments.segmentation.settings import (
@@ -84,8 +85,13 @@ def preprocessing(config: Config) -> PreprocessingSettings:
 
 
 def splits(config: Config) -> SplitSettings:
-    """The folds (``preprocessing.splits``)."""
-    return build(SplitSettings, config["preprocessing"]["splits"], "preprocessing.splits")
+    """The folds (``preprocessing.splits``, its source resolved)."""
+    return build(
+        SplitSettings,
+        config["preprocessing"]["splits"],
+        "preprocessing.splits",
+        source=split_source(config),
+    )
 
 
 def _slice_side(config: Config) -> int:
@@ -150,8 +156,16 @@ def metrics(config: Config) -> MetricSettings:
 
 
 def tables(config: Config) -> TableSettings:
-    """Tables 1 and 2 (``evaluation``)."""
-    return build(TableSettings, config["evaluation"], "evaluation")
+    """Tables 1 and 2 (``evaluation``), and which folds' models scored them."""
+    return build(
+        TableSettings,
+        config["evaluation"],
+        "evaluation",
+        split=split_source(config),
+        fold_count=fold_count(config),
+        folds=trained_folds(config),
+        primary_fold=config["models"]["fold"],
+    )
 
 
 def figures(config: Config) -> FigureSettings:
@@ -187,6 +201,7 @@ def virtual_sweep(config: Config) -> VirtualSweepSettings:
         size=preprocessing_["slice_size"],
         spacing_mm=preprocessing_["spacing_mm"],
         clip_percentile=preprocessing_["clip_percentile"],
+        normalisation_region=preprocessing_["normalisation_region"],
     )
 
 
@@ -224,6 +239,7 @@ def subject_page(config: Config, cohort: str) -> PageSettings:
         test_cohort=config["preprocessing"]["test_cohort"],
         segmentation_cohort=config["segmentation"]["cohort"],
         fold=config["models"]["fold"],
+        folds=trained_folds(config),
         directions=tables(config).directions,
         table_temperature=float(evaluation["table_temperature"]),
         method_labels={**evaluation["table2"], **evaluation["table1"]},
@@ -259,8 +275,17 @@ def methods(config: Config) -> MethodsSettings:
         segmentation_cohort=config["segmentation"]["cohort"],
         registration=registration(config),
         preprocessing=preprocessing(config),
+        transforms={
+            name: transforms_of(name, config["cohorts"][name])
+            for name in dict.fromkeys(
+                [config["preprocessing"]["trainval_cohort"], config["preprocessing"]["test_cohort"]]
+            )
+            if name in config["cohorts"]  # an unknown name is reported by the cohorts' checks
+        },
         splits=splits(config),
+        trainval_test_subjects=config["segmentation"]["trainval_test_subjects"],
         fold=models["fold"],
+        folds=trained_folds(config),
         architecture=build(
             ModelConfig,
             models["architecture"],
@@ -319,17 +344,34 @@ BINDINGS = (
 )
 
 
+def check_folds(config: Config) -> None:
+    """``models.fold`` is a fold of the split, whichever source it has."""
+    fold, folds = config["models"]["fold"], fold_count(config)
+    if fold >= folds:
+        where = (
+            "the authors' ReMIND split"
+            if split_source(config) == "authors"
+            else "preprocessing.splits.folds"
+        )
+        raise ConfigError(
+            f"config key 'models.fold': {fold} is not a fold of {where} ({folds} folds); "
+            f"expected 0 to {folds - 1} (folds count from 0): lower models.fold"
+            + ("" if split_source(config) == "authors" else " or raise preprocessing.splits.folds")
+        )
+
+
 def check_all(config: Config) -> None:
     """Build every job's settings once, so that a bad value stops the run before any job.
 
     Raises :class:`iusynth.core.settings.ConfigError` naming the key.
     """
+    check_folds(config)
     for builder in (demo, download, registration, preprocessing, splits, translator_training):
         builder(config)
     for name in config["models"]["variants"]:
         if pretrained(config, name) is None:
-            variant(config, name)
-    baseline(config, "mmgan", "any")
+            variant(config, name, config["models"]["fold"])
+    baseline(config, "mmgan", "any", config["models"]["fold"])
     for method in config["evaluation"]["sweep_methods"]:
         sweep(config, method)
     for builder in (metrics, tables, figures, registration_experiment, mr_synthesis):
@@ -341,11 +383,9 @@ def check_all(config: Config) -> None:
     methods(config)
 
 
-def variant(config: Config, name: str) -> VariantSettings:
-    """A model variant's training job (``models``)."""
-    return VariantSettings(
-        fold=config["models"]["fold"], model=model(config, name), training=training(config, name)
-    )
+def variant(config: Config, name: str, fold: int) -> VariantSettings:
+    """A model variant's training job on one fold (``models``)."""
+    return VariantSettings(fold=fold, model=model(config, name), training=training(config, name))
 
 
 def pretrained(config: Config, name: str) -> PretrainedSettings | None:
@@ -354,23 +394,26 @@ def pretrained(config: Config, name: str) -> PretrainedSettings | None:
     if value is None:
         return None
     given = {"path": value} if isinstance(value, str) else dict(value)
+    unset = {"path": None, "url": None, "sha256": None}  # the config gives some of them
+    # their published weights are fold 0's; scored on its test list only unless allowed
+    defaults = {"fold": 0, "score_training_subjects": False}
     return build(
         PretrainedSettings,
-        {"path": None, "url": None, "sha256": None, **given},  # the config gives some of them
+        {**unset, **defaults, **given},
         f"models.variants.{name}.pretrained",
         slice_size=config["preprocessing"]["slice_size"],
     )
 
 
-def baseline(config: Config, kind: str, direction: str) -> BaselineSettings:
-    """A GAN baseline network's training job: Pix2Pix for ``T2-to-US``, MM-GAN for ``any``."""
+def baseline(config: Config, kind: str, direction: str, fold: int) -> BaselineSettings:
+    """A GAN baseline's training job on one fold (Pix2Pix ``T2-to-US``, MM-GAN ``any``)."""
     if kind == "pix2pix":
         inputs_name, _, target = direction.partition("-to-")
         inputs, targets = canonical_subset(inputs_name.split("+")), (target,)
     else:
         inputs, targets = MODALITIES, MODALITIES
     return BaselineSettings(
-        fold=config["models"]["fold"],
+        fold=fold,
         translator=translator(config, kind, inputs, targets),
         training=translator_training(config),
     )

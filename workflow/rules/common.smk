@@ -4,7 +4,7 @@ import re
 import shlex
 
 from iusynth.core.config import GAN_BASELINES, ConfigError, run_provenance
-from iusynth.cohorts.registry import downloaded, resolve_cohorts
+from iusynth.cohorts.registry import NIFTYREG, downloaded, resolve_cohorts
 from iusynth.cohorts.datasets import catalog
 from iusynth.cohorts.datasets.upenn import is_archive
 from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
@@ -13,7 +13,7 @@ from iusynth.experiments.segmentation.segmenter import DATA as SEGMENTER_DATA
 from iusynth.core.directions import Direction
 from iusynth.core.processes import supervise_jobs
 from iusynth.core.settings import to_json
-from iusynth.core.splits import kfold
+from iusynth.core.splits import fold_lists, split_source, trained_folds
 from iusynth.core.subject import SubjectRecord
 import iusynth.jobs as jobs
 from iusynth.reporting import PAPER_RESULTS_FILE
@@ -60,10 +60,21 @@ PAIRED_COHORTS = [
     config["preprocessing"]["trainval_cohort"],
     config["preprocessing"]["test_cohort"],
 ]
+# Paired cohorts registered by NiftyReg, and those whose registrations are given as ITK
+# transform files (cohorts.<name>.transforms; rule import_given_transforms)
+NIFTYREG_COHORTS = [n for n in PAIRED_COHORTS if COHORTS[n].transforms == NIFTYREG]
+GIVEN_TRANSFORM_COHORTS = [
+    n for n in PAIRED_COHORTS if COHORTS[n].transforms != NIFTYREG
+]
 PAPER_RESULTS = str(PAPER_RESULTS_FILE)
-# Synthesis is evaluated on the held-out fold of the train/validation cohort (the folds
-# are a pure function of the cohort's subjects, as in the make_splits rule) and on the
-# whole test cohort; the test cohort's subjects come first (figures use the first).
+# The folds whose models are trained (all of them with cross-validation), and the one
+# whose models the downstream experiments (Tables 3 and 4) use.
+FOLDS = trained_folds(config)
+PRIMARY_FOLD = config["models"]["fold"]
+# Synthesis is evaluated on the test list of each trained fold of the train/validation
+# cohort (the folds are a pure function of the cohort's subjects, as in the make_splits
+# rule), each by its fold's models, and on the whole test cohort by the primary fold's;
+# the test cohort's subjects come first (figures use the first).
 EVALUATION = config["evaluation"]
 PIX2PIX_DIRECTIONS = [Direction(**d).name for d in EVALUATION["directions"]]
 EVALUATED_METHODS = list(
@@ -77,29 +88,57 @@ FIGURE_METHODS = list(
 
 
 def held_out_subjects():
-    """The iUS subjects of the train/validation cohort's validation fold."""
+    """fold -> the iUS subjects of the train/validation cohort's test list of that fold."""
     cohort = COHORTS[config["preprocessing"]["trainval_cohort"]]
     splits = config["preprocessing"]["splits"]
-    if len(cohort.subjects) < splits["folds"]:
-        return []
-    fold = kfold(list(cohort.subjects), splits["folds"], splits["seed"])[
-        config["models"]["fold"]
-    ]
-    return [s for s in fold["val"] if s in cohort.ultrasound_subjects]
+    source = split_source(config)
+    if source == "seeded" and len(cohort.subjects) < splits["folds"]:
+        return {}
+    lists = fold_lists(source, list(cohort.subjects), splits["folds"], splits["seed"])
+    held_out = {}
+    # a subject in the test lists of several folds (the authors' split has two) is scored
+    # once, by the first of them
+    for fold in FOLDS:
+        earlier = {s for subjects in held_out.values() for s in subjects}
+        held_out[fold] = [
+            s
+            for s in lists[fold]["test"]
+            if s in cohort.ultrasound_subjects and s not in earlier
+        ]
+    return held_out
 
 
+# evaluation set (a cohort) -> fold -> its subjects evaluated by that fold's models
 EVALUATION_SETS = {
-    name: subjects
-    for name, subjects in (
+    name: {fold: subjects for fold, subjects in by_fold.items() if subjects}
+    for name, by_fold in (
         (
             config["preprocessing"]["test_cohort"],
-            list(COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects),
+            {
+                PRIMARY_FOLD: list(
+                    COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects
+                )
+            },
         ),
         (config["preprocessing"]["trainval_cohort"], held_out_subjects()),
     )
-    if subjects
+    if any(by_fold.values())
 }
-EVALUATION_SUBJECTS = [s for subjects in EVALUATION_SETS.values() for s in subjects]
+EVALUATION_SUBJECTS = [
+    s
+    for by_fold in EVALUATION_SETS.values()
+    for subjects in by_fold.values()
+    for s in subjects
+]
+# subject -> the fold whose models synthesise it
+FOLD_OF = {
+    s: fold
+    for by_fold in EVALUATION_SETS.values()
+    for fold, subjects in by_fold.items()
+    for s in subjects
+}
+# The evaluated subjects of the primary fold: what the downstream experiments score
+PRIMARY_SUBJECTS = [s for s in EVALUATION_SUBJECTS if FOLD_OF[s] == PRIMARY_FOLD]
 
 
 wildcard_constraints:
@@ -129,6 +168,19 @@ def subject_files(cohort, subject):
 def subject_inputs(wildcards):
     """The files (or built folder) of one subject, see subject_files."""
     return subject_files(wildcards.cohort, wildcards.subject)
+
+
+def given_transform_files(wildcards):
+    """The ITK files of a subject's given registration, listed as the DAG is built (a
+    replaced file reruns its import); a generated subject's are inside its folder."""
+    from iusynth.preprocessing.given_transforms import transform_files
+
+    cohort = COHORTS[wildcards.cohort]
+    folder = cohort.root / wildcards.subject
+    return [
+        str(path)
+        for path in transform_files(cohort.transforms, folder, wildcards.subject)
+    ]
 
 
 def cohort_subject_dirs(wildcards):
@@ -168,9 +220,7 @@ def final_targets():
         ]
         targets.append(f"{RESULTS}/registration/{name}_landmark_errors.csv")
     targets.append(f"{RESULTS}/splits/splits.json")
-    targets += [
-        f"{RESULTS}/models/{name}/model.pt" for name in config["models"]["variants"]
-    ]
+    targets += trained_models()
     targets += rules.synthesis_tables.output
     targets += rules.synthesis_figures.output
     targets += rules.registration_tables.output
@@ -213,6 +263,7 @@ def remind_manifest_argument():
 # ReMIND is planned from IDC's index (package idc-index-data) while the DAG is built: the
 # exact series of each subject are known offline, before anything is downloaded.
 REMIND_API = row(REMIND).get("api", "idc") if REMIND else None
+REMIND_TARGETS = row(REMIND).get("targets", "authors") if REMIND else None
 REMIND_PLAN = {}
 REMIND_INDEX_VERSION = ""
 if REMIND:
@@ -227,6 +278,7 @@ if REMIND:
                 REMIND.subjects,
                 config["preprocessing"]["reference_order"],
                 manifest=Path(_manifest).expanduser() if _manifest else None,
+                targets=REMIND_TARGETS,
             )
         )
     except ValueError as error:  # IndexProblem, a bad manifest
@@ -298,9 +350,10 @@ def alignment_record_of(subject):
     return f"{RESULTS}/registration/{cohort}/{subject}/mr_alignment.json"
 
 
-def evaluation_subject_choice():
-    """A wildcard constraint matching exactly the evaluated subjects."""
-    return "|".join(re.escape(subject) for subject in EVALUATION_SUBJECTS) or "^$"
+def evaluation_subject_choice(subjects=None):
+    """A wildcard constraint matching exactly the evaluated subjects (or those given)."""
+    chosen = EVALUATION_SUBJECTS if subjects is None else subjects
+    return "|".join(re.escape(subject) for subject in chosen) or "^$"
 
 
 def slice_dir_of(subject):
@@ -308,20 +361,55 @@ def slice_dir_of(subject):
     return f"{RESULTS}/slices/{evaluation_set(subject)}/{subject}"
 
 
-def method_models(method):
+def model_dir(fold):
+    """The folder of the models of one fold."""
+    return f"{RESULTS}/models/fold-{fold}"
+
+
+def method_models(method, fold=PRIMARY_FOLD):
     """The model.pt files behind an evaluated method (a VAE variant, Pix2Pix or MM-GAN)."""
     if method == "pix2pix":
-        return [f"{RESULTS}/models/pix2pix/{d}/model.pt" for d in PIX2PIX_DIRECTIONS]
+        return [f"{model_dir(fold)}/pix2pix/{d}/model.pt" for d in PIX2PIX_DIRECTIONS]
     if method == "mmgan":
-        return [f"{RESULTS}/models/mmgan/any/model.pt"]
-    return [f"{RESULTS}/models/{method}/model.pt"]
+        return [f"{model_dir(fold)}/mmgan/any/model.pt"]
+    return [f"{model_dir(fold)}/{method}/model.pt"]
 
 
-def variant_settings(name):
+def is_pretrained(method):
+    """Whether a method is a variant converted from the authors' weights."""
+    return (
+        method in config["models"]["variants"]
+        and jobs.pretrained(config, method) is not None
+    )
+
+
+def fold_methods(fold):
+    """The evaluated methods of one fold: the authors' weights only in the primary fold."""
+    return [
+        m for m in EVALUATED_METHODS if fold == PRIMARY_FOLD or not is_pretrained(m)
+    ]
+
+
+def evaluated_subjects(method):
+    """The subjects a method synthesises (the authors' weights: the primary fold's)."""
+    return [s for s in EVALUATION_SUBJECTS if method in fold_methods(FOLD_OF[s])]
+
+
+def trained_models():
+    """Every variant's model.pt: each fold's, the authors' weights in the primary fold."""
+    return [
+        f"{model_dir(fold)}/{name}/model.pt"
+        for fold in FOLDS
+        for name in config["models"]["variants"]
+        if fold == PRIMARY_FOLD or not is_pretrained(name)
+    ]
+
+
+def variant_settings(name, fold):
     """A variant's train_model settings: training, or the authors' checkpoint to convert."""
     source = jobs.pretrained(config, name)
     if source is None:
-        return job_settings(jobs.variant, name)
+        return job_settings(jobs.variant, name, fold)
     return json.dumps({"pretrained": json.loads(to_json(source))})
 
 
@@ -351,7 +439,7 @@ def train_model_arguments(wildcards, input):
     """The data arguments of `iusynth train`: slices to train on, or the checkpoint's."""
     if jobs.pretrained(config, wildcards.variant) is None:
         slices = Path(input.slices[0]).parent
-        resume = f"{RESULTS}/models/{wildcards.variant}/checkpoint.pt"
+        resume = f"{model_dir(wildcards.fold)}/{wildcards.variant}/checkpoint.pt"
         return (
             f"--splits {shlex.quote(input.splits)} --slices {shlex.quote(str(slices))}"
             f" --checkpoint {shlex.quote(resume)}"
@@ -381,9 +469,20 @@ def sweep_dirs():
 
 
 def supervised_stacks():
-    """Real iUS slice stacks of the whole train/validation cohort (the supervised nnU-Net)."""
-    name = config["preprocessing"]["trainval_cohort"]
+    """Real iUS slice stacks of the test cohort (RESECT-SEG's role): the supervised nnU-Net
+    trains on its expert iUS labels, as the paper's fully supervised row."""
+    name = config["preprocessing"]["test_cohort"]
     return [f"{RESULTS}/slices/{name}/{s}" for s in COHORTS[name].ultrasound_subjects]
+
+
+# Table 4's subjects of the train/validation cohort (the paper's 6 ReMIND cases, which it
+# does not name): the first segmentation.trainval_test_subjects of the primary fold's test
+# list, in id order, so that no synthesis model whose iUS trains an nnU-Net saw them.
+TABLE4_TRAINVAL_SUBJECTS = sorted(
+    s
+    for s in PRIMARY_SUBJECTS
+    if evaluation_set(s) == config["preprocessing"]["trainval_cohort"]
+)[: SEGMENTATION["trainval_test_subjects"]]
 
 
 def segmenter_training_inputs(wildcards):
@@ -409,8 +508,48 @@ def segmenter_sources_arguments(wildcards, input):
 
 
 def segmentation_test_subjects(method):
-    """Real iUS subjects a method's nnU-Net is tested on (supervised: the test cohort only,
-    since it trains on the train/validation cohort)."""
+    """Real iUS subjects a method's nnU-Net is tested on: the test cohort and Table 4's
+    subjects of the train/validation cohort (supervised: those alone, since it trains on
+    the test cohort)."""
+    test_cohort = list(
+        COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects
+    )
     if method == "supervised":
-        return list(COHORTS[config["preprocessing"]["test_cohort"]].ultrasound_subjects)
-    return EVALUATION_SUBJECTS
+        return TABLE4_TRAINVAL_SUBJECTS
+    return [*test_cohort, *TABLE4_TRAINVAL_SUBJECTS]
+
+
+# Every subject some nnU-Net of Table 4 is tested on
+SEGMENTATION_TEST_SUBJECTS = list(
+    dict.fromkeys(
+        s
+        for method in SEGMENTATION["methods"]
+        for s in segmentation_test_subjects(method)
+    )
+)
+
+
+def check_pretrained_scoring():
+    """The authors' weights score no real ReMIND case they were trained on, unless allowed
+    (models.variants.<name>.pretrained.score_training_subjects)."""
+    from iusynth.cohorts.datasets.authors import check_fair_scoring
+
+    for name in config["models"]["variants"]:
+        source = jobs.pretrained(config, name)
+        if source is None:
+            continue
+        scored = set(evaluated_subjects(name)) if name in EVALUATED_METHODS else set()
+        if name == config["registration_experiment"]["model"]:
+            scored |= set(PRIMARY_SUBJECTS)
+        if name in SEGMENTATION["methods"]:
+            scored |= set(SEGMENTATION_TEST_SUBJECTS)
+        key = f"models.variants.{name}.pretrained"
+        try:
+            check_fair_scoring(
+                sorted(scored), source.fold, source.score_training_subjects, key
+            )
+        except ValueError as error:
+            raise WorkflowError(str(error)) from None
+
+
+check_pretrained_scoring()

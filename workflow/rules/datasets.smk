@@ -51,11 +51,13 @@ if REMIND:
             subjects=REMIND.subjects,
             order=config["preprocessing"]["reference_order"],
             manifest=remind_manifest_argument(),
+            targets=REMIND_TARGETS,
             index=REMIND_INDEX_VERSION,
             raw=REMIND.raw,
         shell:
             "{params.iusynth} remind-plan --subjects {params.subjects}"
-            " --reference-order {params.order} {params.manifest} --index-version {params.index}"
+            " --reference-order {params.order} {params.manifest} --targets {params.targets}"
+            " --index-version {params.index}"
             " --raw {params.raw:q} --output {output:q} > {log} 2>&1"
 
     rule download_remind_series:

@@ -1,5 +1,6 @@
-# Paired subjects (iUS + MR) to model-ready form: NiftyReg registration, resampling into
-# the iUS grid, normalisation, 2D slice stacks; landmark errors, splits and QC.
+# Paired subjects (iUS + MR) to model-ready form: registration (NiftyReg, or given ITK
+# transforms), resampling into the iUS grid, normalisation, 2D slice stacks; landmark
+# errors, splits and QC.
 
 
 rule align_mr_sequences:
@@ -11,6 +12,8 @@ rule align_mr_sequences:
         f"{RESULTS}/logs/align_mr_sequences/{{cohort}}/{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/align_mr_sequences/{{cohort}}/{{subject}}.tsv"
+    wildcard_constraints:
+        cohort="|".join(NIFTYREG_COHORTS) or "no-cohort",
     conda:
         "../envs/registration.yaml"
     threads: 2
@@ -37,6 +40,8 @@ rule register_us_to_mr:
         f"{RESULTS}/logs/register_us_to_mr/{{cohort}}/{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/register_us_to_mr/{{cohort}}/{{subject}}.tsv"
+    wildcard_constraints:
+        cohort="|".join(NIFTYREG_COHORTS) or "no-cohort",
     conda:
         "../envs/registration.yaml"
     threads: 2
@@ -51,6 +56,38 @@ rule register_us_to_mr:
     shell:
         "{params.iusynth} register-us --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
         " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+
+
+rule import_given_transforms:
+    input:
+        subject=subject_inputs,
+        transforms=given_transform_files,
+    output:
+        registration=f"{RESULTS}/registration/{{cohort}}/{{subject}}/us_to_mr.json",
+        alignment=f"{RESULTS}/registration/{{cohort}}/{{subject}}/mr_alignment.json",
+    log:
+        f"{RESULTS}/logs/import_given_transforms/{{cohort}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import_given_transforms/{{cohort}}/{{subject}}.tsv"
+    wildcard_constraints:
+        cohort="|".join(GIVEN_TRANSFORM_COHORTS) or "no-cohort",
+    conda:
+        "../envs/registration.yaml"
+    threads: 1
+    resources:
+        **CPU_JOB,
+        mem_mb=3000,
+        runtime=10,
+    params:
+        iusynth=IUSYNTH,
+        subject_dir=subject_dir,
+        transforms=lambda wildcards: COHORTS[wildcards.cohort].transforms,
+        settings=job_settings(jobs.registration),
+    shell:
+        "{params.iusynth} import-transforms --subject-dir {params.subject_dir:q}"
+        " --subject {wildcards.subject} --transforms {params.transforms:q}"
+        " --settings {params.settings:q} --registration {output.registration:q}"
+        " --alignment {output.alignment:q} > {log} 2>&1"
 
 
 rule resample_and_normalise:

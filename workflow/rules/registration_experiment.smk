@@ -1,10 +1,11 @@
 # Registration experiment (Table 3): direct vs synthesis-assisted iUS -> MR registration
-# from simulated rigid displacements, TRE on landmarks, per evaluation subject.
+# from simulated rigid displacements, TRE on landmarks, per evaluation subject of the
+# primary fold (its models synthesise the MR).
 
 
 rule synthesise_mr_from_us:
     input:
-        model=f"{RESULTS}/models/{config['registration_experiment']['model']}/model.pt",
+        model=method_models(config["registration_experiment"]["model"])[0],
         slices=lambda wildcards: slice_dir_of(wildcards.subject),
     output:
         directory(f"{RESULTS}/registration_experiment/synthetic/{{subject}}"),
@@ -13,7 +14,7 @@ rule synthesise_mr_from_us:
     benchmark:
         f"{RESULTS}/benchmarks/synthesise_mr_from_us/{{subject}}.tsv"
     wildcard_constraints:
-        subject=evaluation_subject_choice(),
+        subject=evaluation_subject_choice(PRIMARY_SUBJECTS),
     conda:
         "../envs/registration_experiment.yaml"
     threads: config["registration_experiment"]["threads"]
@@ -42,7 +43,7 @@ rule registration_experiment:
     benchmark:
         f"{RESULTS}/benchmarks/registration_experiment/{{subject}}.tsv"
     wildcard_constraints:
-        subject=evaluation_subject_choice(),
+        subject=evaluation_subject_choice(PRIMARY_SUBJECTS),
     conda:
         "../envs/registration_experiment.yaml"
     threads: config["registration_experiment"]["threads"]
@@ -65,7 +66,7 @@ rule registration_tables:
     input:
         cases=[
             f"{RESULTS}/metrics/registration/{subject}.csv"
-            for subject in EVALUATION_SUBJECTS
+            for subject in PRIMARY_SUBJECTS
         ],
         paper=PAPER_RESULTS,
     output:

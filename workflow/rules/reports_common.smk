@@ -40,10 +40,11 @@ def provenance_cohorts():
 
 def provenance_models():
     """Every model file of the run: variants, baselines, segmenter folds, LPIPS weights."""
-    files = [
-        f"{RESULTS}/models/{name}/model.pt" for name in config["models"]["variants"]
-    ]
-    for method in [*EVALUATED_METHODS, *SYNTHETIC_IUS_METHODS]:
+    files = trained_models()
+    for method in EVALUATED_METHODS:
+        for fold in [PRIMARY_FOLD] if is_pretrained(method) else FOLDS:
+            files += method_models(method, fold)
+    for method in SYNTHETIC_IUS_METHODS:
         files += method_models(method)
     # a fold's record holds its weights' path and SHA-256
     files += [
@@ -90,22 +91,28 @@ def subject_job_logs(cohort, subject):
         job_log("plot_subject_qc", cohort=cohort, subject=subject)
     ]
     if is_paired_subject(cohort, subject):
+        registration = (
+            ("align_mr_sequences", "register_us_to_mr")
+            if cohort in NIFTYREG_COHORTS
+            else ("import_given_transforms",)
+        )
         for name in (
-            "align_mr_sequences",
-            "register_us_to_mr",
+            *registration,
             "resample_and_normalise",
             "export_slices",
             "plot_registration_qc",
         ):
             logs[name] = [job_log(name, cohort=cohort, subject=subject)]
     if is_evaluated_subject(cohort, subject):
+        fold = FOLD_OF[subject]
         for name in ("synthesise", "evaluate_synthesis"):
             logs[name] = [
-                job_log(f"{name}_{cohort}", method=method)
-                for method in EVALUATED_METHODS
+                job_log(f"{name}_{cohort}_fold{fold}", method=method)
+                for method in fold_methods(fold)
             ]
-        for name in ("synthesise_mr_from_us", "registration_experiment"):
-            logs[name] = [job_log(name, subject=subject)]
+        if subject in PRIMARY_SUBJECTS:
+            for name in ("synthesise_mr_from_us", "registration_experiment"):
+                logs[name] = [job_log(name, subject=subject)]
         logs["segment_real_ius"] = [
             job_log("segment_real_ius", method=method, subject=subject)
             for method in tested_methods(subject)
@@ -163,18 +170,21 @@ def subject_report_files(wildcards):
             "qc": f"{RESULTS}/qc/registration/{cohort}/{subject}.png",
         }
     if is_evaluated_subject(cohort, subject):
+        methods = fold_methods(FOLD_OF[subject])
         files["synthesis_slices"] = slice_dir_of(subject)
         files["synthesis"] = {
             method: f"{RESULTS}/synthesis/{method}/{subject}"
             for method in FIGURE_METHODS
+            if method in methods
         }
         files["synthesis_metrics"] = {
             method: f"{RESULTS}/metrics/synthesis/{method}/{subject}.csv"
-            for method in EVALUATED_METHODS
+            for method in methods
         }
-        files["registration_experiment"] = (
-            f"{RESULTS}/metrics/registration/{subject}.csv"
-        )
+        if subject in PRIMARY_SUBJECTS:
+            files["registration_experiment"] = (
+                f"{RESULTS}/metrics/registration/{subject}.csv"
+            )
         files["segmentation"] = {
             method: {
                 "mask": f"{RESULTS}/segmentation/{method}/predictions/{subject}.nii.gz",

@@ -163,7 +163,7 @@ rule segment_real_ius:
         f"{RESULTS}/benchmarks/segment_real_ius/{{method}}/{{subject}}.tsv"
     wildcard_constraints:
         method="|".join(SEGMENTATION["methods"]),
-        subject=evaluation_subject_choice(),
+        subject=evaluation_subject_choice(SEGMENTATION_TEST_SUBJECTS),
     conda:
         "../envs/segmentation.yaml"
     threads: SEGMENTATION["threads"]

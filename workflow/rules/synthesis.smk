@@ -6,13 +6,14 @@ rule train_baseline:
         splits=rules.make_splits.output[0],
         slices=trainval_slice_dirs(),
     output:
-        model=f"{RESULTS}/models/{{baseline}}/{{direction}}/model.pt",
-        losses=f"{RESULTS}/models/{{baseline}}/{{direction}}/losses.csv",
+        model=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{direction}}/model.pt",
+        losses=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{direction}}/losses.csv",
     log:
-        f"{RESULTS}/logs/train_baseline/{{baseline}}/{{direction}}.log",
+        f"{RESULTS}/logs/train_baseline/fold-{{fold}}/{{baseline}}/{{direction}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_baseline/{{baseline}}/{{direction}}.tsv"
+        f"{RESULTS}/benchmarks/train_baseline/fold-{{fold}}/{{baseline}}/{{direction}}.tsv"
     wildcard_constraints:
+        fold="|".join(str(fold) for fold in FOLDS),
         baseline="|".join(GAN_BASELINES),
         direction="|".join(re.escape(d) for d in [*PIX2PIX_DIRECTIONS, "any"]),
     conda:
@@ -26,10 +27,10 @@ rule train_baseline:
     params:
         iusynth=IUSYNTH,
         settings=lambda wildcards: job_settings(
-            jobs.baseline, wildcards.baseline, wildcards.direction
+            jobs.baseline, wildcards.baseline, wildcards.direction, int(wildcards.fold)
         ),
         slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
-        checkpoint=f"{RESULTS}/models/{{baseline}}/{{direction}}/checkpoint.pt",
+        checkpoint=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{direction}}/checkpoint.pt",
     shell:
         "{params.iusynth} train-baseline --settings {params.settings:q}"
         " --splits {input.splits:q} --slices {params.slices:q}"
@@ -37,87 +38,93 @@ rule train_baseline:
         " --losses {output.losses:q} --output {output.model:q} > {log} 2>&1"
 
 
-# Synthesis and its metrics run one job per method and evaluation set (the model, or
-# LPIPS, loaded once for all its subjects), with per-subject outputs; a killed job keeps
+# Synthesis and its metrics run one job per method, evaluation set and fold (the model,
+# or LPIPS, loaded once for all its subjects), with per-subject outputs; a killed job keeps
 # its finished subjects in a cache under .resume and reuses them when nothing they depend
-# on changed (iusynth.core.resumable).
-for evaluation_set_name, evaluation_set_subjects in EVALUATION_SETS.items():
+# on changed (iusynth.core.resumable). A subject of the train/validation cohort is
+# synthesised by the models of the fold whose test list holds it; the test cohort by the
+# primary fold's.
+for evaluation_set_name, evaluation_folds in EVALUATION_SETS.items():
+    for evaluation_fold, evaluation_set_subjects in evaluation_folds.items():
 
-    rule:
-        name:
-            f"synthesise_{evaluation_set_name}"
-        input:
-            models=lambda wildcards: method_models(wildcards.method),
-            slices=[slice_dir_of(s) for s in evaluation_set_subjects],
-            splits=rules.make_splits.output[0],
-        output:
-            [
-                directory(f"{RESULTS}/synthesis/{{method}}/{s}")
-                for s in evaluation_set_subjects
-            ],
-        log:
-            f"{RESULTS}/logs/synthesise/{{method}}/{evaluation_set_name}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/synthesise/{{method}}/{evaluation_set_name}.tsv"
-        wildcard_constraints:
-            method="|".join(EVALUATED_METHODS),
-        conda:
-            "../envs/training.yaml"
-        threads: config["evaluation"]["threads"]
-        resources:
-            **GPU_JOB,
-            mem_mb=4000,
-            runtime=4 * 60,
-            gpu=config["evaluation"]["gpus"],
-        params:
-            iusynth=IUSYNTH,
-            settings=lambda wildcards: job_settings(jobs.sweep, wildcards.method),
-            fold=config["models"]["fold"],
-            cache=f"{RESULTS}/.resume/synthesise/{{method}}/{evaluation_set_name}",
-        shell:
-            "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
-            " --slices {input.slices:q} --splits {input.splits:q} --fold {params.fold}"
-            " --settings {params.settings:q} --threads {threads}"
-            " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
+        rule:
+            name:
+                f"synthesise_{evaluation_set_name}_fold{evaluation_fold}"
+            input:
+                models=lambda wildcards, fold=evaluation_fold: method_models(
+                    wildcards.method, fold
+                ),
+                slices=[slice_dir_of(s) for s in evaluation_set_subjects],
+                splits=rules.make_splits.output[0],
+            output:
+                [
+                    directory(f"{RESULTS}/synthesis/{{method}}/{s}")
+                    for s in evaluation_set_subjects
+                ],
+            log:
+                f"{RESULTS}/logs/synthesise/{{method}}/{evaluation_set_name}_fold{evaluation_fold}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/synthesise/{{method}}/{evaluation_set_name}_fold{evaluation_fold}.tsv"
+            wildcard_constraints:
+                method="|".join(fold_methods(evaluation_fold)),
+            conda:
+                "../envs/training.yaml"
+            threads: config["evaluation"]["threads"]
+            resources:
+                **GPU_JOB,
+                mem_mb=4000,
+                runtime=4 * 60,
+                gpu=config["evaluation"]["gpus"],
+            params:
+                iusynth=IUSYNTH,
+                settings=lambda wildcards: job_settings(jobs.sweep, wildcards.method),
+                fold=evaluation_fold,
+                cache=f"{RESULTS}/.resume/synthesise/{{method}}/{evaluation_set_name}_fold{evaluation_fold}",
+            shell:
+                "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
+                " --slices {input.slices:q} --splits {input.splits:q} --fold {params.fold}"
+                " --settings {params.settings:q} --threads {threads}"
+                " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
 
-    rule:
-        name:
-            f"evaluate_synthesis_{evaluation_set_name}"
-        input:
-            synthesis=[
-                f"{RESULTS}/synthesis/{{method}}/{s}" for s in evaluation_set_subjects
-            ],
-            slices=[slice_dir_of(s) for s in evaluation_set_subjects],
-            lpips=LPIPS_WEIGHTS,
-        output:
-            [
-                f"{RESULTS}/metrics/synthesis/{{method}}/{s}.csv"
-                for s in evaluation_set_subjects
-            ],
-        log:
-            f"{RESULTS}/logs/evaluate_synthesis/{{method}}/{evaluation_set_name}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/evaluate_synthesis/{{method}}/{evaluation_set_name}.tsv"
-        wildcard_constraints:
-            method="|".join(EVALUATED_METHODS),
-        conda:
-            "../envs/evaluation.yaml"
-        threads: config["evaluation"]["threads"]
-        resources:
-            **CPU_JOB,
-            mem_mb=4000,
-            runtime=2 * 60,
-        params:
-            iusynth=IUSYNTH,
-            settings=job_settings(jobs.metrics),
-            lpips=lpips_argument(),
-            set=evaluation_set_name,
-            cache=f"{RESULTS}/.resume/evaluate_synthesis/{{method}}/{evaluation_set_name}",
-        shell:
-            "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
-            " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
-            " --settings {params.settings:q} {params.lpips} --threads {threads}"
-            " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
+        rule:
+            name:
+                f"evaluate_synthesis_{evaluation_set_name}_fold{evaluation_fold}"
+            input:
+                synthesis=[
+                    f"{RESULTS}/synthesis/{{method}}/{s}"
+                    for s in evaluation_set_subjects
+                ],
+                slices=[slice_dir_of(s) for s in evaluation_set_subjects],
+                lpips=LPIPS_WEIGHTS,
+            output:
+                [
+                    f"{RESULTS}/metrics/synthesis/{{method}}/{s}.csv"
+                    for s in evaluation_set_subjects
+                ],
+            log:
+                f"{RESULTS}/logs/evaluate_synthesis/{{method}}/{evaluation_set_name}_fold{evaluation_fold}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/evaluate_synthesis/{{method}}/{evaluation_set_name}_fold{evaluation_fold}.tsv"
+            wildcard_constraints:
+                method="|".join(fold_methods(evaluation_fold)),
+            conda:
+                "../envs/evaluation.yaml"
+            threads: config["evaluation"]["threads"]
+            resources:
+                **CPU_JOB,
+                mem_mb=4000,
+                runtime=2 * 60,
+            params:
+                iusynth=IUSYNTH,
+                settings=job_settings(jobs.metrics),
+                lpips=lpips_argument(),
+                set=evaluation_set_name,
+                cache=f"{RESULTS}/.resume/evaluate_synthesis/{{method}}/{evaluation_set_name}_fold{evaluation_fold}",
+            shell:
+                "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
+                " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
+                " --settings {params.settings:q} {params.lpips} --threads {threads}"
+                " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
 
 
 if LPIPS_WEIGHTS:
@@ -155,7 +162,7 @@ rule synthesis_tables:
         metrics=[
             f"{RESULTS}/metrics/synthesis/{method}/{subject}.csv"
             for method in EVALUATED_METHODS
-            for subject in EVALUATION_SUBJECTS
+            for subject in evaluated_subjects(method)
         ],
         paper=PAPER_RESULTS,
         lpips=LPIPS_WEIGHTS,
@@ -216,7 +223,7 @@ rule synthesis_figures:
         synthesis=[
             f"{RESULTS}/synthesis/{method}/{subject}"
             for method in FIGURE_METHODS
-            for subject in EVALUATION_SUBJECTS
+            for subject in evaluated_subjects(method)
         ],
         slices=[slice_dir_of(subject) for subject in EVALUATION_SUBJECTS],
     output:

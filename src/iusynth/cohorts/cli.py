@@ -90,7 +90,9 @@ def _remind_plan(args: argparse.Namespace) -> None:
             "(envs/datasets.yaml and the environment running snakemake)"
         )
     check_index_against_ledger(args.raw)
-    plan = plan_cohort(args.subjects, args.reference_order, manifest=args.manifest)
+    plan = plan_cohort(
+        args.subjects, args.reference_order, manifest=args.manifest, targets=args.targets
+    )
     write_plan(args.output, plan)
     print(format_plan(plan))
 
@@ -225,6 +227,14 @@ STAGES = (
                 {"required": True, "nargs": "+", "help": "preprocessing.reference_order"},
             ),
             ("--manifest", {"type": Path, "default": None, "help": ".tcia manifest"}),
+            (
+                "--targets",
+                {
+                    "required": True,
+                    "choices": ["authors", "ours"],
+                    "help": "whose tumour segmentation (cohorts.remind.targets)",
+                },
+            ),
             (
                 "--index-version",
                 {"default": None, "help": "the idc-index-data release the DAG was planned with"},

@@ -11,6 +11,7 @@ dataset catalog only, no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ from iusynth.cohorts.demo.settings import DemoCohortSettings
 from iusynth.core import layout, validation
 from iusynth.core.config import GAN_BASELINES
 from iusynth.core.settings import ConfigError, build
+from iusynth.core.splits import split_source
+
+NIFTYREG = "niftyreg"  # registrations by reg_aladin (ours)
+AUTHORS = "authors"  # ReMIND: the authors' ITK transforms (resources/authors_mmhvae)
+SUBJECT_FOLDERS = "subject_folders"  # ITK files beside each subject's images
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Cohort:
     subjects: tuple[str, ...]
     ultrasound_subjects: tuple[str, ...]  # the subjects that have an iUS volume
     raw: Path | None = None  # where a downloaded dataset's files go
+    transforms: str = NIFTYREG  # where its registrations come from (see transforms_of)
 
 
 def resolve_cohorts(config: dict[str, Any]) -> dict[str, Cohort]:
@@ -51,13 +58,14 @@ def resolve_cohorts(config: dict[str, Any]) -> dict[str, Cohort]:
     for name, row in config["cohorts"].items():
         _check_row(name, row)
         if row["source"] == "demo":
-            cohorts[name] = demo_cohort(name, row["dataset"], config["demo"], results)
+            cohort = demo_cohort(name, row["dataset"], config["demo"], results)
         elif row["source"] == "dataset":
-            cohorts[name] = _dataset_cohort(name, row, results)
+            cohort = _dataset_cohort(name, row, results)
         else:
-            cohorts[name] = _local_cohort(name, row)
+            cohort = _local_cohort(name, row)
+        cohorts[name] = dataclasses.replace(cohort, transforms=transforms_of(name, row))
     _check_unique(cohorts)
-    _check_preprocessing(config["preprocessing"], cohorts)
+    _check_preprocessing(config, cohorts)
     _check_segmentation(config, cohorts)
     return cohorts
 
@@ -105,7 +113,31 @@ _ROW_KEYS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "api": ("dataset", ("remind",)),
     "package": ("dataset", ("upenn",)),
     "checksums": ("dataset", ("upenn",)),
+    "targets": ("dataset", ("remind",)),
 }
+
+
+def transforms_of(name: str, row: dict[str, Any]) -> str:
+    """Where a cohort's registrations come from (``cohorts.<name>.transforms``, defaulted).
+
+    ``niftyreg``, ``authors``, ``subject_folders`` or a folder; the default is ``authors``
+    for the real ReMIND and ``niftyreg`` otherwise. A folder must exist.
+    """
+    real_remind = row.get("dataset") == "remind" and row["source"] == "dataset"
+    value = row.get("transforms", AUTHORS if real_remind else NIFTYREG)
+    if value == AUTHORS and not real_remind:
+        raise ConfigError(
+            f"config key 'cohorts.{name}.transforms': the authors' transforms register the "
+            "real ReMIND's cases (dataset: remind, source: dataset); use niftyreg, "
+            "subject_folders or a folder of ITK transforms for this cohort"
+        )
+    if value not in (NIFTYREG, AUTHORS, SUBJECT_FOLDERS) and not Path(value).expanduser().is_dir():
+        raise ConfigError(
+            f"config key 'cohorts.{name}.transforms': folder '{value}' does not exist; give "
+            f"{NIFTYREG}, {AUTHORS} (ReMIND), {SUBJECT_FOLDERS}, or a folder holding one "
+            "folder of ITK transforms per subject (docs/datasets.md, 'Given registrations')"
+        )
+    return value
 
 
 def _check_row(name: str, row: dict[str, Any]) -> None:
@@ -225,8 +257,9 @@ def _check_unique(cohorts: dict[str, Cohort]) -> None:
             owner[subject] = name
 
 
-def _check_preprocessing(section: dict[str, Any], cohorts: dict[str, Cohort]) -> None:
+def _check_preprocessing(config: dict[str, Any], cohorts: dict[str, Cohort]) -> None:
     """The paired cohorts exist, differ and have iUS subjects for every fold."""
+    section = config["preprocessing"]
     trainval, test = section["trainval_cohort"], section["test_cohort"]
     for key, name in (("trainval_cohort", trainval), ("test_cohort", test)):
         if name not in cohorts:
@@ -244,9 +277,19 @@ def _check_preprocessing(section: dict[str, Any], cohorts: dict[str, Cohort]) ->
             raise ConfigError(
                 f"config key 'preprocessing.{key}': cohort '{name}' has no subject with iUS"
             )
+    if split_source(config) == "authors":
+        from iusynth.cohorts.datasets.authors import load_release
+
+        unknown = sorted(set(cohorts[trainval].subjects) - set(load_release().cases))
+        if unknown:
+            raise ConfigError(
+                f"config key 'preprocessing.splits.source': the authors' folds split the real "
+                f"ReMIND's cases, not {unknown[:3]}{' ...' if len(unknown) > 3 else ''} of "
+                f"cohort '{trainval}'; set source: seeded"
+            )
     folds = section["splits"]["folds"]
     available = len(cohorts[trainval].ultrasound_subjects)
-    if folds > available:
+    if split_source(config) == "seeded" and folds > available:
         raise ConfigError(
             f"config key 'preprocessing.splits.folds': {folds} folds need at least {folds} "
             f"subjects with iUS in cohort '{trainval}', which has {available}"
@@ -266,7 +309,7 @@ def _check_segmentation(config: dict[str, Any], cohorts: dict[str, Cohort]) -> N
     known = {*config["models"]["variants"], *GAN_BASELINES, "supervised"}
     sources = {
         "synthetic iUS": cohorts[section["cohort"]].subjects,
-        "supervised": cohorts[config["preprocessing"]["trainval_cohort"]].ultrasound_subjects,
+        "supervised": cohorts[config["preprocessing"]["test_cohort"]].ultrasound_subjects,
     }
     for method in section["methods"]:
         key = f"segmentation.methods.{method}"

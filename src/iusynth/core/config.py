@@ -78,7 +78,7 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
 
 
 def _check_models(config: dict[str, Any]) -> None:
-    """The slices are square, the trained fold exists, pretrained variants exist.
+    """The slices are square and pretrained variants exist.
 
     Each variant's architecture is checked against the slices when its settings are built
     (:func:`iusynth.jobs.check_all`).
@@ -88,13 +88,6 @@ def _check_models(config: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key 'preprocessing.slice_size': [{height}, {width}]: the models take "
             "square slices; make both sides equal"
-        )
-    fold, folds = config["models"]["fold"], config["preprocessing"]["splits"]["folds"]
-    if fold >= folds:
-        raise ConfigError(
-            f"config key 'models.fold': {fold} is not a fold of "
-            f"preprocessing.splits.folds ({folds}); expected 0 to {folds - 1} (folds count "
-            "from 0): lower models.fold or raise preprocessing.splits.folds"
         )
     for name, overrides in config["models"]["variants"].items():
         if (overrides or {}).get("pretrained") is not None:

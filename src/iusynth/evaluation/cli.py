@@ -65,6 +65,7 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
     from iusynth.reporting.tables import (
         read_paper_results,
         render_markdown,
+        scored_subjects_notes,
         synthesis_latex,
         synthesis_table,
         write_table,
@@ -85,10 +86,11 @@ def _synthesis_tables(args: argparse.Namespace) -> None:
         table = synthesis_table(
             summary, rows, list(settings.directions), temperature, paper, lpips_available
         )
+        notes = [settings.scope(), *scored_subjects_notes(per_subject, rows)]
         write_table(
             table,
             paths,
-            render_markdown(table, title, temperature),
+            render_markdown(table, title, temperature, notes),
             synthesis_latex(table, title, temperature),
         )
     skill = skill_table(summary, {**settings.table1, **settings.table2}, list(settings.directions))

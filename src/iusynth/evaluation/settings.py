@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from iusynth.core.directions import Direction
 
@@ -19,7 +20,13 @@ class MetricSettings:
 
 @dataclass(frozen=True)
 class TableSettings:
-    """Tables 1 and 2 (``evaluation``): rows, columns, temperature, confidence intervals."""
+    """Tables 1 and 2 (``evaluation``): rows, columns, temperature, confidence intervals.
+
+    ``split`` (the folds' source, resolved), ``fold_count``, ``folds`` (those trained) and
+    ``primary_fold`` (``models.fold``) say which models scored the tables.
+    """
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("split", "fold_count", "folds", "primary_fold")
 
     table1: dict[str, str]  # method -> row label
     table2: dict[str, str]
@@ -27,6 +34,25 @@ class TableSettings:
     table_temperature: float
     bootstrap_resamples: int
     seed: int
+    split: str
+    fold_count: int
+    folds: tuple[int, ...]
+    primary_fold: int
+
+    def scope(self) -> str:
+        """Which folds' models scored the train/validation cohort, in one sentence."""
+        split = "the authors' split" if self.split == "authors" else "seeded folds"
+        if len(self.folds) > 1:
+            listed = ", ".join(str(fold) for fold in self.folds)
+            return (
+                f"Cross-validation over folds {listed} of {split}: each subject of the "
+                "train/validation cohort is scored by the models of the fold whose test "
+                f"list holds it, pooled; the test cohort by fold {self.primary_fold}'s."
+            )
+        return (
+            f"One fold: fold {self.folds[0]} of {self.fold_count} ({split}); its models "
+            "score its test list and the test cohort."
+        )
 
 
 @dataclass(frozen=True)

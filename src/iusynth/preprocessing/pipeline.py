@@ -1,11 +1,24 @@
 """Model-ready volumes: every modality and label in the iUS grid, cropped and normalised.
 
-For one paired subject (iUS + MR): choose the reference MR sequence, build an isotropic
-grid on the iUS axes covering the iUS field of view (cropped or padded in-plane to a
-fixed size), resample every MR sequence through the registration (and the MR -> MR
-alignment) and the labels into it, and normalise intensities as the papers did:
-foreground x > 0 inside the iUS field of view, clip at a high percentile, min-max to
-[-255/256, 1] (the authors' mapping), background exactly -1.
+For one paired subject (iUS + MR): choose the reference MR sequence, build a grid on the
+iUS axes, resample every MR sequence through the registration (and the MR -> MR
+alignment) and the labels into it, and normalise intensities.
+
+The grid (``preprocessing.grid``):
+
+- ``authors`` (the authors' ``create_dataset_us-space.py``): the iUS cropped to the
+  bounding box of its non-zero voxels, resampled linearly to ``spacing_mm`` on every axis
+  whose spacing is within 20 % of the others (their ``get_spacing``: an odd axis keeps its
+  native spacing, and that spacing is given to the third axis whichever axis it came
+  from), cropped to its non-zero voxels again, and centre-cropped or padded in-plane to
+  ``slice_size`` (torchio's ``CropOrPad``: ceil of half the difference first), the depth
+  kept;
+- ``fov`` (ours): an isotropic grid centred on the field of view's bounding box.
+
+Normalisation, the authors' min-max: foreground ``x > 0`` over the whole grid
+(``preprocessing.normalisation_region: grid``; ``fov``, ours, keeps only the iUS field of
+view), clipped at ``clip_percentile``, the foreground's minimum at -255/256 and its clip
+value at 1, background exactly -1.
 """
 
 from __future__ import annotations
@@ -59,6 +72,80 @@ def fov_grid(
     return Grid(affine, shape)
 
 
+def authors_spacing(spacing: np.ndarray, target_mm: float, path: Path) -> np.ndarray:
+    """The authors' ``get_spacing``: ``target_mm`` on similar axes (within 20 %).
+
+    With two similar axes, the odd one's native spacing goes to axis 2, whichever axis it
+    was (their code's behaviour, kept); with none similar their code divides by zero, and
+    this names the file instead.
+    """
+    s = [float(v) for v in spacing]
+    similar = 0.2
+    if abs(s[0] - s[1]) / s[0] < similar:
+        odd = target_mm if abs(s[0] - s[2]) / s[0] < similar else s[2]
+    elif abs(s[2] - s[1]) / s[0] < similar:
+        odd = target_mm if abs(s[0] - s[2]) / s[0] < similar else s[0]
+    elif abs(s[0] - s[2]) / s[0] < similar:
+        odd = target_mm if abs(s[1] - s[0]) / s[0] < similar else s[1]
+    else:
+        raise ValueError(
+            f"iUS image {path}: no two of its voxel spacings {s} are within 20 % of each "
+            "other, so the authors' grid has no in-plane spacing (their script fails "
+            "here); use preprocessing.grid: fov"
+        )
+    return np.array([target_mm, target_mm, odd])
+
+
+def _non_zero_box(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last index of the non-zero voxels per axis (all: the whole)."""
+    found = np.argwhere(data != 0)
+    if not len(found):
+        return np.zeros(3, int), np.array(data.shape)
+    return found.min(axis=0), found.max(axis=0) + 1
+
+
+def _centre_crop_or_pad(size: int, target: int) -> int:
+    """Start index (in the cropped array) of torchio's centred crop or pad to ``target``."""
+    difference = size - target
+    return int(np.ceil(difference / 2)) if difference > 0 else -int(np.ceil(-difference / 2))
+
+
+def authors_grid(
+    us_affine: np.ndarray,
+    us_data: np.ndarray,
+    spacing_mm: float,
+    in_plane: tuple[int, int],
+    path: Path,
+) -> tuple[Grid, np.ndarray]:
+    """The authors' iUS grid and the iUS in it (see the module docstring)."""
+    lo, hi = _non_zero_box(us_data)
+    native = np.linalg.norm(us_affine[:3, :3], axis=0)
+    spacing = authors_spacing(native, spacing_mm, path)
+    directions = us_affine[:3, :3] / native
+    origin = us_affine[:3, :3] @ lo + us_affine[:3, 3]  # the cropped image's first voxel
+    size = np.round((hi - lo) * native / spacing).astype(int)
+    resampled_affine = np.eye(4)
+    resampled_affine[:3, :3] = directions * spacing
+    resampled_affine[:3, 3] = origin
+    resampled = resample(us_data, us_affine, Grid(resampled_affine, tuple(size)), np.eye(4), 1)
+    lo2, hi2 = _non_zero_box(resampled)
+    shape = (*in_plane, int(hi2[2] - lo2[2]))
+    start = np.array(
+        [
+            lo2[0] + _centre_crop_or_pad(int(hi2[0] - lo2[0]), in_plane[0]),
+            lo2[1] + _centre_crop_or_pad(int(hi2[1] - lo2[1]), in_plane[1]),
+            lo2[2],
+        ]
+    )
+    affine = resampled_affine.copy()
+    affine[:3, 3] = resampled_affine[:3, :3] @ start + resampled_affine[:3, 3]
+    us = np.zeros(shape, np.float32)  # padding is 0, as torchio's
+    source = [slice(max(b, 0), min(b + n, m)) for b, n, m in zip(start, shape, size, strict=True)]
+    target = [slice(s.start - b, s.stop - b) for s, b in zip(source, start, strict=True)]
+    us[tuple(target)] = resampled[tuple(source)]
+    return Grid(affine, shape), us
+
+
 def resample(
     data: np.ndarray,
     source_affine: np.ndarray,
@@ -107,15 +194,16 @@ def resample_labels(
 
 
 def normalise(
-    volume: np.ndarray, fov: np.ndarray, clip_percentile: float
+    volume: np.ndarray, region: np.ndarray | None, clip_percentile: float
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Map foreground (x > 0 inside ``fov``) to [-255/256, 1]; background to exactly -1.
+    """Map foreground (x > 0, inside ``region`` if given) to [-255/256, 1], the rest to -1.
 
-    The authors' min-max: clipped at the ``clip_percentile`` percentile, the foreground's
-    minimum at -255/256 so that every foreground voxel stays above the background (their
-    output mask is ``input > -1``).
+    The authors' min-max (their foreground is x > 0 over the whole grid: ``region`` None):
+    clipped at the ``clip_percentile`` percentile, the foreground's minimum at -255/256 so
+    that every foreground voxel stays above the background (their output mask is
+    ``input > -1``).
     """
-    foreground = (volume > 0) & fov
+    foreground = volume > 0 if region is None else (volume > 0) & region
     out = np.full(volume.shape, -1.0, np.float32)
     if not foreground.any():
         return out, {"low": 0.0, "high": 0.0, "foreground_voxels": 0}
@@ -172,7 +260,7 @@ def _clean_volumes(
     record: SubjectRecord,
     maps: dict[str, np.ndarray],
     grid: Grid,
-    fov: np.ndarray,
+    region: np.ndarray | None,
     clip_percentile: float,
 ) -> dict[str, np.ndarray]:
     """The noise-free images a demo subject has, through the maps of their modalities.
@@ -186,8 +274,28 @@ def _clean_volumes(
         if record.has(kind):
             image = record.image(kind)
             resampled = resample(np.asarray(image.dataobj), image.affine, grid, world_map, 1)
-            volumes[kind], _ = normalise(resampled, fov, clip_percentile)
+            volumes[kind], _ = normalise(resampled, region, clip_percentile)
     return volumes
+
+
+def ultrasound_grid(
+    record: SubjectRecord, settings: PreprocessingSettings, native_fov: np.ndarray
+) -> tuple[Grid, np.ndarray, np.ndarray]:
+    """The subject's iUS grid (``settings.grid``), its iUS and field of view in it.
+
+    ``native_fov``: the field of view in the iUS's own grid (:func:`ultrasound_fov`).
+    """
+    image = record.ultrasound()
+    data = np.asarray(image.dataobj)
+    if settings.grid == "authors":
+        grid, us = authors_grid(
+            image.affine, data, settings.spacing_mm, settings.slice_size, record.path("US")
+        )
+    else:
+        grid = fov_grid(image.affine, native_fov, settings.spacing_mm, settings.slice_size)
+        us = resample(data, image.affine, grid, np.eye(4), order=1)
+    fov = resample(native_fov, image.affine, grid, np.eye(4), order=1) > 0.5
+    return grid, us, fov
 
 
 def preprocess_subject(
@@ -203,14 +311,11 @@ def preprocess_subject(
     (normalised modalities, ``fov``, labels) and a JSON-ready summary.
     """
     us_image = record.ultrasound()
-    us_data = np.asarray(us_image.dataobj)
     reference = record.reference(settings.reference_order)
-    native_fov = ultrasound_fov(us_data)
-    grid = fov_grid(us_image.affine, native_fov, settings.spacing_mm, settings.slice_size)
+    native_fov = ultrasound_fov(np.asarray(us_image.dataobj))
+    grid, us, fov = ultrasound_grid(record, settings, native_fov)
     identity = np.eye(4)
-    fov = resample(native_fov, us_image.affine, grid, identity, order=1) > 0.5
-
-    raw = {"US": resample(us_data, us_image.affine, grid, identity, order=1)}
+    raw = {"US": us}
     maps = {"US": identity}
     check_overlap(
         record.path("US"),
@@ -229,9 +334,10 @@ def preprocess_subject(
 
     volumes: dict[str, np.ndarray] = {"fov": fov.astype(np.uint8)}
     normalisation = {}
+    region = fov if settings.normalisation_region == "fov" else None
     for name, volume in raw.items():
-        volumes[name], normalisation[name] = normalise(volume, fov, settings.clip_percentile)
-    volumes |= _clean_volumes(record, maps, grid, fov, settings.clip_percentile)
+        volumes[name], normalisation[name] = normalise(volume, region, settings.clip_percentile)
+    volumes |= _clean_volumes(record, maps, grid, region, settings.clip_percentile)
     annotations = record.annotation_sequence(reference)
     label_maps = {
         "tumor-US": identity,
@@ -242,8 +348,10 @@ def preprocess_subject(
         "subject": record.subject,
         "reference_sequence": reference,
         "modalities": [m for m in modalities.MODALITIES if m in raw],
+        "grid": settings.grid,
         "grid_affine": grid.affine.tolist(),
         "grid_shape": list(grid.shape),
+        "normalisation_region": settings.normalisation_region,
         "fov_voxels": int(fov.sum()),
         "clip_percentile": settings.clip_percentile,
         "normalisation": normalisation,

@@ -155,7 +155,8 @@ def registration_volumes(
     )
     mr_image = record.image(reference)
     header_only = resample(np.asarray(mr_image.dataobj), mr_image.affine, grid, np.eye(4), 1)
-    before, _ = normalise(header_only, fov, summary["clip_percentile"])
+    region = fov if summary.get("normalisation_region", "fov") == "fov" else None
+    before, _ = normalise(header_only, region, summary["clip_percentile"])
     return {"us": us, "before": before, "after": after, "fov": fov, "reference": reference}
 
 

@@ -49,15 +49,24 @@ class PreprocessingSettings:
     """What resampling and normalisation read (``preprocessing``)."""
 
     reference_order: tuple[str, ...]
+    grid: str  # authors: their iUS crop, resampling and crop-or-pad | fov (ours)
     spacing_mm: float
     slice_size: tuple[int, int]
+    normalisation_region: str  # grid: foreground over the whole grid (authors) | fov
     clip_percentile: float
     label_interpolation: str
 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """The seeded folds of the train/validation cohort (``preprocessing.splits``)."""
+    """The folds of the train/validation cohort (``preprocessing.splits``).
 
+    ``source`` is resolved (``authors`` or ``seeded``; see :func:`iusynth.jobs.split_source`);
+    ``folds`` and ``seed`` apply to ``seeded``.
+    """
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("source",)
+
+    source: str
     folds: int
     seed: int

@@ -4,12 +4,12 @@ A stack holds the slices of a subject's preprocessed grid (axis 2 of the iUS gri
 contain some field of view::
 
     <subject>/
-        images.npy      float16 (slices, 4, H, W): US, T2, ceT1, FLAIR in [-1, 1]; a missing
+        images.npy      float32 (slices, 4, H, W): US, T2, ceT1, FLAIR in [-1, 1]; a missing
                         modality is all -1 and flagged in meta.json
         fov.npy         bool (slices, H, W)
         tumor-US.npy    uint8 (slices, H, W), when the subject has iUS tumour labels
         tumor-MR.npy    uint8 (slices, H, W), when the subject has MR tumour labels
-        clean.npy       float16 (slices, 4, H, W), demo subjects: the noise-free images,
+        clean.npy       float32 (slices, 4, H, W), demo subjects: the noise-free images,
                         normalised as the acquired ones (meta.json's ``clean`` flags them)
         meta.json       subject, modalities, present, slice indices, grid shape and affine
 
@@ -28,6 +28,8 @@ import numpy as np
 
 from iusynth.core import layout, modalities
 from iusynth.core.fileio import atomic_directory, load_nifti
+
+STACK_DTYPE = np.float32  # the models' inputs exactly as normalised (as the authors feed them)
 
 
 @dataclass
@@ -65,7 +67,7 @@ def export_slices(preprocessed_dir: Path, subject: str, output_dir: Path) -> dic
         return np.moveaxis(volume, 2, 0)[keep]
 
     def channels(kinds: list[str]) -> tuple[np.ndarray, list[bool]]:
-        stack = np.full((keep.size, len(kinds), *fov.shape[:2]), -1.0, np.float16)
+        stack = np.full((keep.size, len(kinds), *fov.shape[:2]), -1.0, STACK_DTYPE)
         found = []
         for channel, kind in enumerate(kinds):
             path = layout.subject_file(preprocessed_dir, subject, kind)

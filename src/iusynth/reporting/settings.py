@@ -49,7 +49,8 @@ class PageSettings:
     trainval_cohort: str  # preprocessing.trainval_cohort
     test_cohort: str  # preprocessing.test_cohort
     segmentation_cohort: str  # segmentation.cohort
-    fold: int  # models.fold
+    fold: int  # models.fold: the primary fold (the downstream experiments' models)
+    folds: tuple[int, ...]  # the trained folds (all of them with cross-validation)
     directions: tuple[Direction, ...]  # evaluation.directions
     table_temperature: float  # evaluation.table_temperature
     method_labels: dict[str, str]  # evaluation.table2, then table1: method -> label
@@ -74,8 +75,11 @@ class MethodsSettings:
     segmentation_cohort: str
     registration: RegistrationSettings
     preprocessing: PreprocessingSettings
+    transforms: dict[str, str]  # paired cohort -> where its registrations come from
+    trainval_test_subjects: int  # segmentation.trainval_test_subjects
     splits: SplitSettings
-    fold: int
+    fold: int  # models.fold: the primary fold
+    folds: tuple[int, ...]  # the trained folds
     architecture: ModelConfig  # models.architecture, before the variants' overrides
     training: TrainingConfig  # models.training, before the variants' overrides
     variants: tuple[str, ...]  # every models.variants entry

@@ -117,8 +117,31 @@ def _paper_cell(row: pd.Series, prefix: str = "paper") -> str:
     return " / ".join(f"{v:{sign}.3g}" if math.isfinite(v) else "–" for v in values)
 
 
-def render_markdown(table: pd.DataFrame, title: str, temperature: float) -> str:
-    """The table as Markdown: one section per set and direction, methods as rows."""
+def scored_subjects_notes(per_subject: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """One line per method scored on fewer subjects of a set than the others, naming them.
+
+    The authors' weights, for instance, score only the test list of their fold.
+    """
+    notes = []
+    for set_name, group in per_subject.groupby("set", sort=True):
+        everyone = set(group["subject"])
+        for method, label in labels.items():
+            scored = set(group.loc[group["method"] == method, "subject"])
+            if scored and scored < everyone:
+                notes.append(
+                    f"{label} ({set_name}): scored on {len(scored)} of the {len(everyone)} "
+                    f"subjects: {', '.join(sorted(scored))}."
+                )
+    return notes
+
+
+def render_markdown(
+    table: pd.DataFrame, title: str, temperature: float, notes: list[str] | None = None
+) -> str:
+    """The table as Markdown: one section per set and direction, methods as rows.
+
+    ``notes``: sentences printed under the legend (which folds scored it, which subjects).
+    """
     lines = [
         f"# {title}",
         "",
@@ -127,6 +150,7 @@ def render_markdown(table: pd.DataFrame, title: str, temperature: float) -> str:
         "LPIPS as published (different data); Gap: ours minus the paper's; – : not "
         "evaluable here.",
         "",
+        *[line for note in notes or [] for line in (note, "")],
     ]
     for (set_name, _direction), group in table.groupby(["set", "direction"], sort=False):
         label = group["direction_label"].iloc[0]

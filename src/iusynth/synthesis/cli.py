@@ -21,6 +21,7 @@ def _synthesise(args: argparse.Namespace) -> None:
     """
     import torch
 
+    from iusynth.cohorts.datasets.authors import check_fair_scoring
     from iusynth.core.resumable import content_digest, make_resumably
     from iusynth.synthesis.settings import SweepSettings
     from iusynth.synthesis.synthesizers import load_synthesizer, synthesise_subject
@@ -41,6 +42,18 @@ def _synthesise(args: argparse.Namespace) -> None:
             )
     settings = from_json(SweepSettings, args.settings)
     synthesizer = load_synthesizer(args.models, settings.device)
+    pretrained = getattr(synthesizer, "pretrained", None)
+    if pretrained is not None:
+        fold = pretrained.get("fold", 0)  # files converted before it was recorded: fold 0's
+        unfair = check_fair_scoring(
+            list(stacks),
+            fold,
+            pretrained.get("score_training_subjects", False),
+            f"models.variants.{args.method}.pretrained",
+            str(args.models[0]),
+        )
+        if unfair:
+            log.warning("%s: scoring subjects its weights trained on: %s", args.method, unfair)
     models = content_digest(args.models, args.method, args.settings)
     keys = {subject: content_digest([stack], models) for subject, stack in stacks.items()}
 

@@ -66,8 +66,9 @@ class VAESynthesizer(Synthesizer):
 
     stochastic = True
 
-    def __init__(self, model: MMHVAE) -> None:
+    def __init__(self, model: MMHVAE, pretrained: dict[str, Any] | None = None) -> None:
         self.model = model
+        self.pretrained = pretrained  # the authors' checkpoint it came from, if any
         self.device = next(model.parameters()).device
         self.modalities = tuple(model.config.modalities)
         self.channels = [MODALITIES.index(m) for m in self.modalities]
@@ -135,7 +136,7 @@ def load_synthesizer(model_paths: list[Path], device: str = "auto") -> Synthesiz
     if all("translator_config" in state for state in states):
         return TranslatorSynthesizer([load_translator(path, device) for path in model_paths])
     if len(model_paths) == 1 and "model_config" in states[0]:
-        return VAESynthesizer(load_model(model_paths[0], device))
+        return VAESynthesizer(load_model(model_paths[0], device), states[0].get("pretrained"))
     raise ValueError(
         f"{[str(p) for p in model_paths]}: expected one VAE model.pt or GAN baseline model.pt "
         "files; re-run the training rules"

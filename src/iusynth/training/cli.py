@@ -95,6 +95,8 @@ def _convert_pretrained(args: argparse.Namespace) -> None:
         url=args.checkpoint if url else None,
         sha256=args.sha256,
         slice_size=None if args.slice_size is None else tuple(args.slice_size),
+        fold=args.fold,
+        score_training_subjects=False,
     )
     _install_pretrained(args, source, "--checkpoint")
 
@@ -158,6 +160,14 @@ STAGES = (
         [
             ("--checkpoint", {"required": True, "help": "the authors' .pth file, or its URL"}),
             ("--sha256", {"default": None, "help": "its SHA-256 (required for a URL)"}),
+            (
+                "--fold",
+                {
+                    "type": int,
+                    "default": 0,
+                    "help": "the authors' fold the weights were trained on (published: 0)",
+                },
+            ),
             "pretrained-options",
             ("--losses", {"type": Path, "default": None, "help": "empty loss curves CSV"}),
             "model-output",

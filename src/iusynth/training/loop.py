@@ -63,10 +63,18 @@ class EpochTrainer(Protocol):
 
 
 def select_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; or the device named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto``: CUDA when present, else CPU; or the device named.
+
+    On CUDA, cuDNN is made deterministic (no autotuning), as the authors' training and
+    inference scripts set it (MONAI's ``set_determinism``).
+    """
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
 
 
 def write_history(path: Path, history: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

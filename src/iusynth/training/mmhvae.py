@@ -25,6 +25,11 @@ images against the outputs of the passes that did not take that modality as inpu
 Adamax with cosine decay (re-created at ``optimiser_reset_epoch``), Adam for the
 discriminators. Epoch numbers in the settings count from 1, as the authors' do.
 
+``losses: miccai`` takes the loss forms of the MHVAE (MICCAI 2023) script instead: Smooth
+L1 summed over every voxel, the raw KL sum, the GAN term summed over the modalities and
+scaled by the voxels of one modality's batch, and discriminators that see every output of
+the last pass as fake, their terms summed.
+
 A checkpoint (weights, optimisers, schedule, random states, loss history) is written
 atomically every N epochs; a killed run resumes from it and ends with the same weights
 as an uninterrupted one. Only a checkpoint of the same settings and slice stacks is
@@ -122,6 +127,17 @@ def reconstruction_l1(
     return (per_modality * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def reconstruction_smooth_l1_sum(
+    outputs: torch.Tensor, targets: torch.Tensor, present: torch.Tensor
+) -> torch.Tensor:
+    """Smooth L1 (Huber, beta 1) summed over every voxel of the present modalities.
+
+    The MHVAE (MICCAI) script's reconstruction term (``SmoothL1Loss(reduction='sum')``).
+    """
+    per_voxel = nn.functional.smooth_l1_loss(outputs, targets, reduction="none")
+    return (per_voxel * present.to(per_voxel.dtype)[None, :, None, None]).sum()
+
+
 @dataclass
 class StepLosses:
     """Loss terms of one optimiser step (summed over its passes)."""
@@ -195,12 +211,21 @@ class Trainer:
         return observed
 
     def _gan_term(self, outputs: torch.Tensor) -> torch.Tensor:
-        """The generator's LSGAN term over every output modality (averaged)."""
-        terms = [
-            lsgan_generator_loss(discriminator(outputs[:, m : m + 1]))
-            for m, discriminator in enumerate(self.discriminators)
-        ]
-        return torch.stack(terms).mean()
+        """The generator's LSGAN term over every output modality.
+
+        ``mmhvae`` losses: averaged over the modalities; ``miccai``: summed, each times the
+        voxels of one slice batch over the modality count (their ``nb_voxels``).
+        """
+        terms = torch.stack(
+            [
+                lsgan_generator_loss(discriminator(outputs[:, m : m + 1]))
+                for m, discriminator in enumerate(self.discriminators)
+            ]
+        )
+        if self.training.losses == "miccai":
+            n_batch, n_mod, height, width = outputs.shape
+            return terms.sum() * (n_batch * height * width / n_mod)
+        return terms.mean()
 
     def step(self, batch: Batch, passes: list[Subset], epoch: int) -> StepLosses:
         """One optimiser step: the summed losses of ``passes``; then the discriminators'."""
@@ -209,7 +234,9 @@ class Trainer:
         fov = batch.fov.to(self.device)
         present = batch.present.to(self.device)
         n_batch, n_mod, height, width = images.shape
-        voxels = n_batch * height * width * n_mod
+        miccai = training.losses == "miccai"
+        reconstruction = reconstruction_smooth_l1_sum if miccai else reconstruction_l1
+        kl_scale = 1.0 if miccai else n_batch * height * width * n_mod  # MICCAI: the raw sum
         gan = training.gan_on(epoch)
         kl_weight = training.kl_weight_at(epoch)
         self.model.train()
@@ -222,9 +249,9 @@ class Trainer:
                     images, self._observed(subset, n_batch), fov, training.temperature
                 )
                 outputs = synthesis.images.float()
-                pass_l1 = reconstruction_l1(outputs, images, present)
+                pass_l1 = reconstruction(outputs, images, present)
                 pass_kl = torch.stack([level.sum() for level in synthesis.kl]).sum()
-                term = pass_l1 + kl_weight * pass_kl / voxels
+                term = pass_l1 + kl_weight * pass_kl / kl_scale
                 if gan and index > 0:
                     pass_gan = training.temperature * self._gan_term(outputs)
                     term = term + training.gan_weight * pass_gan
@@ -238,6 +265,20 @@ class Trainer:
             gan_d = self._train_discriminators(images, present, passes, outputs_by_pass)
         return StepLosses(float(loss.detach()), float(l1), float(kl), float(gan_g), gan_d)
 
+    def _fakes(
+        self, m: int, passes: list[Subset], outputs_by_pass: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """What the discriminator of modality ``m`` sees as fake.
+
+        ``mmhvae``: the outputs of every pass that did not take ``m`` as input; ``miccai``:
+        the last pass's output, whatever its inputs (their script's last single pass).
+        """
+        if self.training.losses == "miccai":
+            return [outputs_by_pass[-1][:, m : m + 1]]
+        return [
+            out[:, m : m + 1] for out, s in zip(outputs_by_pass, passes, strict=True) if m not in s
+        ]
+
     def _train_discriminators(
         self,
         images: torch.Tensor,
@@ -245,23 +286,23 @@ class Trainer:
         passes: list[Subset],
         outputs_by_pass: list[torch.Tensor],
     ) -> float:
-        """Real present images vs the outputs of passes without that modality as input."""
+        """Real present images vs the fakes of :meth:`_fakes`.
+
+        The terms are averaged (``mmhvae``) or summed (``miccai``) over the modalities.
+        """
         real_terms, fake_terms = [], []
         with self._autocast():
             for m in torch.nonzero(present).flatten().tolist():
                 discriminator = self.discriminators[m]
                 real = discriminator(images[:, m : m + 1])
                 real_terms.append(((real - 1.0) ** 2).mean())
-                fakes = [
-                    out[:, m : m + 1]
-                    for out, s in zip(outputs_by_pass, passes, strict=True)
-                    if m not in s
-                ]
+                fakes = self._fakes(m, passes, outputs_by_pass)
                 if fakes:
                     fake_terms.append((discriminator(torch.cat(fakes)) ** 2).mean())
         if not fake_terms:
             return 0.0
-        d_loss = torch.stack(real_terms).mean() + torch.stack(fake_terms).mean()
+        reduce = torch.sum if self.training.losses == "miccai" else torch.mean
+        d_loss = reduce(torch.stack(real_terms)) + reduce(torch.stack(fake_terms))
         self.d_optimiser.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimiser.step()

@@ -90,7 +90,15 @@ def install_pretrained(
             f"config key '{key}': {path} holds a model of {size} x {size} slices, but "
             f"preprocessing.slice_size is {list(slice_size)}; set it to [{size}, {size}]"
         )
-    record: dict[str, Any] = {"file": str(path), "sha256": sha256_of(path), "url": source.url}
+    record: dict[str, Any] = {
+        "file": str(path),
+        "sha256": sha256_of(path),
+        "url": source.url,
+        # which of the authors' folds trained it, and whether its training subjects may be
+        # scored (iusynth.cohorts.datasets.authors.check_fair_scoring)
+        "fold": source.fold,
+        "score_training_subjects": source.score_training_subjects,
+    }
     with atomic_path(output) as tmp:
         torch.save(
             {

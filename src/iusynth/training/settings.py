@@ -13,6 +13,7 @@ from iusynth.core.settings import InvalidField
 from iusynth.model.config import ModelConfig, TranslatorConfig
 
 SUBSET_MODES = ("all", "mixture", "unimodal")
+LOSS_FORMS = ("mmhvae", "miccai")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrainingConfig:
     optimiser_reset_epoch: int | None
     subsets: str
     subset_sampling: str
+    losses: str  # mmhvae: the MMHVAE script's loss forms | miccai: the MHVAE (MICCAI) script's
     complete_pairs: bool  # train only on volumes with every modality of the model
     temperature: float
     checkpoint_every: int
@@ -47,13 +49,17 @@ class TrainingConfig:
                 "subset_sampling",
                 f"must be 'enumerate' or 'random', not {self.subset_sampling!r}",
             )
+        if self.losses not in LOSS_FORMS:
+            raise InvalidField("losses", f"must be one of {LOSS_FORMS}, not {self.losses!r}")
+        # the MHVAE (MICCAI) script trains its discriminators from the epoch after the
+        # generator's term starts: one epoch of lag is theirs, more is a configuration error
         if self.gan_start_epoch is not None and (
             self.discriminator_start_epoch is None
-            or self.discriminator_start_epoch > self.gan_start_epoch
+            or self.discriminator_start_epoch > self.gan_start_epoch + 1
         ):
             raise InvalidField(
                 "discriminator_start_epoch",
-                "must be set and <= gan_start_epoch "
+                "must be set and at most gan_start_epoch + 1 "
                 f"(got {self.discriminator_start_epoch} and {self.gan_start_epoch}): the "
                 "generator's GAN term needs a discriminator that is training",
             )
@@ -115,13 +121,17 @@ class PretrainedSettings:
 
     From ``models.variants.<name>.pretrained``: a ``path``, or a ``url``, with the file's
     ``sha256`` (required with a URL); ``slice_size`` is the workflow's slices (None: not
-    checked).
+    checked). ``fold`` is the authors' fold the weights were trained on (their published
+    ones: 0): only its test list's ReMIND cases are scored, unless
+    ``score_training_subjects`` (see :func:`iusynth.cohorts.datasets.authors.check_fair_scoring`).
     """
 
     path: str | None
     url: str | None
     sha256: str | None
     slice_size: tuple[int, int] | None
+    fold: int  # the authors' fold the weights come from
+    score_training_subjects: bool
 
     def local_file(self, cache: Path) -> Path:
         """The file the checkpoint is read from (a URL's lands in ``cache``)."""

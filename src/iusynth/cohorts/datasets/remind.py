@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from iusynth.cohorts.datasets.authors import description_of, load_release
 from iusynth.cohorts.datasets.catalog import REMIND
 from iusynth.cohorts.datasets.idc import (
     IndexedSeries,
@@ -52,6 +53,7 @@ SEQUENCE_ROLES: tuple[str, ...] = modalities.MR_SEQUENCES
 ROLES: tuple[str, ...] = ("US", *SEQUENCE_ROLES, "SEG", "SEG_MR")
 US_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte Secondary Capture
 TUMOR_SEG = re.compile(r"^\s*tumor\s+seg\s*-\s*MR\s+ref:\s*(?P<mr>\S.*?)\s*$", re.IGNORECASE)
+AUTHORS_LABEL = "authors"  # label_on of a target carried by the authors' rigid transforms
 PLAN_COLUMNS: tuple[str, ...] = (
     "subject",
     "role",
@@ -194,10 +196,45 @@ def _plan_mask(
     return []
 
 
-def plan_subject(
-    subject: str, series: list[IndexedSeries], reference_order: list[str]
+def _plan_authors_target(
+    subject: str, series: list[IndexedSeries], planned: list[PlannedSeries]
 ) -> list[PlannedSeries]:
-    """The exact series of each role for one subject (raises when it cannot be used)."""
+    """The authors' tumour target of a subject (their choice_target.csv), or a clear error.
+
+    Drawn on a planned sequence, the mask is in that sequence's world; drawn on another MR,
+    it is carried into the reference sequence's world at conversion by the authors' own
+    rigid transform (``label_on`` :data:`AUTHORS_LABEL`), so that MR is not downloaded.
+    """
+    case = load_release().case(subject)
+    wanted = case.target_description
+    masks = [
+        s
+        for s in series
+        if s.modality.upper() == "SEG" and s.description == wanted and is_preoperative(s)
+    ]
+    if len(masks) != 1:
+        raise IndexProblem(
+            f"ReMIND subject {subject}: the authors' target {case.target_kind} on "
+            f"{case.target_on} ({load_release().root / 'choice_target.csv'}) should be one "
+            f"pre-operative SEG {wanted!r} in the IDC index, found {len(masks)}; set "
+            "cohorts.remind.targets: ours to choose the tumour SEG by our rule"
+        )
+    drawn_on = description_of(case.target_on)
+    on_role = {entry.series.description: entry.role for entry in planned[1:]}
+    return [PlannedSeries(subject, "SEG", masks[0], 1, on_role.get(drawn_on, AUTHORS_LABEL))]
+
+
+def plan_subject(
+    subject: str,
+    series: list[IndexedSeries],
+    reference_order: list[str],
+    targets: str = "authors",
+) -> list[PlannedSeries]:
+    """The exact series of each role for one subject (raises when it cannot be used).
+
+    ``targets``: ``authors`` takes the tumour SEG the authors chose; ``ours`` the one on
+    the reference MR, else another (see the module docstring).
+    """
     by_role: dict[str, list[IndexedSeries]] = defaultdict(list)
     for item in series:
         role = series_role(item)
@@ -225,6 +262,8 @@ def plan_subject(
                 entry.series.description,
                 entry.series.instances,
             )
+    if targets == "authors":
+        return planned + _plan_authors_target(subject, series, planned)
     masks = by_role.get("SEG", [])
     if not masks:
         log.warning("%s: no pre-operative tumour SEG in the index; no tumor-MR label", subject)
@@ -240,8 +279,12 @@ def plan_cohort(
     *,
     index: Path | None = None,
     manifest: Path | None = None,
+    targets: str = "authors",
 ) -> list[PlannedSeries]:
-    """The plan of every subject, from IDC's index (restricted to a ``.tcia`` manifest)."""
+    """The plan of every subject, from IDC's index (restricted to a ``.tcia`` manifest).
+
+    ``targets``: whose choice of tumour segmentation, ``authors`` or ``ours``.
+    """
     listing = read_collection(COLLECTION, index)
     if manifest is not None:
         from iusynth.cohorts.datasets.nbia import read_tcia_manifest
@@ -262,7 +305,7 @@ def plan_cohort(
         )
     plan = []
     for subject in subjects:
-        plan += plan_subject(subject, by_patient[subject], reference_order)
+        plan += plan_subject(subject, by_patient[subject], reference_order, targets)
     return plan
 
 
@@ -468,6 +511,29 @@ def _seg_mr_alignment(
     return result.matrix, notes
 
 
+def _authors_mask_map(subject: str, source: dict[str, Any], sequence: str) -> np.ndarray:
+    """World of the MR the authors' target was drawn on -> ``sequence``'s world (RAS)."""
+    from iusynth.core.itk_transforms import read_itk_affine
+
+    case = load_release().case(subject)
+    name = case.mr_name(source["series"][sequence]["description"])
+    if name is None:
+        raise ValueError(
+            f"{subject}: its {sequence} series {source['series'][sequence]['description']!r} "
+            f"is none of the MRs the authors' transforms of {case.case} reach"
+        )
+    # a file "<reference>-to-<other>" maps the other MR's points to the reference's
+    drawn_to_reference = (
+        np.eye(4)
+        if case.target_on == case.reference
+        else read_itk_affine(case.rigid[case.target_on])
+    )
+    sequence_to_reference = (
+        np.eye(4) if name == case.reference else read_itk_affine(case.rigid[name])
+    )
+    return np.linalg.inv(sequence_to_reference) @ drawn_to_reference
+
+
 def _convert_mask(
     seg: dict[str, Any],
     by_role: dict[str, dict[str, Any]],
@@ -492,7 +558,17 @@ def _convert_mask(
     source["notes"] += [f"SEG: {note}" for note in notes]
     available = {role for role in SEQUENCE_ROLES if role in source["series"]}
     sequence = label_on
-    if label_on not in available:
+    if label_on == AUTHORS_LABEL:
+        sequence = _reference_of(available, reference_order)
+        to_sequence = _authors_mask_map(subject, source, sequence)
+        affine = to_sequence @ affine
+        entry |= {"aligned_to": sequence, "alignment": "the authors' rigid transforms"}
+        source["notes"].append(
+            f"the authors' target was drawn on {load_release().case(subject).target_on}, "
+            f"none of the three sequences: carried into {sequence}'s world by their rigid "
+            "transforms"
+        )
+    elif label_on not in available:
         mr = by_role.get("SEG_MR")
         if label_on != "SEG_MR" or mr is None:
             raise ValueError(

@@ -82,9 +82,21 @@ def _synthetic_ius(args: argparse.Namespace) -> None:
 def _segmenter_prepare(args: argparse.Namespace) -> None:
     """Give a method's training planes to the segmentation network (export, planning)."""
     from iusynth.experiments.segmentation.planes import planes_from_stack, synthetic_planes
+    from iusynth.preprocessing.slices import load_slices
 
     if args.real:
-        subjects = (planes_from_stack(folder, label="tumor-US") for folder in args.real)
+        labelled = [
+            folder for folder in args.real if "tumor-US" in load_slices(folder).meta["labels"]
+        ]
+        unlabelled = sorted(folder.name for folder in args.real if folder not in labelled)
+        if unlabelled:
+            log.info("no iUS tumour label, not trained on: %s", ", ".join(unlabelled))
+        if not labelled:
+            raise ValueError(
+                f"none of the {len(args.real)} real iUS slice stacks has an iUS tumour label "
+                "(tumor-US): the fully supervised nnU-Net has nothing to learn from"
+            )
+        subjects = (planes_from_stack(folder, label="tumor-US") for folder in labelled)
     else:
         subjects = (
             synthetic_planes(folder, args.sweeps / folder.name) for folder in args.synthetic

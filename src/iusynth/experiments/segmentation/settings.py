@@ -12,11 +12,16 @@ from iusynth.core.settings import InvalidField
 class VirtualSweepSettings:
     """The virtual sweeps' geometry (``segmentation.sweeps``); planes like training slices.
 
-    ``size``, ``spacing_mm`` and ``clip_percentile`` are the training slices'
-    (``preprocessing.slice_size``, ``spacing_mm``, ``clip_percentile``).
+    ``size``, ``spacing_mm``, ``clip_percentile`` and ``normalisation_region`` are the
+    training slices' (``preprocessing.slice_size``, ``spacing_mm``, ...).
     """
 
-    DERIVED: ClassVar[tuple[str, ...]] = ("size", "spacing_mm", "clip_percentile")
+    DERIVED: ClassVar[tuple[str, ...]] = (
+        "size",
+        "spacing_mm",
+        "clip_percentile",
+        "normalisation_region",
+    )
 
     max_planes: int  # nearest the tumour centroid
     plane_spacing_mm: float  # along the tumour's principal axis
@@ -28,6 +33,7 @@ class VirtualSweepSettings:
     depth_mm: float
     standoff_mm: float  # probe apex outside the brain surface
     clip_percentile: float
+    normalisation_region: str  # grid: over the whole plane (the authors) | fov: in the fan
     seed: int
 
     def __post_init__(self) -> None:

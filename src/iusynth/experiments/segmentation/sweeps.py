@@ -62,6 +62,7 @@ from iusynth.core.geometry import unit, voxel_to_world, world_to_voxel
 from iusynth.core.subject import SubjectRecord
 from iusynth.experiments.segmentation.settings import VirtualSweepSettings
 from iusynth.preprocessing.pipeline import normalise
+from iusynth.preprocessing.slices import STACK_DTYPE
 
 # Training slices' in-plane axes (grid axes 0 and 1) and stacking axis in world (RAS).
 TRAINING_AXES = np.eye(3)
@@ -383,13 +384,14 @@ def _sample_sequences(
     images: dict[str, Any], world: np.ndarray, fov: np.ndarray, settings: VirtualSweepSettings
 ) -> tuple[np.ndarray, list[bool], dict[str, Any]]:
     """The MR sequences on the planes, normalised as in preprocessing (missing: all -1)."""
-    stack = np.full((len(world), len(modalities.MODALITIES), *settings.size), -1.0, np.float16)
+    stack = np.full((len(world), len(modalities.MODALITIES), *settings.size), -1.0, STACK_DTYPE)
     present = [False] * len(modalities.MODALITIES)
     normalisation = {}
     for sequence, image in images.items():
         channel = modalities.MODALITIES.index(sequence)
+        region = fov if settings.normalisation_region == "fov" else None
         values, normalisation[sequence] = normalise(
-            _sample(image, world, order=1), fov, settings.clip_percentile
+            _sample(image, world, order=1), region, settings.clip_percentile
         )
         stack[:, channel] = values
         present[channel] = True
@@ -401,7 +403,7 @@ def make_sweeps(
 ) -> dict[str, Any]:
     """Write the virtual sweep of one MR-only subject as a slice stack; returns its metadata.
 
-    ``output_dir`` gets ``images.npy`` (float16, planes x 4 x H x W: US all -1 and not
+    ``output_dir`` gets ``images.npy`` (float32, planes x 4 x H x W: US all -1 and not
     present, T2, ceT1, FLAIR normalised, a missing sequence all -1), ``fov.npy`` (bool, the
     fan), ``tumor-MR.npy`` (uint8, binary tumour mask), ``tumor-MR-brats.npy`` (uint8, the
     source labels as they are) and ``meta.json`` (the slice stack fields, ``grid_affine``

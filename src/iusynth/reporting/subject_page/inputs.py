@@ -36,14 +36,17 @@ def subject_role(
 ) -> tuple[str, str]:
     """What the subject is for in this run's experiments: a short tag and a sentence."""
     if settings.cohort == settings.trainval_cohort and splits is not None:
-        fold = splits["folds"][settings.fold]
-        if subject in fold["val"]:
-            return (
-                f"held out (fold {settings.fold})",
-                f"held-out subject of fold {settings.fold}: not trained on; its synthesis, "
-                "segmentation and registration are evaluated",
-            )
-        if subject in fold["train"]:
+        for fold in settings.folds:
+            if subject in splits["folds"][fold]["test"]:
+                downstream = (
+                    "; its segmentation and registration too" if fold == settings.fold else ""
+                )
+                return (
+                    f"held out (fold {fold})",
+                    f"test subject of fold {fold}: not trained on by that fold's models, "
+                    f"which synthesise it for Tables 1 and 2{downstream}",
+                )
+        if subject in splits["folds"][settings.fold]["train"]:
             return (
                 f"training (fold {settings.fold})",
                 f"training subject of fold {settings.fold} of the synthesis models",
