@@ -4,7 +4,12 @@ import re
 import shlex
 
 from iusynth.core.config import GAN_BASELINES, ConfigError, run_provenance
-from iusynth.cohorts.registry import NIFTYREG, downloaded, resolve_cohorts
+from iusynth.cohorts.registry import (
+    NIFTYREG,
+    SUBJECT_FOLDERS,
+    downloaded,
+    resolve_cohorts,
+)
 from iusynth.cohorts.datasets import catalog
 from iusynth.cohorts.datasets.upenn import is_archive
 from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
@@ -172,10 +177,13 @@ def subject_inputs(wildcards):
 
 def given_transform_files(wildcards):
     """The ITK files of a subject's given registration, listed as the DAG is built (a
-    replaced file reruns its import); a generated subject's are inside its folder."""
+    replaced file reruns its import); those in a folder the workflow writes (a demo
+    subject's) come with that folder, an input already (subject_inputs)."""
     from iusynth.preprocessing.given_transforms import transform_files
 
     cohort = COHORTS[wildcards.cohort]
+    if cohort.transforms == SUBJECT_FOLDERS and cohort.source != "local":
+        return []
     folder = cohort.root / wildcards.subject
     return [
         str(path)
