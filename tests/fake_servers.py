@@ -399,9 +399,9 @@ def nifti_route(server, tmp_path, relative: str, data, affine, md5: str | None =
     return body
 
 
-def serve_resect_case(server, tmp_path, wrong_md5: bool = False, case: int = 1,
+def serve_resect_case(server, tmp_path, wrong_md5: bool = False, cases: tuple[int, ...] = (1,),
                       landmarks: bool = True):  # fmt: skip
-    """A RESECT case on the fake NIRD archive (second address; the first answers 404) and
+    """RESECT cases on the fake NIRD archive (second address; the first answers 404) and
     RESECT-SEG on the fake OSF. Only the iUS has an ``.md5`` sidecar, as documented."""
     flair_affine = np.array(
         [[-0.9, 0, 0, 60.0], [0, 0.9, 0, -80.0], [0, 0, 1.1, -20.0], [0, 0, 0, 1]]
@@ -417,32 +417,32 @@ def serve_resect_case(server, tmp_path, wrong_md5: bool = False, case: int = 1,
         flair[v] = 1000
     for v in us_voxels:
         us[v] = 200
-    files = resect.case_files(case)
-    nifti_route(server, tmp_path, files["ceT1"], flair, flair_affine, md5=None)
-    nifti_route(server, tmp_path, files["FLAIR"], flair, flair_affine, md5=None)
-    nifti_route(server, tmp_path, files["US"], us, us_affine, md5="wrong" if wrong_md5 else "right")
-    if landmarks:
-        text = provider_tag_text(
-            np.array([world_of(flair_affine, v) for v in mr_voxels]),
-            np.array([world_of(us_affine, v) for v in us_voxels]),
-        )
-        server.add(
-            f"{RESECT_HOSTS[1]}/{files['landmarks']}",
-            Reply(text.encode(), content_type="text/plain"),
-        )
     mask_us = (us > 0).astype(np.uint8)
     mask_mr = (flair > 0).astype(np.uint8)
-    seg_zip = zip_bytes(
-        {
-            f"RESECT-SEG/Case{case}/Case{case}-US-before-tumor.nii.gz": write_nifti(
-                tmp_path / "m1.nii.gz", mask_us, us_affine
-            ),
-            f"RESECT-SEG/Case{case}/Case{case}-FLAIR-tumor.nii.gz": write_nifti(
-                tmp_path / "m2.nii.gz", mask_mr, flair_affine
-            ),
-        }
-    )
-    server.add("/osf/zip", Reply(seg_zip, content_type="application/zip"))
+    segmentations = {}
+    for case in cases:
+        files = resect.case_files(case)
+        nifti_route(server, tmp_path, files["ceT1"], flair, flair_affine, md5=None)
+        nifti_route(server, tmp_path, files["FLAIR"], flair, flair_affine, md5=None)
+        md5 = "wrong" if wrong_md5 else "right"
+        nifti_route(server, tmp_path, files["US"], us, us_affine, md5=md5)
+        if landmarks:
+            text = provider_tag_text(
+                np.array([world_of(flair_affine, v) for v in mr_voxels]),
+                np.array([world_of(us_affine, v) for v in us_voxels]),
+            )
+            server.add(
+                f"{RESECT_HOSTS[1]}/{files['landmarks']}",
+                Reply(text.encode(), content_type="text/plain"),
+            )
+        folder = f"RESECT-SEG/Case{case}/Case{case}"
+        segmentations[f"{folder}-US-before-tumor.nii.gz"] = write_nifti(
+            tmp_path / "m1.nii.gz", mask_us, us_affine
+        )
+        segmentations[f"{folder}-FLAIR-tumor.nii.gz"] = write_nifti(
+            tmp_path / "m2.nii.gz", mask_mr, flair_affine
+        )
+    server.add("/osf/zip", Reply(zip_bytes(segmentations), content_type="application/zip"))
     return mr_voxels, us_voxels
 
 

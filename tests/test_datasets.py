@@ -713,7 +713,7 @@ def test_resect_tag_file_in_the_providers_layout_is_read():
 
 
 def test_resect_case_without_landmarks_is_converted_without_them(server, tmp_path, caplog):
-    fake.serve_resect_case(server, tmp_path, case=11, landmarks=False)
+    fake.serve_resect_case(server, tmp_path, cases=(11,), landmarks=False)
     raw = tmp_path / "raw"
     with caplog.at_level(logging.WARNING):
         resect.download_subject(

@@ -405,17 +405,18 @@ def test_upenn_config_needs_the_package_and_indexes_it(tmp_path):
 
 
 def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
-    """The download rules run for real against a local server playing NIRD and OSF."""
+    """The download rules run for real against a local server playing NIRD and OSF (two
+    cases: Table 4's supervised nnU-Net needs a labelled test-cohort subject per fold)."""
     from . import fake_servers as fake
 
     state = fake.FakeServer()
     httpd = fake.start(state)
     try:
-        fake.serve_resect_case(state, tmp_path)
+        fake.serve_resect_case(state, tmp_path, cases=(1, 2))
         overlay = tmp_path / "resect.yaml"
         overlay.write_text(
             "cohorts:\n  resect:\n    source: dataset\n"
-            f"    raw: '{tmp_path / 'raw'}'\n    subjects: [Case1]\n"
+            f"    raw: '{tmp_path / 'raw'}'\n    subjects: [Case1, Case2]\n"
             f"    url: '{state.url}{fake.RESECT_HOSTS[1]}'\n"
             f"    segmentation_url: '{state.url}/osf/zip'\n"
         )
@@ -427,9 +428,10 @@ def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
         httpd.shutdown()
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = (tmp_path / "run" / "results" / "cohorts" / "resect" / "subjects.tsv").read_text()
-    assert manifest.splitlines()[1].split("\t")[:8] == ["Case1", "1", "0", "1", "1", "1", "1", "1"]
+    rows = [line.split("\t")[:8] for line in manifest.splitlines()[1:]]
+    assert rows == [[case, "1", "0", "1", "1", "1", "1", "1"] for case in ("Case1", "Case2")]
     ledger = (tmp_path / "raw" / "ledger.jsonl").read_text().splitlines()
-    assert len(ledger) == 5  # ceT1, FLAIR, iUS, landmarks, RESECT-SEG
+    assert len(ledger) == 9  # per case ceT1, FLAIR, iUS, landmarks; RESECT-SEG once
 
 
 # Rules whose jobs need a GPU on a cluster: training, synthesis and nnU-Net.
@@ -561,15 +563,15 @@ def test_the_authors_weights_run_the_synthesis_stage(tmp_path):
     result = snakemake("--cores", "2", "--configfile", *configs, "-d", str(workdir), *targets)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = workdir / "results"
-    model = torch.load(results / "models" / "authors" / "model.pt", weights_only=False)
+    model = torch.load(results / "models" / "fold-0" / "authors" / "model.pt", weights_only=False)
     assert model["pretrained"]["sha256"] == digest and model["model_config"]["poe"] == "authors"
     assert (
         "converted the authors' checkpoint"
-        in (results / "logs" / "train_model" / "authors.log").read_text()
+        in (results / "logs" / "train_model" / "fold-0" / "authors.log").read_text()
     )
     metrics = pd.concat(pd.read_csv(workdir / target) for target in targets)
     assert set(metrics["method"]) == {"authors"} and metrics["psnr"].notna().all()
-    assert not (results / "models" / "mmhvae").exists()  # nothing else was trained
+    assert not (results / "models" / "fold-0" / "mmhvae").exists()  # nothing else was trained
 
 
 def planned_jobs(output: str) -> set[tuple[str, str]]:
