@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -219,6 +220,7 @@ def idc_rows(tmp: Path) -> list[tuple[str, str, str]]:
 
 def main() -> None:
     """Run every measurement and write the Markdown tables."""
+    load_before = os.getloadavg()[0]
     plan_lines, plan_row = remind_plan_section()
     rows = [plan_row]
     with tempfile.TemporaryDirectory() as folder:
@@ -319,7 +321,8 @@ def main() -> None:
         "",
         "Transfers are over loopback from the test suite's fake servers (NBIA, and moto's S3",
         "server for IDC's bucket): they measure this code (streaming, s5cmd, checksums,",
-        "extraction), not TCIA's, IDC's or NIRD's bandwidth.",
+        "extraction), not TCIA's, IDC's or NIRD's bandwidth. Load average (1 min) on",
+        f"{os.cpu_count()} cores: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
         "",
         "| what | time | rate / size |",
         "| --- | --- | --- |",
