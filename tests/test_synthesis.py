@@ -44,11 +44,13 @@ from iusynth.synthesis.synthesizers import (
     VAESynthesizer,
     synthesise_subject,
 )
-from iusynth.training.baselines import load_translator, train_translator
+from iusynth.training.baselines import TranslatorTrainer, load_translator, train_translator
+from iusynth.training.loop import EpochTrainer
+from iusynth.training.mmhvae import Trainer
 
 from .conftest import DEFAULTS, PAPER, defaults, policy
 from .fake_servers import FakeServer, Reply, start
-from .test_model import TINY, stack
+from .test_model import TINY, TINY_TRAINING, stack
 
 MODALITIES = ["US", "T2", "ceT1", "FLAIR"]
 
@@ -318,6 +320,31 @@ def test_gan_baselines_train_resume_and_load(tmp_path, kind, inputs, targets):
     model = load_translator(tmp_path / "a.pt", "cpu")
     assert model(torch.zeros(2, len(inputs), 32, 32)).shape == (2, len(targets), 32, 32)
     assert pd.read_csv(tmp_path / "a.csv")["epoch"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("kind", ["mmhvae", "mmgan"])
+def test_every_trainer_saves_and_restores_the_cuda_random_state(kind, monkeypatch):
+    def make() -> EpochTrainer:
+        if kind == "mmhvae":
+            return Trainer(TINY, TINY_TRAINING, [stack(1)], [])
+        config = translator("mmgan", tuple(MODALITIES), tuple(MODALITIES))
+        return TranslatorTrainer(config, TINY_GAN_TRAINING, [stack(1)], [])
+
+    trainer, fresh = make(), make()
+    trainer.python_rng.random()  # advanced past the seed: the restore must carry it
+    cuda_states = [torch.arange(16, dtype=torch.uint8)]
+    restored: list = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = trainer.state()
+    assert state["cuda_rng"] is cuda_states
+    fresh.load_state(state)
+    assert restored == [cuda_states]
+    assert fresh.python_rng.getstate() == trainer.python_rng.getstate()
+    other = {**state, "training": {**state["training"], "seed": -1}}
+    with pytest.raises(ValueError, match="another training"):
+        fresh.load_state(other)
 
 
 def test_pix2pix_only_synthesises_its_directions_and_mmgan_the_missing_ones():

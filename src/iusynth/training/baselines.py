@@ -32,7 +32,7 @@ from iusynth.model.discriminator import (
 from iusynth.model.translator import TranslatorConfig, UNetTranslator, translator_inputs
 from iusynth.preprocessing.slices import SliceStack
 from iusynth.training.data import SliceSampler, training_digest
-from iusynth.training.loop import fit, select_device
+from iusynth.training.loop import EpochTrainer, fit, select_device
 from iusynth.training.settings import TranslatorTraining
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[Sl
     return [s for s in stacks if int(s.present.sum()) >= 2]
 
 
-class TranslatorTrainer:
-    """Owns a U-Net, its discriminator, optimisers and data; trains, checkpoints, resumes."""
+class TranslatorTrainer(EpochTrainer):
+    """Owns a U-Net, its discriminator, optimisers and data; trains an epoch at a time."""
 
     columns = COLUMNS
 
@@ -60,11 +60,8 @@ class TranslatorTrainer:
         train_stacks: list[SliceStack],
         val_stacks: list[SliceStack],
     ) -> None:
+        super().__init__({"translator_config": config, "training": training}, training)
         self.config = config
-        self.training = training
-        self.device = select_device(training.device)
-        torch.manual_seed(training.seed)
-        self.rng = np.random.default_rng(training.seed)
         train_stacks = usable_stacks(train_stacks, config)
         if not train_stacks:
             raise ValueError(
@@ -100,13 +97,16 @@ class TranslatorTrainer:
             SliceSampler(val_stacks, MODALITIES, training.batch_slices) if val_stacks else None
         )
         self.targets = [MODALITIES.index(m) for m in config.targets]
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
 
-    @property
-    def epochs(self) -> int:
-        """The number of epochs to train."""
-        return self.training.epochs
+    def parts(self) -> dict[str, Any]:
+        """What a checkpoint saves besides the configs, epoch, random states and history."""
+        return {
+            "model": self.model,
+            "discriminator": self.discriminator,
+            "optimiser": self.optimiser,
+            "d_optimiser": self.d_optimiser,
+            "schedulers": self.schedulers,
+        }
 
     def _observed(self, present: torch.Tensor, batch: int) -> torch.Tensor:
         """The input mask of a batch: Pix2Pix its inputs, MM-GAN a random proper subset."""
@@ -203,52 +203,6 @@ class TranslatorTrainer:
         row["seconds"] = time.perf_counter() - start
         self.history.append(row)
         return row
-
-    def checkpoint_due(self) -> bool:
-        """Whether the epoch just finished ends with a checkpoint (and a validation)."""
-        return self.epoch % self.training.checkpoint_every == 0 or self.epoch == self.epochs
-
-    def state(self) -> dict[str, Any]:
-        """Everything needed to resume exactly."""
-        return {
-            "translator_config": asdict(self.config),
-            "training": asdict(self.training),
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "optimiser": self.optimiser.state_dict(),
-            "d_optimiser": self.d_optimiser.state_dict(),
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": self.rng.bit_generator.state,
-            "history": self.history,
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state` written with the same configs."""
-        if state.get("translator_config") != asdict(self.config) or state.get("training") != asdict(
-            self.training
-        ):
-            raise ValueError("the checkpoint was written with another baseline config")
-        self.epoch = state["epoch"]
-        self.model.load_state_dict(state["model"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.d_optimiser.load_state_dict(state["d_optimiser"])
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
-        torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        self.history = state["history"]
-
-    def final_state(self) -> dict[str, Any]:
-        """What ``model.pt`` holds: the configs and the U-Net's weights."""
-        return {
-            "translator_config": asdict(self.config),
-            "training": asdict(self.training),
-            "epochs": self.epoch,
-            "model": self.model.state_dict(),
-        }
 
 
 def train_translator(

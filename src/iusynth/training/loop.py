@@ -1,8 +1,9 @@
 """The training loop every trainer shares: resume, epochs, checkpoints, the final model.
 
 A trainer (MMHVAE's :class:`iusynth.training.mmhvae.Trainer`, the GAN baselines'
-:class:`iusynth.training.baselines.TranslatorTrainer`) follows :class:`EpochTrainer`;
-:func:`fit` runs any of them to its last epoch.
+:class:`iusynth.training.baselines.TranslatorTrainer`) subclasses :class:`EpochTrainer`,
+which owns seeding, checkpoint content and the random states; :func:`fit` runs any of them
+to its last epoch.
 
 A checkpoint is bound to its data: it records the digest of everything that decides the
 result (:func:`iusynth.training.data.training_digest`: settings, subjects in order, the
@@ -16,10 +17,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from iusynth.core.fileio import atomic_path, remove_stale_parts, set_aside
@@ -28,38 +33,117 @@ from iusynth.core.processes import exclusive_lock
 log = logging.getLogger(__name__)
 
 
-class EpochTrainer(Protocol):
-    """What :func:`fit` needs of a trainer."""
+class Stateful(Protocol):
+    """A part of a trainer saved in its checkpoint: a module, optimiser or scheduler."""
 
-    device: torch.device
-    epoch: int  # epochs completed
-    history: list[dict[str, Any]]  # one row per completed epoch
+    def state_dict(self) -> dict[str, Any]:
+        """The part's state."""
+        ...
+
+    def load_state_dict(self, state_dict: dict[str, Any], /) -> Any:
+        """Restore a :meth:`state_dict`."""
+        ...
+
+
+class EpochTrainer(ABC):
+    """The base of every trainer :func:`fit` runs: seeds, epochs, checkpoints, random states.
+
+    A subclass builds its networks, optimisers and data after ``super().__init__`` (which
+    seeds torch, :attr:`rng` and :attr:`python_rng` from ``training.seed`` and picks the
+    device), names what its checkpoint saves in :meth:`parts` and its generator
+    ``self.model``, and trains one epoch in :meth:`run_epoch`. Checkpoint and model file
+    contents, and the check that a checkpoint was written with the same configs, are
+    the base's: every trainer saves and restores the torch, CUDA, NumPy and Python random
+    states, so a resumed run ends with the weights of an uninterrupted one on any device.
+    """
+
     columns: tuple[str, ...]  # the loss CSV's columns
+    model: torch.nn.Module  # the generator a model file holds
+
+    def __init__(self, configs: dict[str, Any], training: Any) -> None:
+        """Seed, pick the device and start at epoch 0.
+
+        ``configs``: the dataclasses a checkpoint must match, by key; ``training`` holds
+        ``device``, ``seed``, ``epochs`` and ``checkpoint_every``.
+        """
+        self.configs = configs
+        self.training = training
+        self.device = select_device(training.device)
+        torch.manual_seed(training.seed)
+        self.rng = np.random.default_rng(training.seed)
+        self.python_rng = random.Random(training.seed)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, Any]] = []  # one row per completed epoch
+
+    @abstractmethod
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, advance :attr:`epoch`; its row of the history (with a ``loss``)."""
+
+    @abstractmethod
+    def parts(self) -> dict[str, Stateful | list[Stateful]]:
+        """What a checkpoint saves, by key: networks, optimisers, schedulers (in load order)."""
 
     @property
     def epochs(self) -> int:
         """The epochs of the whole schedule."""
-        ...
-
-    def run_epoch(self) -> dict[str, Any]:
-        """Train one epoch; its row of the history (with a ``loss``)."""
-        ...
+        return int(self.training.epochs)
 
     def checkpoint_due(self) -> bool:
-        """Whether a checkpoint is written after this epoch."""
-        ...
+        """Whether the epoch just finished ends with a checkpoint (and a validation)."""
+        return self.epoch % self.training.checkpoint_every == 0 or self.epoch == self.epochs
+
+    def _config_state(self) -> dict[str, Any]:
+        return {name: asdict(config) for name, config in self.configs.items()}
+
+    def random_states(self) -> dict[str, Any]:
+        """The torch, CUDA (every device), NumPy and Python random states."""
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": self.rng.bit_generator.state,
+            "python_rng": self.python_rng.getstate(),
+        }
+
+    def restore_random_states(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`random_states` (the CUDA ones where CUDA is present)."""
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.python_rng.setstate(state["python_rng"])
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume bit-identically (a checkpoint's content)."""
-        ...
+        parts = {
+            name: [p.state_dict() for p in part] if isinstance(part, list) else part.state_dict()
+            for name, part in self.parts().items()
+        }
+        return {
+            **self._config_state(),
+            "epoch": self.epoch,
+            **parts,
+            **self.random_states(),
+            "history": self.history,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Resume from a checkpoint (ValueError when it belongs to other settings)."""
-        ...
+        """Resume from a :meth:`state` (ValueError when it was written with other configs)."""
+        for name, config in self._config_state().items():
+            if state.get(name) != config:
+                raise ValueError(f"the checkpoint was written with another {name}")
+        self.epoch = state["epoch"]
+        for name, part in self.parts().items():
+            if isinstance(part, list):
+                for item, saved in zip(part, state[name], strict=True):
+                    item.load_state_dict(saved)
+            else:
+                part.load_state_dict(state[name])
+        self.restore_random_states(state)
+        self.history = state["history"]
 
     def final_state(self) -> dict[str, Any]:
-        """The finished model's file content."""
-        ...
+        """The finished model's file content: the configs and the generator's weights."""
+        return {**self._config_state(), "epochs": self.epoch, "model": self.model.state_dict()}
 
 
 def select_device(name: str) -> torch.device:

@@ -60,7 +60,7 @@ from iusynth.model.discriminator import (
 from iusynth.model.network import MMHVAE, ModelConfig
 from iusynth.preprocessing.slices import SliceStack, load_slices
 from iusynth.training.data import Batch, SliceSampler, training_digest
-from iusynth.training.loop import fit, select_device
+from iusynth.training.loop import EpochTrainer, fit, select_device
 from iusynth.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,10 @@ class StepLosses:
     gan_d: float
 
 
-class Trainer:
-    """Owns the model, discriminators, optimisers and data; trains, checkpoints, resumes."""
+class Trainer(EpochTrainer):
+    """Owns the model, discriminators, optimisers and data; trains an epoch at a time."""
+
+    columns = LOSS_COLUMNS
 
     def __init__(
         self,
@@ -159,12 +161,8 @@ class Trainer:
         train_stacks: list[SliceStack],
         val_stacks: list[SliceStack],
     ) -> None:
+        super().__init__({"model_config": model_config, "training": training}, training)
         self.model_config = model_config
-        self.training = training
-        self.device = select_device(training.device)
-        torch.manual_seed(training.seed)
-        self.rng = np.random.default_rng(training.seed)
-        self.python_rng = random.Random(training.seed)
         self.model = MMHVAE(model_config).to(self.device)
         self.discriminators = nn.ModuleList(
             PatchDiscriminator(
@@ -182,8 +180,16 @@ class Trainer:
             if val_stacks
             else None
         )
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
+
+    def parts(self) -> dict[str, Any]:
+        """What a checkpoint saves besides the configs, epoch, random states and history."""
+        return {
+            "model": self.model,
+            "discriminators": self.discriminators,
+            "optimiser": self.optimiser,
+            "scheduler": self.scheduler,
+            "d_optimiser": self.d_optimiser,
+        }
 
     def _new_optimiser(self, completed_epochs: int, t_max: int) -> None:
         """Adamax with a cosine schedule over ``t_max`` epochs, advanced to an epoch."""
@@ -374,64 +380,6 @@ class Trainer:
         row["seconds"] = time.perf_counter() - start
         self.history.append(row)
         return row
-
-    columns = LOSS_COLUMNS
-
-    @property
-    def epochs(self) -> int:
-        """The number of epochs to train."""
-        return self.training.epochs
-
-    def checkpoint_due(self) -> bool:
-        """Whether the epoch just finished ends with a checkpoint (and a validation)."""
-        every = self.training.checkpoint_every
-        return self.epoch % every == 0 or self.epoch == self.training.epochs
-
-    def final_state(self) -> dict[str, Any]:
-        """What ``model.pt`` holds: the configs and the generator's weights."""
-        return {
-            "model_config": asdict(self.model_config),
-            "training": asdict(self.training),
-            "epochs": self.epoch,
-            "model": self.model.state_dict(),
-        }
-
-    def state(self) -> dict[str, Any]:
-        """Everything needed to resume exactly."""
-        return {
-            "model_config": asdict(self.model_config),
-            "training": asdict(self.training),
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "discriminators": self.discriminators.state_dict(),
-            "optimiser": self.optimiser.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "d_optimiser": self.d_optimiser.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_rng": self.rng.bit_generator.state,
-            "python_rng": self.python_rng.getstate(),
-            "history": self.history,
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state` (same configs)."""
-        if state["model_config"] != asdict(self.model_config) or state["training"] != asdict(
-            self.training
-        ):
-            raise ValueError("the checkpoint was written with another model or training config")
-        self.epoch = state["epoch"]
-        self.model.load_state_dict(state["model"])
-        self.discriminators.load_state_dict(state["discriminators"])
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.d_optimiser.load_state_dict(state["d_optimiser"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        self.python_rng.setstate(state["python_rng"])
-        self.history = state["history"]
 
 
 def train(
