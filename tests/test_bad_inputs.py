@@ -27,6 +27,7 @@ from iusynth.core.config import ConfigError
 from iusynth.core.fileio import CorruptFile, save_nifti
 from iusynth.core.splits import kfold
 from iusynth.core.subject import SubjectRecord
+from iusynth.core.torch_io import UnsafeFile
 from iusynth.preprocessing.checks import ImplausibleRegistration
 
 from . import fake_servers as fake
@@ -194,6 +195,11 @@ def bins_not_increasing(bench: Bench) -> Callable[[], Any]:
     return validate(bench, {"registration_experiment": {"experiment": {"bins_mm": [12, 8]}}})
 
 
+def nan_temperature(bench: Bench) -> Callable[[], Any]:
+    """``evaluation.table_temperature: .nan`` (YAML's NaN), which the schema's bounds let by."""
+    return validate(bench, {"evaluation": {"table_temperature": float("nan")}})
+
+
 def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     """A model.pt cut in half, loaded as synthesis loads it."""
     import torch
@@ -203,6 +209,27 @@ def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     path = bench.scratch / "model.pt"
     torch.save({"weights": torch.zeros(4096)}, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return lambda: load_model(path)
+
+
+class CreatesFileWhenUnpickled:
+    """An object whose unpickling would create a file (as a shell command could run)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+def model_that_runs_code(bench: Bench) -> Callable[[], Any]:
+    """A model.pt whose pickle would create a file when loaded, loaded as synthesis does."""
+    import torch
+
+    from iusynth.training.mmhvae import load_model
+
+    path = bench.scratch / "model.pt"
+    torch.save({"model": CreatesFileWhenUnpickled(bench.scratch / "ran")}, path)
     return lambda: load_model(path)
 
 
@@ -294,7 +321,7 @@ class Case:
     """
 
     id: str
-    reported: str  # the item of issue 17 it answers
+    reported: str  # the item of the issue it answers (issue 17's, or e.g. 32.1)
     fault: Callable[[Bench], Callable[[], Any]]
     error: type[BaseException] | None
     names: tuple[str, ...]
@@ -401,12 +428,28 @@ CASES = (
         "list them in increasing order",
     ),
     Case(
+        "nan-setting",
+        "32.4",
+        nan_temperature,
+        ConfigError,
+        ("config key 'evaluation.table_temperature': nan is not a finite number",),
+        "give a number: .nan and .inf are refused",
+    ),
+    Case(
         "truncated-checkpoint",
         "7",
         truncated_checkpoint,
         CorruptFile,
         ("{scratch}/model.pt is truncated or corrupt",),
         "delete it and rerun rule train_model",
+    ),
+    Case(
+        "model-that-runs-code",
+        "32.1",
+        model_that_runs_code,
+        UnsafeFile,
+        ("{scratch}/model.pt holds Python objects", "it names io.open"),
+        "ask for one saved with tensors only",
     ),
     Case(
         "checkpoint-in-use",

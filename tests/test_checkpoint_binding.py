@@ -18,6 +18,7 @@ from iusynth.preprocessing.slices import SliceStack
 from iusynth.training.data import stack_digest, training_digest
 from iusynth.training.mmhvae import train
 
+from .conftest import defaults
 from .test_model import TINY, TINY_TRAINING, stack
 
 # A model and schedule small enough to train an epoch in well under a second on one core
@@ -218,3 +219,83 @@ def test_an_nnunet_fold_resumes_only_a_checkpoint_of_its_digest(tmp_path, caplog
     assert (tmp_path / "fold_0" / "data_digest.txt").read_text() == second + "\n"
     assert f"{latest} was trained on other planes, folds or settings" in caplog.text
     assert "checkpoint_latest.stale-aaaaaaaaaaaa.pth" in caplog.text
+
+
+# --- files that would run code when unpickled ------------------------------------------
+
+
+class RunsWhenUnpickled:
+    """Unpickling it creates ``path``: the harmless stand-in of a shell command."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+def nnunet_resume(path: Path) -> None:
+    """nnU-Net's resume of a fold, as the workflow's trainer subclass reads it."""
+    from types import SimpleNamespace
+
+    from iusynth import jobs
+    from iusynth.experiments.segmentation.nnunet import trainer_class
+
+    trainer_class(defaults(jobs.segmenter), path).load_checkpoint(
+        SimpleNamespace(device="cpu"), str(path)
+    )
+
+
+def loaders() -> dict:
+    """Every reader of a torch file another person could hand over, by name."""
+    from iusynth.synthesis.synthesizers import load_synthesizer
+    from iusynth.training.baselines import load_translator
+    from iusynth.training.mmhvae import load_model
+
+    return {
+        "mmhvae": lambda path: load_model(path, "cpu"),
+        "baseline": lambda path: load_translator(path, "cpu"),
+        "synthesizer": lambda path: load_synthesizer([path], "cpu"),
+        "nnunet_resume": nnunet_resume,
+    }
+
+
+@pytest.mark.parametrize("name", ["mmhvae", "baseline", "synthesizer", "nnunet_resume"])
+def test_every_loader_refuses_a_file_that_would_run_code(name, tmp_path):
+    from iusynth.core.torch_io import UnsafeFile
+
+    ran = tmp_path / "ran"
+    path = tmp_path / "model.pt"
+    torch.save({"model_config": {}, "model": RunsWhenUnpickled(ran)}, path)
+    with pytest.raises(UnsafeFile, match=f"{path} holds Python objects") as raised:
+        loaders()[name](path)
+    assert "it names io.open" in str(raised.value)
+    assert not ran.exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_set_aside_not_resumed(tmp_path):
+    from iusynth.experiments.segmentation.nnunet import bind_checkpoint
+
+    ran = tmp_path / "ran"
+    (tmp_path / "run").mkdir()
+    torch.save({"epoch": RunsWhenUnpickled(ran)}, tmp_path / "run" / "checkpoint.pt")
+    run([volume(1, "A")], tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.stale-unsafe.pt").is_file()
+    latest = tmp_path / "nnunet" / "checkpoint_latest.pth"
+    latest.parent.mkdir()
+    torch.save({"logging": RunsWhenUnpickled(ran)}, latest)
+    (latest.parent / "data_digest.txt").write_text("d" * 64 + "\n")
+    assert not bind_checkpoint(latest, "d" * 64)
+    assert latest.with_name("checkpoint_latest.stale-unsafe.pth").is_file()
+    assert not ran.exists()
+
+
+def test_the_files_the_workflow_writes_load_weights_only(tmp_path):
+    from iusynth.core.torch_io import load_torch
+
+    run([volume(1, "A")], tmp_path, stop_after=2)
+    state = load_torch(tmp_path / "checkpoint.pt", "test")
+    assert state["epoch"] == 2 and state["python_rng"]
+    nnunet_like = {"logging": {"ema_fg_dice": [np.float64(0.5)]}, "_best_ema": np.float32(1)}
+    torch.save(nnunet_like, tmp_path / "fold.pth")
+    assert load_torch(tmp_path / "fold.pth", "test", numpy_scalars=True) == nnunet_like

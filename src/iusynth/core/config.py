@@ -7,6 +7,7 @@ cohorts are resolved in :mod:`iusynth.cohorts.registry`.
 from __future__ import annotations
 
 import copy
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,29 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{_key(where)}': {error.message}"
 
 
+def _non_finite(value: Any, path: list[Any]) -> list[str]:
+    """The keys under ``value`` holding NaN or an infinity (YAML ``.nan``, ``.inf``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"config key '{_key(path)}': {value} is not a finite number"]
+    if isinstance(value, dict):
+        return [line for k, v in value.items() for line in _non_finite(v, [*path, k])]
+    if isinstance(value, list):
+        return [line for i, v in enumerate(value) for line in _non_finite(v, [*path, i])]
+    return []
+
+
 def validate_config(config: dict[str, Any], schema_path: Path) -> None:
-    """Validate a config dict against the workflow schema; raise ConfigError naming each bad key."""
+    """Validate a config dict against the workflow schema; raise ConfigError naming each bad key.
+
+    Every number must be finite: the schema's bounds let NaN through (``minimum: 0``
+    accepts it), and a NaN temperature or weight would run without an error.
+    """
+    non_finite = _non_finite(config, [])
+    if non_finite:
+        lines = "\n".join(f"  - {line}" for line in non_finite)
+        raise ConfigError(
+            f"invalid configuration:\n{lines}\n(give a number: .nan and .inf are refused)"
+        )
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])

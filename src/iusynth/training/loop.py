@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from iusynth.core.fileio import atomic_path, remove_stale_parts, set_aside
+from iusynth.core.fileio import CorruptFile, atomic_path, remove_stale_parts, set_aside
 from iusynth.core.processes import exclusive_lock
+from iusynth.core.torch_io import UnsafeFile, load_torch
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,10 @@ def resume(trainer: EpochTrainer, checkpoint: Path, digest: str) -> bool:
     (:func:`set_aside`) and False returned: the caller trains a fresh trainer.
     """
     try:
-        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
-    except Exception as error:  # torch raises many types for a truncated or foreign file
-        set_aside(checkpoint, "unreadable", f"is not a readable checkpoint ({error})")
+        state = load_torch(checkpoint, "this training", map_location=trainer.device)
+    except (CorruptFile, UnsafeFile) as error:  # a truncated, foreign or hostile file
+        label = "unsafe" if isinstance(error, UnsafeFile) else "unreadable"
+        set_aside(checkpoint, label, f"is not a readable checkpoint ({error})")
         return False
     recorded = state.get("digest") if isinstance(state, dict) else None
     if recorded != digest:

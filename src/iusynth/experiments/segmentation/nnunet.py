@@ -53,10 +53,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iusynth.core.fileio import atomic_directory, atomic_path, set_aside, write_json
+from iusynth.core.fileio import (
+    CorruptFile,
+    atomic_directory,
+    atomic_path,
+    set_aside,
+    write_json,
+)
 from iusynth.core.processes import exclusive_lock
 from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
+from iusynth.core.torch_io import UnsafeFile, load_torch
 from iusynth.experiments.segmentation.planes import SubjectPlanes, subject_of, to_intensity
 from iusynth.experiments.segmentation.segmenter import DATA
 from iusynth.experiments.segmentation.settings import NnunetSettings
@@ -351,6 +358,17 @@ def trainer_class(settings: NnunetSettings, splits_file: Path) -> type:
             self.num_val_iterations_per_epoch = self.settings.val_iterations_per_epoch
             self.initial_lr = self.settings.initial_lr
 
+        def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+            """nnU-Net's resume, reading the file weights-only (nnU-Net unpickles anything)."""
+            if isinstance(filename_or_checkpoint, str):
+                filename_or_checkpoint = load_torch(
+                    filename_or_checkpoint,
+                    "rule segmenter_train",
+                    map_location=self.device,
+                    numpy_scalars=True,
+                )
+            super().load_checkpoint(filename_or_checkpoint)
+
         def do_split(self) -> tuple[list[str], list[str]]:
             """Training and validation cases of this fold, from the workflow's splits file."""
             fold = read_splits(self.splits_file, self.settings.folds)[self.fold]
@@ -412,9 +430,10 @@ def bind_checkpoint(latest: Path, digest: str) -> bool:
             )
         else:
             try:
-                torch.load(latest, map_location="cpu", weights_only=False)
-            except Exception as error:  # torch raises many types for a truncated file
-                set_aside(latest, "unreadable", f"is not a readable checkpoint ({error})")
+                load_torch(latest, "rule segmenter_train", numpy_scalars=True)
+            except (CorruptFile, UnsafeFile) as error:  # killed mid-save, or hostile
+                label = "unsafe" if isinstance(error, UnsafeFile) else "unreadable"
+                set_aside(latest, label, f"is not a readable checkpoint ({error})")
     if recorded != digest:
         latest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(record) as tmp:

@@ -62,7 +62,9 @@ def load_predictor(
             checkpoint = folder / f"fold_{fold}" / "checkpoint_final.pth"
             if not checkpoint.is_file():
                 raise FileNotFoundError(f"{checkpoint} is missing: train fold {fold} first")
-            state = load_torch(checkpoint, f"rule segmenter_train (fold {fold})")
+            state = load_torch(
+                checkpoint, f"rule segmenter_train (fold {fold})", numpy_scalars=True
+            )
             parameters.append(state["network_weights"])
         network = nnUNetTrainer.build_network_architecture(
             plans_manager,
