@@ -142,6 +142,18 @@ def duplicated_row(bench: Bench) -> Callable[[], Any]:
     return resolve(bench)
 
 
+def id_with_newline(bench: Bench) -> Callable[[], Any]:
+    """A subject id ending in a newline (a quoted field), which ``$`` alone would accept."""
+    edit_manifest(bench, lambda lines: [lines[0], '"P01\n"' + lines[1][3:], *lines[2:]])
+    return resolve(bench)
+
+
+def id_too_long(bench: Bench) -> Callable[[], Any]:
+    """A 300-character subject id: derived file names would pass the system's limit."""
+    edit_manifest(bench, lambda lines: [lines[0], "P" * 300 + lines[1][3:], *lines[2:]])
+    return resolve(bench)
+
+
 def duplicated_split_subject(bench: Bench) -> Callable[[], Any]:
     """A subject list with a repeated subject, split into folds."""
     return lambda: kfold(["S1", "S2", "S3", "S1"], 2, 0)
@@ -337,6 +349,22 @@ CASES = (
         ConfigError,
         ("{root}/subjects.tsv", "subject P01 is listed twice (lines 2 and 5)"),
         "delete one of the two rows",
+    ),
+    Case(
+        "subject-id-with-newline",
+        "32.w4",
+        id_with_newline,
+        ValueError,
+        ("{root}/subjects.tsv: line 2", "subject id 'P01\\n'"),
+        "rename the subject (its folder and its row)",
+    ),
+    Case(
+        "subject-id-too-long",
+        "32.w5",
+        id_too_long,
+        ValueError,
+        ("{root}/subjects.tsv: line 2", "has 300 characters, more than 64"),
+        "give the subject a shorter id",
     ),
     Case(
         "duplicate-subject-in-splits",

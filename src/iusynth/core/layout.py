@@ -48,6 +48,7 @@ LABEL_KINDS: tuple[str, ...] = ("tumor-MR", "tumor-US")
 FILE_KINDS: tuple[str, ...] = (*MODALITIES, *LABEL_KINDS, "landmarks")
 MANIFEST_NAME = "subjects.tsv"
 SUBJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+SUBJECT_ID_MAX_LENGTH = 64  # derived file names add up to ~60 characters; names stop at 255
 
 BRATS_NECROSIS = 1
 BRATS_OEDEMA = 2
@@ -107,11 +108,21 @@ class SubjectEntry:
 
 
 def check_subject_id(subject: str) -> str:
-    """Return ``subject`` if it is a safe identifier for paths and wildcards, else raise."""
-    if not SUBJECT_ID_PATTERN.match(subject):
+    """Return ``subject`` if it is a safe identifier for paths and wildcards, else raise.
+
+    The whole string must match (a trailing newline is refused), within
+    :data:`SUBJECT_ID_MAX_LENGTH` characters.
+    """
+    if not SUBJECT_ID_PATTERN.fullmatch(subject):
         raise ValueError(
             f"subject id {subject!r} must start with a letter or digit and contain only "
-            "letters, digits, '_' and '-'"
+            "letters, digits, '_' and '-'; rename the subject (its folder and its row)"
+        )
+    if len(subject) > SUBJECT_ID_MAX_LENGTH:
+        raise ValueError(
+            f"subject id {subject[:24]!r}... has {len(subject)} characters, more than "
+            f"{SUBJECT_ID_MAX_LENGTH} (file names derived from it would be too long); give "
+            "the subject a shorter id (its folder and its row)"
         )
     return subject
 
