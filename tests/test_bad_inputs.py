@@ -212,6 +212,11 @@ def nan_temperature(bench: Bench) -> Callable[[], Any]:
     return validate(bench, {"evaluation": {"table_temperature": float("nan")}})
 
 
+def label_with_markup(bench: Bench) -> Callable[[], Any]:
+    """A Table 1 label holding a script element (it would reach the report's params)."""
+    return validate(bench, {"evaluation": {"table1": {"mmhvae": "<script>alert(1)</script>"}}})
+
+
 def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     """A model.pt cut in half, loaded as synthesis loads it."""
     import torch
@@ -461,7 +466,15 @@ CASES = (
         nan_temperature,
         ConfigError,
         ("config key 'evaluation.table_temperature': nan is not a finite number",),
-        "give a number: .nan and .inf are refused",
+        "give a number",
+    ),
+    Case(
+        "markup-in-a-label",
+        "32.2",
+        label_with_markup,
+        ConfigError,
+        ("config key 'evaluation.table1.mmhvae'", "holds '<', '>' or a control character"),
+        "remove them",
     ),
     Case(
         "truncated-checkpoint",

@@ -48,17 +48,26 @@ def test_snakefmt_and_ruff_are_clean():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def micro_arguments(results: Path, *overlays: Path) -> list[str]:
+    """The micro config (and ``overlays``) with its results in ``results``, an absolute path."""
+    configs = [str(REPO / "config" / "micro.yaml"), *map(str, overlays)]
+    return ["--configfile", *configs, "--config", f"results={results}"]
+
+
 @pytest.mark.workflow
 def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
-    workdir = tmp_path / "run"
+    # a folder name with a space and an apostrophe: every path in a command is quoted
+    workdir = tmp_path / "micro run's folder"
+    results = workdir / "results"
+    micro = micro_arguments(results)
     result = snakemake(
-        "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir),
+        "--cores", "2", *micro, "-d", str(workdir),
         timeout=2400,  # 10 min on a quiet 2-core machine, 17 on a busy one (measured)
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    results = workdir / "results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [workdir.name], "a stray file"
     # reports: a page per subject, the index, methods text and provenance (issue 20)
-    check_reports(workdir, micro_config)
+    check_reports(workdir, {**micro_config, "results": str(results)})
 
     expected = {"remind": 2, "upenn": 2, "resect": 2}
     for cohort, count in expected.items():
@@ -221,18 +230,15 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
         timing["rule"]
     )
 
-    again = snakemake(
-        "--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir)
-    )
+    again = snakemake("--cores", "2", *micro, "-d", str(workdir))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
-    check_what_reruns(workdir, tmp_path)
+    check_what_reruns(workdir, results)
 
     # the self-contained HTML report holds every table and figure
     report = workdir / "report.html"
     result = snakemake(
-        "--configfile", str(REPO / "config" / "micro.yaml"), "-d", str(workdir),
-        "--report", str(report),
+        *micro, "-d", str(workdir), "--report", str(report),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     html = report.read_text()
@@ -254,22 +260,22 @@ def rule_family(name: str) -> str:
     return re.sub(r"^(synthesise|evaluate_synthesis)_(?!mr_from_us$)\w+$", r"\1", name)
 
 
-def rules_to_rerun(workdir, tmp_path, overlay: dict) -> set[str]:
+def rules_to_rerun(workdir, results, overlay: dict) -> set[str]:
     """The rules a dry run with ``overlay`` on the micro config would run."""
-    path = tmp_path / "overlay.yaml"
+    path = workdir / "overlay.yaml"
     path.write_text(yaml.safe_dump(overlay))
-    configs = [str(REPO / "config" / "micro.yaml"), str(path)]
-    result = snakemake("-n", "--configfile", *configs, "-d", str(workdir))
+    result = snakemake("-n", *micro_arguments(results, path), "-d", str(workdir))
+    path.unlink()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {rule_family(r) for r in re.findall(r"^(?:local)?rule (\w+):", result.stdout, re.M)}
 
 
-def check_what_reruns(workdir, tmp_path) -> None:
+def check_what_reruns(workdir, results) -> None:
     """A table label or bootstrap count reruns the tables alone; the slice size everything."""
     cosmetic = {"evaluation": {"table1": {"mmhvae": "MMHVAE (ours)"}, "bootstrap_resamples": 500}}
-    rerun = rules_to_rerun(workdir, tmp_path, cosmetic)
+    rerun = rules_to_rerun(workdir, results, cosmetic)
     assert "synthesis_tables" in rerun and not rerun & EXPENSIVE, sorted(rerun)
-    resized = rules_to_rerun(workdir, tmp_path, {"preprocessing": {"slice_size": [64, 64]}})
+    resized = rules_to_rerun(workdir, results, {"preprocessing": {"slice_size": [64, 64]}})
     assert {"train_model", "synthesise", "segmenter_train", "registration_experiment"} <= resized
 
 

@@ -26,4 +26,4 @@ rule summarise_benchmarks:
         folder=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "{params.iusynth} benchmark-summary --folder {params.folder:q}"
-        " --exclude summary summarise_benchmarks --output {output:q} > {log} 2>&1"
+        " --exclude summary summarise_benchmarks --output {output:q} > {log:q} 2>&1"

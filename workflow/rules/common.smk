@@ -55,7 +55,9 @@ CPU_JOB = cluster_resources(gpu=False)
 GPU_JOB = cluster_resources(gpu=True)
 SRC = REPOSITORY / "src"
 # Every rule runs a stage of the package's command line, from this checkout's sources.
-IUSYNTH = f'PYTHONPATH="{SRC}${{PYTHONPATH:+:$PYTHONPATH}}" python -m iusynth'
+IUSYNTH = (
+    f"PYTHONPATH={shlex.quote(str(SRC))}${{PYTHONPATH:+:$PYTHONPATH}} python -m iusynth"
+)
 # Stages watch this Snakemake and stop when it ends, even when it is killed (SIGKILL).
 supervise_jobs()
 DEMO_COHORTS = [name for name, cohort in COHORTS.items() if cohort.source == "demo"]
@@ -254,7 +256,9 @@ def remind_url():
 def resect_url_arguments():
     """The --url options of resect-download: the config's address, else both known ones."""
     url = row(RESECT).get("url")
-    return " ".join(f"--url '{u}'" for u in ([url] if url else catalog.RESECT_URLS))
+    return " ".join(
+        f"--url {shlex.quote(u)}" for u in ([url] if url else catalog.RESECT_URLS)
+    )
 
 
 def resect_segmentation_url():
@@ -265,7 +269,7 @@ def resect_segmentation_url():
 def remind_manifest_argument():
     """The --manifest option of remind-plan, or nothing."""
     manifest = row(REMIND).get("manifest")
-    return f"--manifest '{manifest}'" if manifest else ""
+    return f"--manifest {shlex.quote(str(manifest))}" if manifest else ""
 
 
 # ReMIND is planned from IDC's index (package idc-index-data) while the DAG is built: the
@@ -331,7 +335,7 @@ def upenn_extraction():
 def upenn_checksums_argument():
     """The --checksums option of upenn-verify, or nothing (found in the package)."""
     checksums = row(UPENN).get("checksums")
-    return f"--checksums '{checksums}'" if checksums else ""
+    return f"--checksums {shlex.quote(str(checksums))}" if checksums else ""
 
 
 def evaluation_set(subject):
@@ -509,10 +513,10 @@ def segmenter_training_inputs(wildcards):
 def segmenter_sources_arguments(wildcards, input):
     """The segmenter-prepare options naming a method's training planes."""
     if wildcards.method == "supervised":
-        return "--real " + " ".join(f"'{path}'" for path in input.real)
-    synthetic = " ".join(f"'{path}'" for path in input.synthetic)
-    sweeps = Path(input.sweeps[0]).parent
-    return f"--synthetic {synthetic} --sweeps '{sweeps}'"
+        return "--real " + " ".join(shlex.quote(path) for path in input.real)
+    synthetic = " ".join(shlex.quote(path) for path in input.synthetic)
+    sweeps = shlex.quote(str(Path(input.sweeps[0]).parent))
+    return f"--synthetic {synthetic} --sweeps {sweeps}"
 
 
 def segmentation_test_subjects(method):

@@ -27,7 +27,7 @@ rule write_cohort_manifest:
     params:
         iusynth=IUSYNTH,
     shell:
-        "{params.iusynth} cohort-manifest --output {output} {input:q} > {log} 2>&1"
+        "{params.iusynth} cohort-manifest --output {output:q} {input:q} > {log:q} 2>&1"
 
 
 if REMIND:
@@ -58,7 +58,7 @@ if REMIND:
             "{params.iusynth} remind-plan --subjects {params.subjects}"
             " --reference-order {params.order} {params.manifest} --targets {params.targets}"
             " --index-version {params.index}"
-            " --raw {params.raw:q} --output {output:q} > {log} 2>&1"
+            " --raw {params.raw:q} --output {output:q} > {log:q} 2>&1"
 
     rule download_remind_series:
         output:
@@ -88,7 +88,7 @@ if REMIND:
         shell:
             "{params.iusynth} remind-download --series {params.series:q} --api {params.api}"
             " --raw {params.raw:q} --url {params.url:q} --download {params.download:q}"
-            " --output {output:q} > {log} 2>&1"
+            " --output {output:q} > {log:q} 2>&1"
 
     rule convert_remind_subject:
         input:
@@ -113,7 +113,7 @@ if REMIND:
             settings=job_settings(jobs.registration),
         shell:
             "{params.iusynth} remind-convert --records {input:q} --settings {params.settings:q}"
-            " --threads {threads} --output {output:q} > {log} 2>&1"
+            " --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 if UPENN:
@@ -138,7 +138,7 @@ if UPENN:
             target=upenn_package_root(),
         shell:
             "{params.iusynth} upenn-extract --archive {params.archive:q}"
-            " --target {params.target:q} --output {output:q} > {log} 2>&1"
+            " --target {params.target:q} --output {output:q} > {log:q} 2>&1"
 
     rule verify_upenn_package:
         input:
@@ -164,7 +164,7 @@ if UPENN:
             cases=UPENN.subjects,
         shell:
             "{params.iusynth} upenn-verify --package {params.package:q} {params.checksums}"
-            " --raw {params.raw:q} --output {output:q} --cases {params.cases} > {log} 2>&1"
+            " --raw {params.raw:q} --output {output:q} --cases {params.cases} > {log:q} 2>&1"
 
     rule convert_upenn_subject:
         input:
@@ -189,7 +189,7 @@ if UPENN:
             package=upenn_package_root(),
         shell:
             "{params.iusynth} upenn-convert --package {params.package:q}"
-            " --subject {wildcards.subject} --output {output:q} > {log} 2>&1"
+            " --subject {wildcards.subject} --output {output:q} > {log:q} 2>&1"
 
 
 if RESECT:
@@ -219,7 +219,7 @@ if RESECT:
         shell:
             "{params.iusynth} resect-download --subject {wildcards.subject}"
             " --raw {params.raw:q} {params.urls} --download {params.download:q}"
-            " --output {output:q} > {log} 2>&1"
+            " --output {output:q} > {log:q} 2>&1"
 
     rule download_resect_segmentations:
         output:
@@ -243,7 +243,7 @@ if RESECT:
             download=DOWNLOAD_SETTINGS,
         shell:
             "{params.iusynth} resect-segmentations --raw {params.raw:q} --url {params.url:q}"
-            " --download {params.download:q} --output {output:q} > {log} 2>&1"
+            " --download {params.download:q} --output {output:q} > {log:q} 2>&1"
 
     rule convert_resect_subject:
         input:
@@ -268,4 +268,4 @@ if RESECT:
             iusynth=IUSYNTH,
         shell:
             "{params.iusynth} resect-convert --record {input.record:q}"
-            " --segmentations {input.segmentations:q} --output {output:q} > {log} 2>&1"
+            " --segmentations {input.segmentations:q} --output {output:q} > {log:q} 2>&1"

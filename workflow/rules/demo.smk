@@ -20,7 +20,7 @@ rule prepare_demo_template:
         spacing_mm=config["demo"]["mr_spacing_mm"],
     shell:
         "{params.iusynth} demo-template --spacing-mm {params.spacing_mm}"
-        " --output {output} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule generate_demo_subject:
@@ -51,5 +51,5 @@ rule generate_demo_subject:
     shell:
         "{params.iusynth} demo-subject --cohort {wildcards.cohort} --dataset {params.dataset}"
         " --subject {wildcards.subject} --settings {params.settings:q}"
-        " --cohort-settings {params.cohort_settings:q} --template {input.template}"
-        " --output {output} > {log} 2>&1"
+        " --cohort-settings {params.cohort_settings:q} --template {input.template:q}"
+        " --output {output:q} > {log:q} 2>&1"

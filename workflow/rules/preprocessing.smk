@@ -27,7 +27,7 @@ rule align_mr_sequences:
         settings=job_settings(jobs.registration),
     shell:
         "{params.iusynth} align-mr --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
-        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 rule register_us_to_mr:
@@ -55,7 +55,7 @@ rule register_us_to_mr:
         settings=job_settings(jobs.registration),
     shell:
         "{params.iusynth} register-us --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
-        " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+        " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 rule import_given_transforms:
@@ -87,7 +87,7 @@ rule import_given_transforms:
         "{params.iusynth} import-transforms --subject-dir {params.subject_dir:q}"
         " --subject {wildcards.subject} --transforms {params.transforms:q}"
         " --settings {params.settings:q} --registration {output.registration:q}"
-        " --alignment {output.alignment:q} > {log} 2>&1"
+        " --alignment {output.alignment:q} > {log:q} 2>&1"
 
 
 rule resample_and_normalise:
@@ -115,7 +115,7 @@ rule resample_and_normalise:
     shell:
         "{params.iusynth} preprocess --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
         " --registration {input.registration:q} --alignment {input.alignment:q}"
-        " --settings {params.settings:q} --output {output:q} > {log} 2>&1"
+        " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule export_slices:
@@ -138,7 +138,7 @@ rule export_slices:
         iusynth=IUSYNTH,
     shell:
         "{params.iusynth} export-slices --preprocessed-dir {input:q} --subject {wildcards.subject}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule landmark_error_table:
@@ -164,7 +164,7 @@ rule landmark_error_table:
     params:
         iusynth=IUSYNTH,
     shell:
-        "{params.iusynth} registration-table --output {output:q} {input:q} > {log} 2>&1"
+        "{params.iusynth} registration-table --output {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule make_splits:
@@ -193,7 +193,7 @@ rule make_splits:
         "{params.iusynth} splits --settings {params.settings:q}"
         " --trainval-cohort {params.trainval} --trainval-manifest {input.trainval:q}"
         " --test-cohort {params.test} --test-manifest {input.test:q}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule plot_registration_qc:
@@ -219,4 +219,4 @@ rule plot_registration_qc:
     shell:
         "{params.iusynth} qc-registration --subject-dir {params.subject_dir:q}"
         " --subject {wildcards.subject} --preprocessed-dir {input.preprocessed:q}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"

@@ -22,4 +22,4 @@ rule plot_subject_qc:
         subject_dir=subject_dir,
     shell:
         "{params.iusynth} qc-subject --subject-dir {params.subject_dir:q} --subject {wildcards.subject}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"

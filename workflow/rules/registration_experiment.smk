@@ -28,7 +28,7 @@ rule synthesise_mr_from_us:
         settings=job_settings(jobs.mr_synthesis),
     shell:
         "{params.iusynth} synthesise-mr --model {input.model:q} --slices {input.slices:q}"
-        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 rule registration_experiment:
@@ -59,7 +59,7 @@ rule registration_experiment:
         "{params.iusynth} registration-experiment --subject-dir {params.subject_dir:q}"
         " --subject {wildcards.subject} --alignment {input.alignment:q}"
         " --synthetic {input.synthetic:q} --settings {params.settings:q}"
-        " --threads {threads} --output {output:q} > {log} 2>&1"
+        " --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 rule registration_tables:
@@ -101,4 +101,4 @@ rule registration_tables:
     shell:
         "{params.iusynth} registration-tables --paper {input.paper:q} --cases {input.cases:q}"
         " --per-case {output.per_case:q} --table {output.table:q}"
-        " --figure {output.figure:q} > {log} 2>&1"
+        " --figure {output.figure:q} > {log:q} 2>&1"

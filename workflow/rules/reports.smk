@@ -37,7 +37,7 @@ rule write_provenance:
         " --cohorts {params.cohorts:q} --models {input.models:q}"
         " --benchmarks {input.benchmarks:q} --env-files {input.envs:q}"
         " --snakemake-version {params.snakemake} --describe {params.describe:q}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule report_subject:
@@ -64,7 +64,7 @@ rule report_subject:
     shell:
         "{params.iusynth} report-subject --subject {wildcards.subject}"
         " --files {params.files:q} --settings {params.settings:q}"
-        " --output {output.page:q} --summary {output.summary:q} > {log} 2>&1"
+        " --output {output.page:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule report_methods:
@@ -92,7 +92,7 @@ rule report_methods:
     shell:
         "{params.iusynth} report-methods --settings {params.settings:q}"
         " --cohorts {params.cohorts:q} --provenance {input.provenance:q}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule report_index:
@@ -123,4 +123,4 @@ rule report_index:
         "{params.iusynth} report-index --summaries {input.summaries:q}"
         " --tables {params.markdown:q} --provenance {input.provenance:q}"
         " --methods {input.methods:q} --settings {params.settings:q}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"

@@ -26,7 +26,7 @@ rule virtual_sweep:
         settings=job_settings(jobs.virtual_sweep),
     shell:
         "{params.iusynth} virtual-sweep --subject-dir {input:q} --subject {wildcards.subject}"
-        " --settings {params.settings:q} --output {output:q} > {log} 2>&1"
+        " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule synthetic_ius:
@@ -56,7 +56,7 @@ rule synthetic_ius:
     shell:
         "{params.iusynth} synthetic-ius --method {wildcards.method} --models {input.models:q}"
         " --sweep {input.sweep:q} --settings {params.settings:q} --threads {threads}"
-        " --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule segmenter_prepare:
@@ -86,7 +86,7 @@ rule segmenter_prepare:
     shell:
         "{params.iusynth} segmenter-prepare --method {wildcards.method} {params.sources}"
         " --network {params.network} --folder {params.folder:q}"
-        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule segmenter_splits:
@@ -114,7 +114,7 @@ rule segmenter_splits:
         folder=lambda wildcards, input: str(Path(input[0]).parent),
     shell:
         "{params.iusynth} segmenter-splits --network {params.network} --folder {params.folder:q}"
-        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 rule segmenter_train:
@@ -146,7 +146,7 @@ rule segmenter_train:
     shell:
         "{params.iusynth} segmenter-train --fold {wildcards.fold} --splits {input.splits:q}"
         " --network {params.network} --folder {params.folder:q}"
-        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
 rule segment_real_ius:
@@ -183,7 +183,7 @@ rule segment_real_ius:
         "{params.iusynth} segment-real-ius --method {wildcards.method} --set {params.set}"
         " --slices {input.slices:q} --folds {params.folds} --network {params.network}"
         " --folder {params.folder:q} --settings {params.settings:q} --threads {threads}"
-        " --mask {output.mask:q} --output {output.metrics:q} > {log} 2>&1"
+        " --mask {output.mask:q} --output {output.metrics:q} > {log:q} 2>&1"
 
 
 rule segmentation_tables:
@@ -227,4 +227,4 @@ rule segmentation_tables:
     shell:
         "{params.iusynth} segmentation-tables --settings {params.settings:q}"
         " --paper {input.paper:q} --cases {input.cases:q} --per-case {output.per_case:q}"
-        " --table {output.table:q} --figure {output.figure:q} > {log} 2>&1"
+        " --table {output.table:q} --figure {output.figure:q} > {log:q} 2>&1"

@@ -35,7 +35,7 @@ rule train_baseline:
         "{params.iusynth} train-baseline --settings {params.settings:q}"
         " --splits {input.splits:q} --slices {params.slices:q}"
         " --threads {threads} --checkpoint {params.checkpoint:q}"
-        " --losses {output.losses:q} --output {output.model:q} > {log} 2>&1"
+        " --losses {output.losses:q} --output {output.model:q} > {log:q} 2>&1"
 
 
 # Synthesis and its metrics run one job per method, evaluation set and fold (the model,
@@ -84,7 +84,7 @@ for evaluation_set_name, evaluation_folds in EVALUATION_SETS.items():
                 "{params.iusynth} synthesise --method {wildcards.method} --models {input.models:q}"
                 " --slices {input.slices:q} --splits {input.splits:q} --fold {params.fold}"
                 " --settings {params.settings:q} --threads {threads}"
-                " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
+                " --output {output:q} --resume-cache {params.cache:q} > {log:q} 2>&1"
 
         rule:
             name:
@@ -124,7 +124,7 @@ for evaluation_set_name, evaluation_folds in EVALUATION_SETS.items():
                 "{params.iusynth} evaluate-synthesis --method {wildcards.method}"
                 " --set {params.set} --synthesis {input.synthesis:q} --slices {input.slices:q}"
                 " --settings {params.settings:q} {params.lpips} --threads {threads}"
-                " --output {output:q} --resume-cache {params.cache:q} > {log} 2>&1"
+                " --output {output:q} --resume-cache {params.cache:q} > {log:q} 2>&1"
 
 
 if LPIPS_WEIGHTS:
@@ -154,7 +154,7 @@ if LPIPS_WEIGHTS:
             ),
         shell:
             "{params.iusynth} lpips-weights --folder {params.folder:q}"
-            " --source {params.source} {params.download} > {log} 2>&1"
+            " --source {params.source} {params.download} > {log:q} 2>&1"
 
 
 rule synthesis_tables:
@@ -215,7 +215,7 @@ rule synthesis_tables:
         " --paper {input.paper:q} --metrics {input.metrics:q}"
         " --subjects {output.subjects:q} --summary {output.summary:q}"
         " --table1 {output.table1:q} --table2 {output.table2:q} --skill {output.skill:q}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"
 
 
 rule synthesis_figures:
@@ -255,4 +255,4 @@ rule synthesis_figures:
     shell:
         "{params.iusynth} synthesis-figures --settings {params.settings:q}"
         " --synthesis-root {params.root:q} --slices {input.slices:q}"
-        " --examples {output.examples:q} --sweep {output.sweep:q} > {log} 2>&1"
+        " --examples {output.examples:q} --sweep {output.sweep:q} > {log:q} 2>&1"

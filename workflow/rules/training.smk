@@ -33,4 +33,4 @@ rule train_model:
     shell:
         "{params.iusynth} train --variant {wildcards.variant} --settings {params.settings:q}"
         " {params.data} --threads {threads} --losses {output.losses:q}"
-        " --output {output.model:q} > {log} 2>&1"
+        " --output {output.model:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ def merge_config(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, 
     return merged
 
 
+UNSAFE_TEXT = re.compile(r"[<>\x00-\x1f\x7f]")
+
+
 def _key(path: Any) -> str:
     """Dotted config key from a jsonschema path, e.g. ``demo.cohorts.remind.subjects``."""
     return ".".join(str(part) for part in path) or "<top level>"
@@ -57,14 +61,28 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{_key(where)}': {error.message}"
 
 
-def _non_finite(value: Any, path: list[Any]) -> list[str]:
-    """The keys under ``value`` holding NaN or an infinity (YAML ``.nan``, ``.inf``)."""
+def _unusable_values(value: Any, path: list[Any]) -> list[str]:
+    """The keys under ``value`` that hold a value no setting may have, each with the fix.
+
+    NaN or an infinity (YAML ``.nan``, ``.inf``); text, in a key or a value, with ``<``,
+    ``>`` or a control character.
+    """
     if isinstance(value, float) and not math.isfinite(value):
-        return [f"config key '{_key(path)}': {value} is not a finite number"]
+        return [f"config key '{_key(path)}': {value} is not a finite number (give a number)"]
+    if isinstance(value, str) and UNSAFE_TEXT.search(value):
+        return [
+            f"config key '{_key(path)}': {value!r} holds '<', '>' or a control character, "
+            "which labels and paths may not (they reach shell commands and HTML reports); "
+            "remove them"
+        ]
     if isinstance(value, dict):
-        return [line for k, v in value.items() for line in _non_finite(v, [*path, k])]
+        return [
+            line
+            for k, v in value.items()
+            for line in (*_unusable_values(str(k), [*path, k]), *_unusable_values(v, [*path, k]))
+        ]
     if isinstance(value, list):
-        return [line for i, v in enumerate(value) for line in _non_finite(v, [*path, i])]
+        return [line for i, v in enumerate(value) for line in _unusable_values(v, [*path, i])]
     return []
 
 
@@ -72,14 +90,14 @@ def validate_config(config: dict[str, Any], schema_path: Path) -> None:
     """Validate a config dict against the workflow schema; raise ConfigError naming each bad key.
 
     Every number must be finite: the schema's bounds let NaN through (``minimum: 0``
-    accepts it), and a NaN temperature or weight would run without an error.
+    accepts it), and a NaN temperature or weight would run without an error. No text may
+    hold ``<``, ``>`` or control characters: labels and paths reach rule params, which
+    Snakemake's report embeds in a script block.
     """
-    non_finite = _non_finite(config, [])
-    if non_finite:
-        lines = "\n".join(f"  - {line}" for line in non_finite)
-        raise ConfigError(
-            f"invalid configuration:\n{lines}\n(give a number: .nan and .inf are refused)"
-        )
+    unusable = _unusable_values(config, [])
+    if unusable:
+        lines = "\n".join(f"  - {line}" for line in unusable)
+        raise ConfigError(f"invalid configuration:\n{lines}\n(.nan, .inf and markup are refused)")
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
