@@ -217,6 +217,19 @@ def label_with_markup(bench: Bench) -> Callable[[], Any]:
     return validate(bench, {"evaluation": {"table1": {"mmhvae": "<script>alert(1)</script>"}}})
 
 
+def short_sha256(bench: Bench) -> Callable[[], Any]:
+    """A pretrained variant whose SHA-256 is not 64 hexadecimal digits."""
+    pretrained = {"path": str(bench.scratch / "CP_main_1000.pth"), "sha256": "abc123"}
+    return validate(bench, {"models": {"variants": {"authors": {"pretrained": pretrained}}}})
+
+
+def pretrained_folder(bench: Bench) -> Callable[[], Any]:
+    """A pretrained variant given the folder of the authors' checkpoint, not the file."""
+    return validate(
+        bench, {"models": {"variants": {"authors": {"pretrained": str(bench.scratch)}}}}
+    )
+
+
 def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     """A model.pt cut in half, loaded as synthesis loads it."""
     import torch
@@ -475,6 +488,22 @@ CASES = (
         ConfigError,
         ("config key 'evaluation.table1.mmhvae'", "holds '<', '>' or a control character"),
         "remove them",
+    ),
+    Case(
+        "bad-sha256",
+        "32.w2",
+        short_sha256,
+        ConfigError,
+        ("config key 'models.variants.authors.pretrained.sha256'", "'abc123' does not match"),
+        "the key holds the file's SHA-256",
+    ),
+    Case(
+        "pretrained-folder",
+        "32.w3",
+        pretrained_folder,
+        ConfigError,
+        ("config key 'models.variants.authors.pretrained'", "{scratch} is a folder"),
+        "give the checkpoint file inside it",
     ),
     Case(
         "truncated-checkpoint",

@@ -58,7 +58,39 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in error.instance]
         return "; ".join(f"missing config key '{_key([*where, name])}'" for name in missing)
-    return f"config key '{_key(where)}': {error.message}"
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        return _describe_alternatives(error)
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
+    meaning = f"; the key holds {described}" if described else ""
+    return f"config key '{_key(where)}': {error.message}{meaning}"
+
+
+def _describe_alternatives(error: jsonschema.ValidationError) -> str:
+    """A value that fits none of a key's alternative forms, described by the closest form.
+
+    The forms of another type are dropped; of the rest, the error deepest in the value is
+    described (e.g. the bad ``sha256`` of a ``pretrained`` mapping). A value of no
+    accepted type names the types; keys of which one is required are named together.
+    """
+    where = list(error.absolute_path)
+    forms: dict[Any, list[jsonschema.ValidationError]] = {}
+    for sub in error.context:
+        forms.setdefault(sub.relative_schema_path[0], []).append(sub)
+    wrong_type = {
+        form
+        for form, subs in forms.items()
+        if any(sub.validator == "type" and list(sub.absolute_path) == where for sub in subs)
+    }
+    if wrong_type == set(forms):
+        types = sorted(
+            {str(sub.validator_value) for sub in error.context if sub.validator == "type"}
+        )
+        return f"config key '{_key(where)}': {error.instance!r} is not of type {' or '.join(types)}"
+    if all(sub.validator == "required" for sub in error.context):
+        names = [name for sub in error.context for name in sub.validator_value]
+        return "missing config key " + " or ".join(f"'{_key([*where, n])}'" for n in names)
+    candidates = [sub for form, subs in forms.items() if form not in wrong_type for sub in subs]
+    return _describe(max(candidates, key=lambda sub: len(sub.absolute_path)))
 
 
 def _unusable_values(value: Any, path: list[Any]) -> list[str]:
@@ -144,6 +176,11 @@ def _check_pretrained(key: str, overrides: dict[str, Any]) -> None:
         )
     value = overrides["pretrained"]
     path = value if isinstance(value, str) else value.get("path")
+    if path is not None and Path(path).is_dir():
+        raise ConfigError(
+            f"config key '{key}.pretrained': {path} is a folder; give the checkpoint file "
+            "inside it (the authors': pretrained/mmhvae_f0/models/CP_main_1000.pth)"
+        )
     if path is not None and not Path(path).is_file():
         raise ConfigError(
             f"config key '{key}.pretrained': {path} does not exist; give the path of the "
