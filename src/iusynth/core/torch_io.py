@@ -72,10 +72,10 @@ def load_torch(
         if refused:
             raise UnsafeFile(
                 f"{path} holds Python objects other than tensors, numbers, strings and "
-                f"containers (it names {refused}); iusynth does not unpickle them, as "
-                "loading such a file can run arbitrary code. Files iusynth writes never hold "
-                "them: if this one came from elsewhere, ask for one saved with tensors only "
-                f"(e.g. torch.save of a state_dict); else delete it and rerun {producer}"
+                f"containers (it names {refused}); they are not unpickled, as loading such "
+                "a file can run arbitrary code. The workflow's own files never hold them: if "
+                "this one came from elsewhere, ask for one saved with tensors only (e.g. "
+                f"torch.save of a state_dict); else delete it and rerun {producer}"
             ) from None
         raise CorruptFile(
             f"{path} is truncated or corrupt ({type(error).__name__}: {error}); delete it "
