@@ -298,6 +298,22 @@ def flipped_header(bench: Bench) -> Callable[[], Any]:
     return lambda: check_registration(reference, floating, np.eye(4), CHECKS)
 
 
+def flipped_ius_header(bench: Bench) -> Callable[[], Any]:
+    """An iUS whose header is flipped (LPS written as RAS), checked after its registration
+    to the T2, the subject's MR sequences agreeing with each other."""
+    from iusynth.core.subject import SubjectRecord
+    from iusynth.preprocessing.checks import Volume, check_registration
+    from iusynth.preprocessing.registration import flip_suspect
+
+    from .test_registration_checks import CHECKS, LPS_AS_RAS, affine, head
+
+    record = SubjectRecord.read(bench.root / "P01", "P01")
+    reference = Volume(bench.file("P01", "US"), head("T2"), affine(LPS_AS_RAS))
+    floating = Volume(bench.file("P01", "T2"), head("T2"), affine())
+    suspect = flip_suspect(record)
+    return lambda: check_registration(reference, floating, np.eye(4), CHECKS, suspect=suspect)
+
+
 def implausible_motion(bench: Bench) -> Callable[[], Any]:
     """A registration that turned the ceT1 by 28 degrees from its header."""
     from iusynth.preprocessing.checks import Volume, check_registration
@@ -563,6 +579,17 @@ CASES = (
         ImplausibleRegistration,
         ("{root}/P01/P01_ceT1.nii.gz", "LPS coordinates written as RAS"),
         "fix: re-convert the flipped file with a RAS-aware converter",
+    ),
+    Case(
+        "flipped-ius-header",
+        "32.w1",
+        flipped_ius_header,
+        ImplausibleRegistration,
+        (
+            "the header of {root}/P01/P01_US.nii.gz is the likelier to be flipped",
+            "(T2, ceT1, FLAIR) agree",
+        ),
+        "re-convert the flipped file with a RAS-aware converter",
     ),
     Case(
         "implausible-motion",

@@ -134,10 +134,14 @@ def check_registration(
     reference_to_floating: np.ndarray,
     checks: RegistrationChecks,
     region: np.ndarray | None = None,
+    suspect: tuple[Path, str] | None = None,
 ) -> dict[str, float]:
     """Check one registration (reference world -> floating world); return what was measured.
 
     ``region`` is the reference-grid mask compared (default: the reference's foreground).
+    ``suspect``: the file whose header a flip most likely comes from, and why (e.g. the
+    iUS, when the subject's MR sequences agreed with each other); by default the message
+    names the floating file, then the reference.
     Raises :class:`ImplausibleRegistration`, naming both files, the probable cause and
     the fix, when a flipped world matches better, the motion is beyond
     ``checks.max_rotation_deg`` / ``checks.max_translation_mm`` or the similarity fell
@@ -158,14 +162,18 @@ def check_registration(
     for flip, matrix in FLIPS.items():
         flipped = comparison.nmi(matrix)
         if flipped > max(headers, registered) + checks.similarity_tolerance:
+            culprit = (
+                f"the header of {suspect[0]} is the likelier to be flipped ({suspect[1]})"
+                if suspect
+                else f"the header of {floating.path} (or of {reference.path}) is flipped"
+            )
             raise ImplausibleRegistration(
                 f"{pair}: the images match far better with the world of {floating.path.name} "
                 f"{flip} (NMI {flipped:.3f}) than through the headers ({headers:.3f}) or the "
-                f"registration ({registered:.3f}): the header of {floating.path} (or of "
-                f"{reference.path}) is flipped, probably LPS coordinates written as RAS (NIfTI "
-                "world is RAS); fix: re-convert the flipped file with a RAS-aware converter "
-                "(e.g. dcm2niix, nibabel) or rewrite its qform and sform; the raw data is not "
-                "modified by the workflow"
+                f"registration ({registered:.3f}): {culprit}, probably LPS coordinates written "
+                "as RAS (NIfTI world is RAS); fix: re-convert the flipped file with a RAS-aware "
+                "converter (e.g. dcm2niix, nibabel) or rewrite its qform and sform; the raw "
+                "data is not modified by the workflow"
             )
     if (
         measured["rotation_deg"] > checks.max_rotation_deg

@@ -170,9 +170,31 @@ def register_us_to_mr(
         save_nifti(mask_path, mask.astype(np.uint8), us_image.affine)
         result = reg_aladin(us_path, mr_path, options, reference_mask=mask_path)
     measured = check_registration(
-        Volume.of(us_path, us_image), Volume.of(mr_path, mr_image), result.matrix, checks, mask
+        Volume.of(us_path, us_image),
+        Volume.of(mr_path, mr_image),
+        result.matrix,
+        checks,
+        mask,
+        suspect=flip_suspect(record),
     )
     return result, measured
+
+
+def flip_suspect(record: SubjectRecord) -> tuple[Path, str] | None:
+    """The iUS as the likelier flipped header of an iUS -> MR pair, with the reason.
+
+    When the subject has several MR sequences, their alignment to each other passed the
+    same checks first, so their headers agree and the iUS is the odd one out. None with a
+    single MR sequence (either may be flipped).
+    """
+    if len(record.mr_sequences) < 2:
+        return None
+    sequences = ", ".join(record.mr_sequences)
+    return (
+        record.path("US"),
+        f"the subject's MR sequences ({sequences}) agree with each other, as their alignment "
+        "checks passed; unless all of them were converted the same wrong way",
+    )
 
 
 def align_mr_sequence(
