@@ -159,22 +159,7 @@ def check_registration(
         "nmi_registered": registered,
     }
     pair = f"{floating.path} registered to {reference.path}"
-    for flip, matrix in FLIPS.items():
-        flipped = comparison.nmi(matrix)
-        if flipped > max(headers, registered) + checks.similarity_tolerance:
-            culprit = (
-                f"the header of {suspect[0]} is the likelier to be flipped ({suspect[1]})"
-                if suspect
-                else f"the header of {floating.path} (or of {reference.path}) is flipped"
-            )
-            raise ImplausibleRegistration(
-                f"{pair}: the images match far better with the world of {floating.path.name} "
-                f"{flip} (NMI {flipped:.3f}) than through the headers ({headers:.3f}) or the "
-                f"registration ({registered:.3f}): {culprit}, probably LPS coordinates written "
-                "as RAS (NIfTI world is RAS); fix: re-convert the flipped file with a RAS-aware "
-                "converter (e.g. dcm2niix, nibabel) or rewrite its qform and sform; the raw "
-                "data is not modified by the workflow"
-            )
+    _check_flips(comparison, (reference, floating), (headers, registered), checks, suspect)
     if (
         measured["rotation_deg"] > checks.max_rotation_deg
         or measured["translation_mm"] > checks.max_translation_mm
@@ -196,3 +181,36 @@ def check_registration(
             "check both headers, or raise the tolerance if the images share little"
         )
     return measured
+
+
+def _check_flips(
+    comparison: Comparison,
+    volumes: tuple[Volume, Volume],
+    similarities: tuple[float, float],
+    checks: RegistrationChecks,
+    suspect: tuple[Path, str] | None,
+) -> None:
+    """Raise when the images match better with the floating world flipped.
+
+    ``volumes``: the reference and the floating volume; ``similarities``: their NMI through
+    the headers and through the registration (see :func:`check_registration`).
+    """
+    reference, floating = volumes
+    headers, registered = similarities
+    pair = f"{floating.path} registered to {reference.path}"
+    for flip, matrix in FLIPS.items():
+        flipped = comparison.nmi(matrix)
+        if flipped > max(headers, registered) + checks.similarity_tolerance:
+            culprit = (
+                f"the header of {suspect[0]} is the likelier to be flipped ({suspect[1]})"
+                if suspect
+                else f"the header of {floating.path} (or of {reference.path}) is flipped"
+            )
+            raise ImplausibleRegistration(
+                f"{pair}: the images match far better with the world of {floating.path.name} "
+                f"{flip} (NMI {flipped:.3f}) than through the headers ({headers:.3f}) or the "
+                f"registration ({registered:.3f}): {culprit}, probably LPS coordinates written "
+                "as RAS (NIfTI world is RAS); fix: re-convert the flipped file with a RAS-aware "
+                "converter (e.g. dcm2niix, nibabel) or rewrite its qform and sform; the raw "
+                "data is not modified by the workflow"
+            )
