@@ -242,24 +242,16 @@ def truncated_checkpoint(bench: Bench) -> Callable[[], Any]:
     return lambda: load_model(path)
 
 
-class CreatesFileWhenUnpickled:
-    """An object whose unpickling would create a file (as a shell command could run)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return (open, (str(self.path), "w"))
-
-
 def model_that_runs_code(bench: Bench) -> Callable[[], Any]:
     """A model.pt whose pickle would create a file when loaded, loaded as synthesis does."""
     import torch
 
     from iusynth.training.mmhvae import load_model
 
+    from .test_checkpoint_binding import RunsWhenUnpickled
+
     path = bench.scratch / "model.pt"
-    torch.save({"model": CreatesFileWhenUnpickled(bench.scratch / "ran")}, path)
+    torch.save({"model": RunsWhenUnpickled(bench.scratch / "ran")}, path)
     return lambda: load_model(path)
 
 

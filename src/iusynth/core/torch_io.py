@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from iusynth.core.fileio import CorruptFile
+from iusynth.core.fileio import CorruptFile, set_aside
 
 
 class UnsafeFile(ValueError):
@@ -81,3 +81,20 @@ def load_torch(
             f"{path} is truncated or corrupt ({type(error).__name__}: {error}); delete it "
             f"and rerun {producer}, which writes it again"
         ) from None
+
+
+def load_checkpoint_or_set_aside(
+    path: Path, producer: str, *, map_location: Any = "cpu", numpy_scalars: bool = False
+) -> Any | None:
+    """:func:`load_torch` of a checkpoint to resume, or None when it cannot be resumed.
+
+    A truncated file, or one holding objects that could run code, is set aside
+    (``<name>.stale-unreadable`` or ``.stale-unsafe``, with a warning) so that training
+    starts afresh.
+    """
+    try:
+        return load_torch(path, producer, map_location=map_location, numpy_scalars=numpy_scalars)
+    except (CorruptFile, UnsafeFile) as error:  # killed mid-save, foreign or hostile
+        label = "unsafe" if isinstance(error, UnsafeFile) else "unreadable"
+        set_aside(path, label, f"is not a readable checkpoint ({error})")
+        return None

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from iusynth.core.fileio import CorruptFile, atomic_path, remove_stale_parts, set_aside
+from iusynth.core.fileio import atomic_path, remove_stale_parts, set_aside
 from iusynth.core.processes import exclusive_lock
-from iusynth.core.torch_io import UnsafeFile, load_torch
+from iusynth.core.torch_io import load_checkpoint_or_set_aside
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +176,8 @@ def resume(trainer: EpochTrainer, checkpoint: Path, digest: str) -> bool:
     Otherwise (other data or settings, unreadable) the checkpoint is set aside
     (:func:`set_aside`) and False returned: the caller trains a fresh trainer.
     """
-    try:
-        state = load_torch(checkpoint, "this training", map_location=trainer.device)
-    except (CorruptFile, UnsafeFile) as error:  # a truncated, foreign or hostile file
-        label = "unsafe" if isinstance(error, UnsafeFile) else "unreadable"
-        set_aside(checkpoint, label, f"is not a readable checkpoint ({error})")
+    state = load_checkpoint_or_set_aside(checkpoint, "this training", map_location=trainer.device)
+    if state is None:
         return False
     recorded = state.get("digest") if isinstance(state, dict) else None
     if recorded != digest:

@@ -53,17 +53,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iusynth.core.fileio import (
-    CorruptFile,
-    atomic_directory,
-    atomic_path,
-    set_aside,
-    write_json,
-)
+from iusynth.core.fileio import atomic_directory, atomic_path, set_aside, write_json
 from iusynth.core.processes import exclusive_lock
 from iusynth.core.settings import to_json
 from iusynth.core.splits import kfold
-from iusynth.core.torch_io import UnsafeFile, load_torch
+from iusynth.core.torch_io import load_checkpoint_or_set_aside, load_torch
 from iusynth.experiments.segmentation.planes import SubjectPlanes, subject_of, to_intensity
 from iusynth.experiments.segmentation.segmenter import DATA
 from iusynth.experiments.segmentation.settings import NnunetSettings
@@ -429,11 +423,7 @@ def bind_checkpoint(latest: Path, digest: str) -> bool:
                 f"{digest[:12]})",
             )
         else:
-            try:
-                load_torch(latest, "rule segmenter_train", numpy_scalars=True)
-            except (CorruptFile, UnsafeFile) as error:  # killed mid-save, or hostile
-                label = "unsafe" if isinstance(error, UnsafeFile) else "unreadable"
-                set_aside(latest, label, f"is not a readable checkpoint ({error})")
+            load_checkpoint_or_set_aside(latest, "rule segmenter_train", numpy_scalars=True)
     if recorded != digest:
         latest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(record) as tmp:
