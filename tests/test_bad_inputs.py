@@ -171,6 +171,22 @@ def nan_in_ius(bench: Bench) -> Callable[[], Any]:
     return lambda: SubjectRecord.read(bench.root / "P02").ultrasound()
 
 
+def replaced_by_older_file(bench: Bench) -> Callable[[], Any]:
+    """The T2 replaced by another file carrying an older timestamp (``cp -p``, ``rsync -a``)
+    after the workflow planned the job with the digests of the files it had seen."""
+    import os
+
+    from iusynth.core.raw_digests import format_digests, subject_digests
+
+    record = SubjectRecord.read(bench.root / "P01")
+    planned = format_digests(subject_digests(record.files()))
+    path = bench.file("P01", "T2")
+    stamp = path.stat()
+    save_nifti(path, np.ones(SHAPE, np.float32), np.eye(4))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns - 86_400 * 10**9))
+    return lambda: SubjectRecord.read(bench.root / "P01", "P01", planned)
+
+
 def t2_listed_missing(bench: Bench) -> Callable[[], Any]:
     """T2 listed in subjects.tsv, its file deleted."""
     bench.file("P01", "T2").unlink()
@@ -464,6 +480,14 @@ CASES = (
         ValueError,
         ("{root}/P02/P02_US.nii.gz", "8 non-finite voxels (7 NaN, 1 Inf)"),
         "replace them (e.g. by 0) in a corrected copy of the file",
+    ),
+    Case(
+        "raw-file-replaced-by-an-older-one",
+        "32.5",
+        replaced_by_older_file,
+        ValueError,
+        ("raw file {root}/P01/P01_T2.nii.gz of subject P01 changed after the workflow planned",),
+        "rerun snakemake, which reruns this subject's jobs on the new file",
     ),
     Case(
         "fold-out-of-range",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -592,7 +593,8 @@ def planned_jobs(output: str) -> set[tuple[str, str]]:
 
 
 def test_a_replaced_file_of_a_local_subject_reruns_its_jobs_alone(generated, tmp_path):
-    """Rules depend on a local subject's files: replacing one reruns that subject's jobs."""
+    """Rules depend on a local subject's files by content: replacing one, even by a file
+    with an older timestamp (cp -p, rsync -a), reruns that subject's jobs alone."""
     from iusynth.core import layout
     from iusynth.core.subject import SubjectRecord
 
@@ -627,7 +629,7 @@ def test_a_replaced_file_of_a_local_subject_reruns_its_jobs_alone(generated, tmp
             (tmp_path / "run" / "results" / output).write_text("built")
     configs = ["--configfile", str(REPO / "config" / "micro.yaml"), str(overlay)]
     run = ["-d", str(tmp_path / "run"), *targets]
-    built = snakemake("--touch", "--cores", "1", *configs, *run)
+    built = snakemake("--touch", "--forceall", "--cores", "1", *configs, *run)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     before = snakemake("-n", *configs, *run)
     assert "Nothing to be done" in before.stdout + before.stderr, before.stdout[-3000:]
@@ -639,7 +641,9 @@ def test_a_replaced_file_of_a_local_subject_reruns_its_jobs_alone(generated, tmp
     raw = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p != fixed}
     image = nib.load(fixed)
     corrected = np.asarray(image.dataobj, dtype=np.float32) * 0.5
+    stamp = fixed.stat()
     nib.save(nib.Nifti1Image(corrected, image.affine, image.header), fixed)
+    os.utime(fixed, ns=(stamp.st_atime_ns, stamp.st_mtime_ns - 86_400 * 10**9))  # older
     after = snakemake("-n", *configs, *run)
     assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]
     jobs = planned_jobs(after.stdout)

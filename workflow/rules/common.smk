@@ -13,6 +13,7 @@ from iusynth.cohorts.registry import (
 from iusynth.cohorts.datasets import catalog
 from iusynth.cohorts.datasets.upenn import is_archive
 from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
+from iusynth.core.raw_digests import DigestCache, format_digests, subject_digests
 from iusynth.evaluation.settings import LPIPS_WEIGHTS_FILE
 from iusynth.experiments.segmentation.segmenter import DATA as SEGMENTER_DATA
 from iusynth.core.directions import Direction
@@ -175,6 +176,28 @@ def subject_files(cohort, subject):
 def subject_inputs(wildcards):
     """The files (or built folder) of one subject, see subject_files."""
     return subject_files(wildcards.cohort, wildcards.subject)
+
+
+@functools.cache
+def digest_cache(cohort):
+    """The cache of a local cohort's file digests (rehashed only when a file moved)."""
+    return DigestCache(Path(RESULTS) / "raw_sha256" / f"{cohort}.json")
+
+
+@functools.cache
+def raw_sha256_of(cohort, subject):
+    """The SHA-256 of each raw file of a local subject (--raw-sha256): a param of every
+    rule reading them, so a file replaced by one with an older timestamp still reruns
+    the subject's jobs; empty for folders a rule of the workflow writes."""
+    if COHORTS[cohort].source != "local":
+        return ""
+    files = subject_files(cohort, subject)
+    return format_digests(subject_digests(files, digest_cache(cohort)))
+
+
+def raw_sha256(wildcards):
+    """raw_sha256_of the job's cohort and subject."""
+    return raw_sha256_of(wildcards.cohort, wildcards.subject)
 
 
 def given_transform_files(wildcards):

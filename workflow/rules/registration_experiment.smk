@@ -54,9 +54,13 @@ rule registration_experiment:
     params:
         iusynth=IUSYNTH,
         subject_dir=lambda wildcards: evaluation_subject_dir(wildcards.subject),
+        raw_sha256=lambda wildcards: raw_sha256_of(
+            evaluation_set(wildcards.subject), wildcards.subject
+        ),
         settings=job_settings(jobs.registration_experiment),
     shell:
         "{params.iusynth} registration-experiment --subject-dir {params.subject_dir:q}"
+        " --raw-sha256 {params.raw_sha256:q}"
         " --subject {wildcards.subject} --alignment {input.alignment:q}"
         " --synthetic {input.synthetic:q} --settings {params.settings:q}"
         " --threads {threads} --output {output:q} > {log:q} 2>&1"

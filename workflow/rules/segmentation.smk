@@ -23,9 +23,13 @@ rule virtual_sweep:
         runtime=15,
     params:
         iusynth=IUSYNTH,
+        raw_sha256=lambda wildcards: raw_sha256_of(
+            SEGMENTATION["cohort"], wildcards.subject
+        ),
         settings=job_settings(jobs.virtual_sweep),
     shell:
-        "{params.iusynth} virtual-sweep --subject-dir {input:q} --subject {wildcards.subject}"
+        "{params.iusynth} virtual-sweep --subject-dir {input:q} --raw-sha256 {params.raw_sha256:q}"
+        " --subject {wildcards.subject}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 

@@ -38,10 +38,17 @@ SHARED_ARGUMENTS: dict[str, Any] = {
         "--settings",
         {"required": True, "help": "the job's settings as JSON (see iusynth.jobs)"},
     ),
-    "subject-dir": (
-        "--subject-dir",
-        {"required": True, "type": Path, "help": "the subject's folder"},
-    ),
+    "subject-dir": [
+        ("--subject-dir", {"required": True, "type": Path, "help": "the subject's folder"}),
+        (
+            "--raw-sha256",
+            {
+                "default": "",
+                "help": "name=sha256 of each raw file, comma-joined: a file that differs is "
+                "refused (iusynth.core.raw_digests); empty for folders the workflow writes",
+            },
+        ),
+    ],
     "subject": ("--subject", {"required": True, "help": "subject id"}),
     "preprocessed-dir": (
         "--preprocessed-dir",

@@ -121,17 +121,27 @@ class SubjectRecord:
     folder: Path
     kinds: frozenset[str]
     annotated: str | None = None
+    raw_sha256: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     _cache: dict[tuple[str, ...], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
     @classmethod
-    def read(cls, folder: str | os.PathLike[str], subject: str | None = None) -> SubjectRecord:
-        """Read a subject folder (named by the subject id unless ``subject`` is given)."""
+    def read(
+        cls, folder: str | os.PathLike[str], subject: str | None = None, raw_sha256: str = ""
+    ) -> SubjectRecord:
+        """Read a subject folder (named by the subject id unless ``subject`` is given).
+
+        ``raw_sha256`` (``name=digest`` pairs, :mod:`iusynth.core.raw_digests`) are the
+        digests the workflow planned the job with: a file whose bytes differ is refused.
+        """
+        from iusynth.core.raw_digests import check_digests
+
         folder = Path(folder)
         subject = layout.check_subject_id(folder.name if subject is None else subject)
         kinds = _present_kinds(folder, subject)
-        return cls(subject, folder, kinds, _annotated_sequence(folder, subject, kinds))
+        digests = check_digests(folder, raw_sha256, subject)
+        return cls(subject, folder, kinds, _annotated_sequence(folder, subject, kinds), digests)
 
     def path(self, kind: str) -> Path:
         """The path of one file kind of the subject (present or not)."""

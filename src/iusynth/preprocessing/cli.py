@@ -18,7 +18,7 @@ def _qc_subject(args: argparse.Namespace) -> None:
     from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.qc import plot_subject
 
-    plot_subject(SubjectRecord.read(args.subject_dir, args.subject), args.output)
+    plot_subject(SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256), args.output)
     log.info("wrote %s", args.output)
 
 
@@ -32,13 +32,14 @@ def _align_mr(args: argparse.Namespace) -> None:
     settings = from_json(RegistrationSettings, args.settings, threads=args.threads)
     if not settings.align_mr_sequences:
         log.info("MR -> MR alignment is switched off: identity transforms")
+    subject = SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256)
     record = align_subject_sequences(
-        SubjectRecord.read(args.subject_dir, args.subject),
+        subject,
         list(settings.reference_order),
         settings.registration if settings.align_mr_sequences else None,
         settings.registration_checks,
     )
-    write_json(args.output, record)
+    write_json(args.output, {**record, "raw_sha256": subject.raw_sha256})
     log.info(
         "aligned %s to %s (seconds %s)",
         list(record["transforms"]),
@@ -58,7 +59,7 @@ def _register_us(args: argparse.Namespace) -> None:
     settings = from_json(RegistrationSettings, args.settings, threads=args.threads)
     _, alignment = read_alignment_record(args.alignment, args.subject)
     record = register_subject(
-        SubjectRecord.read(args.subject_dir, args.subject),
+        SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256),
         list(settings.reference_order),
         settings.registration,
         alignment,
@@ -87,10 +88,10 @@ def _import_transforms(args: argparse.Namespace) -> None:
     from iusynth.preprocessing.settings import RegistrationSettings
 
     settings = from_json(RegistrationSettings, args.settings, threads=1)
-    record = SubjectRecord.read(args.subject_dir, args.subject)
+    record = SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256)
     given = given_registration(args.transforms, record)
     registration, alignment = import_registration(record, given, settings, args.transforms)
-    write_json(args.alignment, alignment)
+    write_json(args.alignment, {**alignment, "raw_sha256": record.raw_sha256})
     write_json(args.registration, registration)
     log.info(
         "%s: iUS -> %s from %s (NMI %.3f through the headers, %.3f given)",
@@ -126,7 +127,7 @@ def _preprocess(args: argparse.Namespace) -> None:
             f"{args.registration} and {args.alignment} disagree on the reference sequence"
         )
     grid, volumes, summary = preprocess_subject(
-        SubjectRecord.read(args.subject_dir, args.subject),
+        SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256),
         np.array(registration["us_to_mr"]),
         alignment,
         settings,
@@ -205,7 +206,7 @@ def _qc_registration(args: argparse.Namespace) -> None:
     from iusynth.core.subject import SubjectRecord
     from iusynth.preprocessing.qc import plot_subject_registration
 
-    record = SubjectRecord.read(args.subject_dir, args.subject)
+    record = SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256)
     plot_subject_registration(record, args.preprocessed_dir, args.output)
     log.info("wrote %s", args.output)
 

@@ -44,7 +44,7 @@ def _registration_experiment(args: argparse.Namespace) -> None:
     from iusynth.experiments.registration_tre.settings import ExperimentSettings
 
     settings = from_json(ExperimentSettings, args.settings, threads=args.threads)
-    record = SubjectRecord.read(args.subject_dir, args.subject)
+    record = SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256)
     if not record.has("landmarks"):
         log.warning("%s has no landmarks: no TRE to measure, no rows", args.subject)
         write_csv(pd.DataFrame(columns=list(CASE_COLUMNS)), args.output)

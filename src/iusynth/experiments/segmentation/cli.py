@@ -31,7 +31,7 @@ def _virtual_sweep(args: argparse.Namespace) -> None:
     from iusynth.experiments.segmentation.sweeps import make_sweeps
 
     settings = from_json(VirtualSweepSettings, args.settings)
-    record = SubjectRecord.read(args.subject_dir, args.subject)
+    record = SubjectRecord.read(args.subject_dir, args.subject, args.raw_sha256)
     meta = make_sweeps(record, args.output, settings)
     log.info("%s: %d sweep planes", args.subject, len(meta["slice_indices"]))
 
