@@ -228,6 +228,15 @@ def nan_temperature(bench: Bench) -> Callable[[], Any]:
     return validate(bench, {"evaluation": {"table_temperature": float("nan")}})
 
 
+def config_file(bench: Bench, text: str) -> Callable[[], Any]:
+    """A config overlay with ``text``, read as ``iusynth check-config`` reads it."""
+    from iusynth.core.config import read_config_file
+
+    path = bench.root.parent / "mine.yaml"  # beside the cohort, not in it
+    path.write_text(text)
+    return lambda: read_config_file(path)
+
+
 def label_with_markup(bench: Bench) -> Callable[[], Any]:
     """A Table 1 label holding a script element (it would reach the report's params)."""
     return validate(bench, {"evaluation": {"table1": {"mmhvae": "<script>alert(1)</script>"}}})
@@ -512,6 +521,22 @@ CASES = (
         ConfigError,
         ("config key 'evaluation.table_temperature': nan is not a finite number",),
         "give a number",
+    ),
+    Case(
+        "config-with-a-yaml-error",
+        "32.w",
+        lambda bench: config_file(bench, "evaluation:\n  temperatures: [0.5, 0.7\n"),
+        ConfigError,
+        ("mine.yaml, line 3, column 1: not valid YAML", "line 2, column 17"),
+        "fix it there (indent with spaces, not tabs; close every bracket and quote)",
+    ),
+    Case(
+        "config-that-is-a-list",
+        "32.w",
+        lambda bench: config_file(bench, "- evaluation\n- table_temperature: 0.5\n"),
+        ConfigError,
+        ("mine.yaml holds a YAML list at its top level",),
+        "write 'section:' lines with the keys indented under them",
     ),
     Case(
         "markup-in-a-label",

@@ -290,3 +290,15 @@ def test_downstream_model_mistakes_name_their_key(override, message):
 def test_segmentation_mistakes_name_their_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         resolve_cohorts(merged_config(override))
+
+
+def test_check_config_reads_overlays_in_order_and_names_the_bad_one(tmp_path, caplog):
+    from iusynth.cli import main
+
+    main(["check-config", str(REPO / "config" / "micro.yaml")])  # passes: no exit
+    bad = tmp_path / "overlay.yaml"
+    bad.write_text("evaluation:\n  table_temperature: .nan\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["check-config", str(REPO / "config" / "micro.yaml"), str(bad)])
+    assert exited.value.code == 1
+    assert "config key 'evaluation.table_temperature': nan is not a finite number" in caplog.text

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -236,17 +237,63 @@ def test_micro_workflow_runs_end_to_end(tmp_path, micro_config):
     assert "Nothing to be done" in again.stdout + again.stderr
     check_what_reruns(workdir, results)
 
-    # the self-contained HTML report holds every table and figure
+    # the self-contained HTML report holds every table and figure; built with labels that
+    # try to break out of an attribute or smuggle an element (< and > are refused by the
+    # config checks), it holds no element or attribute of theirs (issue 32)
+    overlay = tmp_path / "hostile_labels.yaml"
+    overlay.write_text(yaml.safe_dump({"evaluation": {"table1": HOSTILE_LABELS}}))
     report = workdir / "report.html"
     result = snakemake(
-        *micro, "-d", str(workdir), "--report", str(report),
+        *micro_arguments(results, overlay), "-d", str(workdir), "--report", str(report),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     html = report.read_text()
+    check_no_markup_from_labels(html)
     for name in ("table1_synthesis.csv", "table3_registration.csv", "table4_segmentation.csv"):
         assert name in html, name
     assert "segmentation_dice.png" in html and "registration_tre.png" in html
     assert (results / "reports" / "index.html").resolve().as_uri() in html
+
+
+HOSTILE_LABELS = {
+    "mmhvae": 'MMHVAE" onmouseover="alert(1)',
+    "mhvae": "MHVAE' onfocus='alert(2)",
+    "pix2pix": "&lt;img src=x onerror=alert(3)&gt;",
+}
+
+
+class _Elements(HTMLParser):
+    """Every element and attribute of an HTML page, and the text of its script blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str]] = []
+        self.scripts = ""
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += [(name, value or "") for name, value in attrs]
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = self._in_script and tag != "script"
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts += data
+
+
+def check_no_markup_from_labels(html: str) -> None:
+    """The hostile labels reached the page as data only: no element or attribute of theirs."""
+    page = _Elements()
+    page.feed(html)
+    assert "onmouseover" in page.scripts, "the labels did not reach the report's params"
+    names = {name for name, _ in page.attributes}
+    assert not names & {"onmouseover", "onfocus", "onerror"}, names
+    assert "img" not in page.tags or all("alert(3)" not in v for _, v in page.attributes)
+    assert all("alert(" not in value for _, value in page.attributes)
 
 
 EXPENSIVE = {

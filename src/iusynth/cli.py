@@ -19,6 +19,7 @@ from iusynth.core.processes import die_with_parent
 log = logging.getLogger("iusynth")
 
 STAGE_MODULES = (
+    "iusynth.core.cli",
     "iusynth.cohorts.cli",
     "iusynth.preprocessing.cli",
     "iusynth.training.cli",

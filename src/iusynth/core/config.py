@@ -118,6 +118,45 @@ def _unusable_values(value: Any, path: list[Any]) -> list[str]:
     return []
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file as a mapping, or a ConfigError naming the file, line and column.
+
+    Snakemake reads ``--configfile`` files before the workflow runs and reports a YAML
+    error or a top-level list without the file or line; ``iusynth check-config`` reads
+    them with this instead.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check its path") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is unreadable ({error}): save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" {error.context}" if error.context else ""
+        if error.context_mark and error.context_mark is not mark:
+            opened = error.context_mark
+            context += f" opened at line {opened.line + 1}, column {opened.column + 1}"
+        raise ConfigError(
+            f"config file {path}{where}: not valid YAML ({error.problem}{context}); fix it "
+            "there (indent with spaces, not tabs; close every bracket and quote)"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML ({error})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} holds a YAML {type(data).__name__} at its top level, not a "
+            "mapping of config sections: write 'section:' lines with the keys indented "
+            "under them (e.g. 'evaluation:' then '  table_temperature: 0.5'), not '- ' items"
+        )
+    return data
+
+
 def validate_config(config: dict[str, Any], schema_path: Path) -> None:
     """Validate a config dict against the workflow schema; raise ConfigError naming each bad key.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iusynth.reporting.markdown import markdown_unescape, table_cells
 from iusynth.reporting.provenance import read_stamp
 from iusynth.reporting.render import relative_link, render_template, write_text
 
@@ -29,11 +30,6 @@ class MarkdownBlock:
     rows: tuple[tuple[str, ...], ...] = ()
 
 
-def _cells(line: str) -> tuple[str, ...]:
-    """The cells of a Markdown pipe-table row."""
-    return tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
-
-
 def parse_markdown_tables(text: str, source: Path) -> list[MarkdownBlock]:
     """Headings, paragraphs and pipe tables of a results table file (its Markdown subset)."""
     blocks: list[MarkdownBlock] = []
@@ -45,7 +41,8 @@ def parse_markdown_tables(text: str, source: Path) -> list[MarkdownBlock]:
             index += 1
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            blocks.append(MarkdownBlock("heading", line.lstrip("#").strip(), level=level))
+            text = markdown_unescape(line.lstrip("#").strip())
+            blocks.append(MarkdownBlock("heading", text, level=level))
             index += 1
         elif line.lstrip().startswith("|"):
             table = []
@@ -57,8 +54,8 @@ def parse_markdown_tables(text: str, source: Path) -> list[MarkdownBlock]:
                     f"{source}: a table without its header separator line; re-run the rule "
                     "that writes it"
                 )
-            header = _cells(table[0])
-            rows = tuple(_cells(row) for row in table[2:])
+            header = table_cells(table[0])
+            rows = tuple(table_cells(row) for row in table[2:])
             blocks.append(MarkdownBlock("table", header=header, rows=rows))
         else:
             paragraph = []
@@ -69,7 +66,7 @@ def parse_markdown_tables(text: str, source: Path) -> list[MarkdownBlock]:
             ):
                 paragraph.append(lines[index].strip())
                 index += 1
-            blocks.append(MarkdownBlock("paragraph", " ".join(paragraph)))
+            blocks.append(MarkdownBlock("paragraph", markdown_unescape(" ".join(paragraph))))
     return blocks
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iusynth.reporting.citations import REFERENCES, Reference
+from iusynth.reporting.markdown import markdown_escape
 from iusynth.reporting.render import environment, latex_escape, render_template, write_text
 from iusynth.reporting.settings import MethodsSettings
 
@@ -107,7 +108,7 @@ class Formatter:
         if isinstance(value, Formatted):
             return value
         text = "" if value is None else str(value)
-        return latex_escape(text) if self.fmt == "tex" else text
+        return latex_escape(text) if self.fmt == "tex" else markdown_escape(text)
 
     def heading(self, text: str, level: int = 2) -> Formatted:
         """A section heading."""
@@ -131,6 +132,8 @@ class Formatter:
         """A name as typed (a config key, a method, a file)."""
         if self.fmt == "tex":
             return Formatted("\\texttt{" + latex_escape(str(text)) + "}")
+        if "`" in str(text):  # a name holding a backtick: a longer fence
+            return Formatted(f"`` {text} ``")
         return Formatted(f"`{text}`")
 
     def names(self, items: Any) -> Formatted:

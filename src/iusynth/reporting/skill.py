@@ -17,6 +17,7 @@ import pandas as pd
 from iusynth.core.directions import Direction, subset_name
 from iusynth.core.fileio import atomic_path
 from iusynth.evaluation.evaluate import write_csv
+from iusynth.reporting.markdown import markdown_escape
 
 SKILL_COLUMNS = ("skill_r", "skill_psnr", "constant_psnr")
 NO_SKILL = (
@@ -84,11 +85,12 @@ def render_skill_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "\n".join([*lines, NO_SKILL, ""])
     for (set_name, _direction), group in table.groupby(["set", "direction"], sort=False):
-        lines += [f"## {set_name}: {group['direction_label'].iloc[0]}", ""]
+        heading = f"{set_name}: {group['direction_label'].iloc[0]}"
+        lines += [f"## {markdown_escape(heading)}", ""]
         lines += ["| Method | r | PSNR (dB) | Constant (dB) | Subjects |", "|---|---|---|---|---|"]
         for _, row in group.iterrows():
             lines.append(
-                f"| {row['label']} | {_cell(row, 'skill_r', 3)} | "
+                f"| {markdown_escape(row['label'])} | {_cell(row, 'skill_r', 3)} | "
                 f"{_cell(row, 'skill_psnr', 2)} | {_cell(row, 'constant_psnr', 2)} | "
                 f"{row['subjects']} |"
             )

@@ -15,6 +15,7 @@ import pandas as pd
 from iusynth.core.directions import Direction, subset_name
 from iusynth.core.fileio import atomic_path
 from iusynth.evaluation.evaluate import write_csv
+from iusynth.reporting.markdown import markdown_escape
 
 PAPER_COLUMNS = ["experiment", "set", "method", "direction", "metric", "value", "source"]
 LPIPS_ABSENT = "LPIPS left out (evaluation.lpips_weights: null)"
@@ -150,11 +151,11 @@ def render_markdown(
         "LPIPS as published (different data); Gap: ours minus the paper's; – : not "
         "evaluable here.",
         "",
-        *[line for note in notes or [] for line in (note, "")],
+        *[line for note in notes or [] for line in (markdown_escape(note), "")],
     ]
     for (set_name, _direction), group in table.groupby(["set", "direction"], sort=False):
         label = group["direction_label"].iloc[0]
-        lines += [f"## {set_name}: {label}", ""]
+        lines += [f"## {markdown_escape(set_name)}: {markdown_escape(label)}", ""]
         if (group["subjects"] == 0).all():
             lines += ["No subject of this set has these modalities.", ""]
             continue
@@ -164,7 +165,8 @@ def render_markdown(
         ]
         for _, row in group.iterrows():
             lines.append(
-                f"| {row['label']} | {_cell(row, 'psnr', 2)} | {_cell(row, 'ssim', 1)} | "
+                f"| {markdown_escape(row['label'])} | {_cell(row, 'psnr', 2)} | "
+                f"{_cell(row, 'ssim', 1)} | "
                 f"{_cell(row, 'lpips', 1)} | {_cell(row, 'l1', 2)} | {row['subjects']} | "
                 f"{_paper_cell(row)} | {_paper_cell(row, 'gap')} |"
             )
@@ -360,9 +362,10 @@ def sectioned_markdown(
     for row in rows:
         if len(row) == 1:
             rule = "|".join("---" for _ in header)
-            lines += ["", f"## {row[0]}", "", f"| {' | '.join(header)} |", f"|{rule}|"]
+            heading = markdown_escape(row[0])
+            lines += ["", f"## {heading}", "", f"| {' | '.join(header)} |", f"|{rule}|"]
         else:
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append("| " + " | ".join(map(markdown_escape, row)) + " |")
     return "\n".join([*lines, ""])
 
 
