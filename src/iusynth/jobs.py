@@ -20,8 +20,7 @@ from iusynth.cohorts.datasets.download import RetryPolicy
 from iusynth.cohorts.demo.settings import DemoCohortSettings, DemoSettings
 from iusynth.cohorts.registry import demo_cohort_settings, transforms_of
 from iusynth.core.config import validate_config
-from iusynth.core.directions import canonical_subset
-from iusynth.core.modalities import MODALITIES
+from iusynth.core.directions import Direction
 from iusynth.core.settings import ConfigError, build, merged
 from iusynth.core.splits import fold_count, split_source, trained_folds
 from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSettings
@@ -32,6 +31,7 @@ from iusynth.experiments.segmentation.settings import (
     SyntheticIusSettings,
     VirtualSweepSettings,
 )
+from iusynth.methods import TRANSLATORS, translator_method
 from iusynth.model.config import ModelConfig, TranslatorConfig
 from iusynth.preprocessing.settings import (
     PreprocessingSettings,
@@ -92,6 +92,11 @@ def splits(config: Config) -> SplitSettings:
         "preprocessing.splits",
         source=split_source(config),
     )
+
+
+def direction_names(config: Config) -> list[str]:
+    """The evaluated directions' names (``T2-to-US``) from ``evaluation.directions``."""
+    return [Direction(**direction).name for direction in config["evaluation"]["directions"]]
 
 
 def _slice_side(config: Config) -> int:
@@ -371,7 +376,9 @@ def check_all(config: Config) -> None:
     for name in config["models"]["variants"]:
         if pretrained(config, name) is None:
             variant(config, name, config["models"]["fold"])
-    baseline(config, "mmgan", "any", config["models"]["fold"])
+    for kind, method in TRANSLATORS.items():
+        for network in method.networks(direction_names(config)):
+            baseline(config, kind, network, config["models"]["fold"])
     for method in config["evaluation"]["sweep_methods"]:
         sweep(config, method)
     for builder in (metrics, tables, figures, registration_experiment, mr_synthesis):
@@ -405,13 +412,9 @@ def pretrained(config: Config, name: str) -> PretrainedSettings | None:
     )
 
 
-def baseline(config: Config, kind: str, direction: str, fold: int) -> BaselineSettings:
-    """A GAN baseline's training job on one fold (Pix2Pix ``T2-to-US``, MM-GAN ``any``)."""
-    if kind == "pix2pix":
-        inputs_name, _, target = direction.partition("-to-")
-        inputs, targets = canonical_subset(inputs_name.split("+")), (target,)
-    else:
-        inputs, targets = MODALITIES, MODALITIES
+def baseline(config: Config, kind: str, network: str, fold: int) -> BaselineSettings:
+    """One network of a GAN baseline trained on one fold (e.g. Pix2Pix ``T2-to-US``)."""
+    inputs, targets = translator_method(kind).modalities(network)
     return BaselineSettings(
         fold=fold,
         translator=translator(config, kind, inputs, targets),

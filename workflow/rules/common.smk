@@ -3,7 +3,8 @@ import json
 import re
 import shlex
 
-from iusynth.core.config import GAN_BASELINES, ConfigError, run_provenance
+from iusynth.core.config import ConfigError, run_provenance
+from iusynth.methods import TRANSLATORS
 from iusynth.cohorts.registry import (
     NIFTYREG,
     SUBJECT_FOLDERS,
@@ -16,7 +17,6 @@ from iusynth.core.layout import MANIFEST_NAME, SUBJECT_ID_PATTERN
 from iusynth.core.raw_digests import DigestCache, format_digests, subject_digests
 from iusynth.evaluation.settings import LPIPS_WEIGHTS_FILE
 from iusynth.experiments.segmentation.segmenter import DATA as SEGMENTER_DATA
-from iusynth.core.directions import Direction
 from iusynth.core.processes import supervise_jobs
 from iusynth.core.settings import to_json
 from iusynth.core.splits import fold_lists, split_source, trained_folds
@@ -84,7 +84,11 @@ PRIMARY_FOLD = config["models"]["fold"]
 # rule), each by its fold's models, and on the whole test cohort by the primary fold's;
 # the test cohort's subjects come first (figures use the first).
 EVALUATION = config["evaluation"]
-PIX2PIX_DIRECTIONS = [Direction(**d).name for d in EVALUATION["directions"]]
+# the networks of each GAN baseline (iusynth.methods), e.g. one per evaluated direction
+BASELINE_NETWORKS = {
+    name: method.networks(jobs.direction_names(config))
+    for name, method in TRANSLATORS.items()
+}
 EVALUATED_METHODS = list(
     dict.fromkeys(
         [*EVALUATION["table1"], *EVALUATION["table2"], *EVALUATION["sweep_methods"]]
@@ -402,11 +406,13 @@ def model_dir(fold):
 
 
 def method_models(method, fold=PRIMARY_FOLD):
-    """The model.pt files behind an evaluated method (a VAE variant, Pix2Pix or MM-GAN)."""
-    if method == "pix2pix":
-        return [f"{model_dir(fold)}/pix2pix/{d}/model.pt" for d in PIX2PIX_DIRECTIONS]
-    if method == "mmgan":
-        return [f"{model_dir(fold)}/mmgan/any/model.pt"]
+    """The model.pt files behind an evaluated method: a VAE variant's, or the networks of
+    a GAN baseline."""
+    if method in BASELINE_NETWORKS:
+        return [
+            f"{model_dir(fold)}/{method}/{network}/model.pt"
+            for network in BASELINE_NETWORKS[method]
+        ]
     return [f"{model_dir(fold)}/{method}/model.pt"]
 
 

@@ -6,16 +6,19 @@ rule train_baseline:
         splits=rules.make_splits.output[0],
         slices=trainval_slice_dirs(),
     output:
-        model=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{direction}}/model.pt",
-        losses=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{direction}}/losses.csv",
+        model=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/model.pt",
+        losses=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/losses.csv",
     log:
-        f"{RESULTS}/logs/train_baseline/fold-{{fold}}/{{baseline}}/{{direction}}.log",
+        f"{RESULTS}/logs/train_baseline/fold-{{fold}}/{{baseline}}/{{network}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_baseline/fold-{{fold}}/{{baseline}}/{{direction}}.tsv"
+        f"{RESULTS}/benchmarks/train_baseline/fold-{{fold}}/{{baseline}}/{{network}}.tsv"
     wildcard_constraints:
         fold="|".join(str(fold) for fold in FOLDS),
-        baseline="|".join(GAN_BASELINES),
-        direction="|".join(re.escape(d) for d in [*PIX2PIX_DIRECTIONS, "any"]),
+        baseline="|".join(BASELINE_NETWORKS),
+        network="|".join(
+            re.escape(network)
+            for network in dict.fromkeys(sum(BASELINE_NETWORKS.values(), ()))
+        ),
     conda:
         "../envs/training.yaml"
     threads: config["baselines"]["threads"]
@@ -27,10 +30,10 @@ rule train_baseline:
     params:
         iusynth=IUSYNTH,
         settings=lambda wildcards: job_settings(
-            jobs.baseline, wildcards.baseline, wildcards.direction, int(wildcards.fold)
+            jobs.baseline, wildcards.baseline, wildcards.network, int(wildcards.fold)
         ),
         slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
-        checkpoint=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{direction}}/checkpoint.pt",
+        checkpoint=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/checkpoint.pt",
     shell:
         "{params.iusynth} train-baseline --settings {params.settings:q}"
         " --splits {input.splits:q} --slices {params.slices:q}"

@@ -21,9 +21,9 @@ from iusynth.cohorts.datasets import catalog, upenn
 from iusynth.cohorts.demo.plan import COHORT_ROLES, plan_cohort
 from iusynth.cohorts.demo.settings import DemoCohortSettings
 from iusynth.core import layout, validation
-from iusynth.core.config import GAN_BASELINES
 from iusynth.core.settings import ConfigError, build
 from iusynth.core.splits import split_source
+from iusynth.methods import GAN_BASELINES
 
 NIFTYREG = "niftyreg"  # registrations by reg_aladin (ours)
 AUTHORS = "authors"  # ReMIND: the authors' ITK transforms (resources/authors_mmhvae)

@@ -18,6 +18,7 @@ import yaml
 
 from iusynth.core import modalities
 from iusynth.core.settings import ConfigError
+from iusynth.methods import GAN_BASELINES
 
 
 def merge_config(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
@@ -226,9 +227,6 @@ def _check_pretrained(key: str, overrides: dict[str, Any]) -> None:
             "authors' checkpoint (their pretrained/mmhvae_f0/models/CP_main_1000.pth), or "
             "{url: ..., sha256: ...}"
         )
-
-
-GAN_BASELINES = ("pix2pix", "mmgan")
 
 
 def _check_downstream(config: dict[str, Any]) -> None:

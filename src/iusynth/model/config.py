@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from iusynth.core.modalities import MODALITIES
+from iusynth.methods import GAN_BASELINES
 
 POE_WEIGHTINGS = ("authors", "textbook")
 KL_ESTIMATORS = ("sampled", "analytic")
@@ -93,9 +94,6 @@ class ModelConfig:
         return stage >= self.downsamplings - (self.latent_levels - 1)
 
 
-KINDS = ("pix2pix", "mmgan")
-
-
 @dataclass(frozen=True)
 class TranslatorConfig:
     """Which modalities go in and out, and the U-Net's size (``baselines.architecture``)."""
@@ -114,8 +112,8 @@ class TranslatorConfig:
     discriminator_layers: int
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"translator kind {self.kind!r}: expected one of {KINDS}")
+        if self.kind not in GAN_BASELINES:
+            raise ValueError(f"translator kind {self.kind!r}: expected one of {GAN_BASELINES}")
         for name in (*self.inputs, *self.targets):
             if name not in MODALITIES:
                 raise ValueError(f"translator modality {name!r}: expected one of {MODALITIES}")

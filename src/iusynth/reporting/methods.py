@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iusynth.methods import TRANSLATORS
 from iusynth.reporting.citations import REFERENCES, Reference
 from iusynth.reporting.markdown import markdown_escape
 from iusynth.reporting.render import environment, latex_escape, render_template, write_text
@@ -237,8 +238,7 @@ def methods_context(
         "pretrained_variants": pretrained,
         "directions": [direction.label for direction in tables.directions],
         "evaluated": [(method, labels.get(method, method)) for method in evaluated],
-        "uses_pix2pix": "pix2pix" in uses,
-        "uses_mmgan": "mmgan" in uses,
+        "gan_baselines": [method for name, method in TRANSLATORS.items() if name in uses],
         "uses_mvae": "mvae" in settings.variants,
         "uses_mopoe": "mopoe" in settings.variants,
         "segmentation_methods": list(settings.segmentation_methods.items()),

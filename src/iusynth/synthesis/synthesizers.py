@@ -32,6 +32,7 @@ from iusynth.core.fileio import atomic_directory, save_nifti, write_json
 from iusynth.core.modalities import MODALITIES
 from iusynth.core.torch_io import load_torch
 from iusynth.evaluation.metrics import to_display
+from iusynth.methods import translator_method
 from iusynth.model.network import MMHVAE
 from iusynth.model.translator import UNetTranslator, translator_inputs
 from iusynth.preprocessing.slices import SliceStack, load_slices
@@ -89,7 +90,7 @@ class VAESynthesizer(Synthesizer):
 
 
 class TranslatorSynthesizer(Synthesizer):
-    """GAN baselines: Pix2Pix (one U-Net per direction) or MM-GAN (one U-Net for all)."""
+    """A GAN baseline's networks (:mod:`iusynth.methods`: e.g. one per direction, or one)."""
 
     stochastic = False
 
@@ -100,14 +101,12 @@ class TranslatorSynthesizer(Synthesizer):
         self.device = next(models[0].parameters()).device
 
     def _model_for(self, inputs: tuple[str, ...]) -> list[UNetTranslator]:
-        chosen = []
-        for model in self.models:
-            config = model.config
-            if config.kind == "mmgan" and set(inputs) < set(config.inputs):
-                chosen.append(model)
-            elif config.kind == "pix2pix" and tuple(config.inputs) == inputs:
-                chosen.append(model)
-        return chosen
+        """The networks that synthesise from ``inputs`` (their method says which)."""
+        return [
+            model
+            for model in self.models
+            if translator_method(model.config.kind).serves(model.config, inputs)
+        ]
 
     def targets(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         """The modalities not among the inputs that some network produces from them."""

@@ -24,6 +24,7 @@ import torch
 from iusynth.core.modalities import MODALITIES
 from iusynth.core.settings import build
 from iusynth.core.torch_io import load_torch
+from iusynth.methods import translator_method
 from iusynth.model.discriminator import (
     PatchDiscriminator,
     lsgan_discriminator_loss,
@@ -40,12 +41,15 @@ log = logging.getLogger(__name__)
 COLUMNS = ("epoch", "loss", "l1", "gan_g", "gan_d", "lr", "val_l1", "seconds")
 
 
+def build_generator(config: TranslatorConfig) -> torch.nn.Module:
+    """The generator of a baseline's network: its method's own, else the shared U-Net."""
+    return translator_method(config.kind).generator(config) or UNetTranslator(config)
+
+
 def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:
-    """The volumes a baseline can learn from (Pix2Pix: its inputs and target present)."""
-    if config.kind == "pix2pix":
-        needed = {*config.inputs, *config.targets}
-        return [s for s in stacks if needed <= s.acquired]
-    return [s for s in stacks if int(s.present.sum()) >= 2]
+    """The volumes a baseline's network can learn from (its method says which)."""
+    method = translator_method(config.kind)
+    return [stack for stack in stacks if method.learns_from(config, stack.acquired)]
 
 
 class TranslatorTrainer(EpochTrainer):
@@ -68,7 +72,8 @@ class TranslatorTrainer(EpochTrainer):
                 f"{config.kind} {'+'.join(config.inputs)} -> {'+'.join(config.targets)}: "
                 "no training volume has these modalities"
             )
-        self.model = UNetTranslator(config).to(self.device)
+        self.method = translator_method(config.kind)
+        self.model = build_generator(config).to(self.device)
         self.discriminator = PatchDiscriminator(
             config.discriminator_channels,
             config.discriminator_layers,
@@ -109,14 +114,10 @@ class TranslatorTrainer(EpochTrainer):
         }
 
     def _observed(self, present: torch.Tensor, batch: int) -> torch.Tensor:
-        """The input mask of a batch: Pix2Pix its inputs, MM-GAN a random proper subset."""
+        """The input mask of a batch, among the present modalities (its method chooses)."""
         observed = torch.zeros(len(MODALITIES), dtype=torch.bool)
-        if self.config.kind == "pix2pix":
-            observed[[MODALITIES.index(m) for m in self.config.inputs]] = True
-        else:
-            available = np.flatnonzero(present.numpy())
-            size = int(self.rng.integers(1, len(available)))
-            observed[self.rng.choice(available, size=size, replace=False)] = True
+        available = np.flatnonzero(present.numpy())
+        observed[self.method.training_inputs(self.config, available, self.rng)] = True
         return observed.unsqueeze(0).expand(batch, -1)
 
     def _losses(
@@ -167,11 +168,8 @@ class TranslatorTrainer(EpochTrainer):
             batch = self.val.batch(index, rng, flip=False, start=start)
             images, fov = batch.images.to(self.device), batch.fov.to(self.device)
             present = batch.present.to(self.device)
-            observed = torch.zeros(len(MODALITIES), dtype=torch.bool, device=self.device)
-            if self.config.kind == "pix2pix":
-                observed[[MODALITIES.index(m) for m in self.config.inputs]] = True
-            else:
-                observed[0] = True  # iUS in, every MR sequence out
+            given = self.method.validation_inputs(self.config)
+            observed = torch.tensor([m in given for m in MODALITIES], device=self.device)
             observed = observed.unsqueeze(0).expand(images.shape[0], -1)
             _, outputs, real, weights = self._losses(images, fov, present, observed)
             per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)
@@ -230,12 +228,12 @@ def train_translator(
     )
 
 
-def load_translator(path: Path, device: str = "auto") -> UNetTranslator:
+def load_translator(path: Path, device: str = "auto") -> torch.nn.Module:
     """A trained baseline generator from its ``model.pt``, in eval mode."""
     state = load_torch(path, "rule train_baseline")
     if "translator_config" not in state:
         raise ValueError(f"{path} is not a GAN baseline's model.pt (no translator_config)")
     config = build(TranslatorConfig, state["translator_config"], str(path))
-    model = UNetTranslator(config)
+    model = build_generator(config)
     model.load_state_dict(state["model"])
     return model.to(select_device(device)).eval()
