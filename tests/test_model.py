@@ -73,6 +73,15 @@ def stack(
     return SliceStack(images, np.ones((slices, size, size), bool), {}, meta)
 
 
+def test_the_code_defaults_are_the_paper_model_of_config_paper_yaml():
+    from iusynth.core.modalities import MODALITIES
+    from iusynth.model.config import ModelConfig, TranslatorConfig
+
+    assert ModelConfig() == jobs.model(PAPER, "mmhvae")
+    assert TranslatorConfig() == jobs.translator(PAPER, "mmgan", MODALITIES, MODALITIES)
+    assert parameter_counts(MMHVAE(ModelConfig()))["total"] == 13_774_770
+
+
 def test_paper_model_size_and_latent_shapes():
     model = MMHVAE(jobs.model(PAPER, "mmhvae"))
     counts = parameter_counts(model)

@@ -6,7 +6,10 @@ Every setting has exactly one home for each of its facets:
 - its default value: ``config/config.yaml`` (the overlays change some);
 - the code that reads it: one settings dataclass, whose field names are the keys.
 
-Settings dataclasses have no defaults. :func:`build` fills one from a validated config
+Settings dataclasses have no defaults, except the networks' architectures
+(:class:`iusynth.model.config.ModelConfig`, ``TranslatorConfig``), which default to the
+paper's model so that it is built with no argument; a test keeps those defaults equal to
+``config/paper.yaml``. Either way, :func:`build` fills one from a validated config
 section (nested dataclasses from nested sections, lists as tuples where the field is a
 tuple), taking only the dataclass's own fields: a job that reads part of a section gets a
 settings object of just that part, so a change elsewhere in the section does not rerun
