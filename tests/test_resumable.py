@@ -93,8 +93,8 @@ def test_the_synthesis_stage_does_a_set_of_subjects_with_one_model_and_resumes(t
     cache = tmp_path / ".resume"
     argv = [
         "synthesise", "--method", "mmhvae", "--models", str(model),
-        "--slices", *map(str, stacks), "--splits", str(splits), "--settings", settings,
-        "--output", *map(str, outputs), "--resume-cache", str(cache),
+        "--slices", *map(str, stacks), "--splits", str(splits), "--fold", "0",
+        "--settings", settings, "--output", *map(str, outputs), "--resume-cache", str(cache),
     ]  # fmt: skip
     main(argv)
     first = {p.name: sorted(f.name for f in p.iterdir()) for p in outputs}

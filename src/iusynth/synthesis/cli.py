@@ -75,7 +75,7 @@ STAGES = (
             ("--models", {"required": True, "nargs": "+", "type": Path, "help": "model.pt files"}),
             ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
             "splits",
-            ("--fold", {"type": int, "default": 0, "help": "fold the models trained on"}),
+            ("--fold", {"required": True, "type": int, "help": "fold the models trained on"}),
             "settings",
             "threads",
             ("--output", {"required": True, "nargs": "+", "type": Path, "help": "folders"}),
