@@ -248,6 +248,13 @@ def short_sha256(bench: Bench) -> Callable[[], Any]:
     return validate(bench, {"models": {"variants": {"authors": {"pretrained": pretrained}}}})
 
 
+def file_url(bench: Bench) -> Callable[[], Any]:
+    """A pretrained variant whose local file is given as a file:// url."""
+    url = (bench.scratch / "CP_main_1000.pth").as_uri()
+    pretrained = {"url": url, "sha256": "0" * 64}
+    return validate(bench, {"models": {"variants": {"authors": {"pretrained": pretrained}}}})
+
+
 def pretrained_folder(bench: Bench) -> Callable[[], Any]:
     """A pretrained variant given the folder of the authors' checkpoint, not the file."""
     return validate(
@@ -553,6 +560,14 @@ CASES = (
         ConfigError,
         ("config key 'models.variants.authors.pretrained.sha256'", "'abc123' does not match"),
         "the key holds the file's SHA-256",
+    ),
+    Case(
+        "file-url-as-pretrained",
+        "32.w2",
+        file_url,
+        ConfigError,
+        ("config key 'models.variants.authors.pretrained.url'", "does not match '^https?://'"),
+        "a file on this machine is given as path, not as a file:// url",
     ),
     Case(
         "pretrained-folder",
