@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,13 @@ def test_a_file_changed_after_planning_is_refused_naming_it(tmp_path):
     path.unlink()
     with pytest.raises(FileNotFoundError, match=f"raw file {path} of subject S1 disappeared"):
         check_digests(tmp_path, planned, "S1")
+
+
+def test_the_rules_pass_an_empty_digest_list_as_an_argument():
+    """Snakemake's :q renders an empty string as nothing, so '--raw-sha256 {p:q}' would
+    leave the option without its value for the workflow's own folders: '=' keeps it."""
+    from .conftest import REPO
+
+    rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    uses = re.findall(r"--raw-sha256(.)\{params\.raw_sha256:q\}", rules)
+    assert len(uses) == 8 and set(uses) == {"="}, uses

@@ -27,7 +27,7 @@ rule align_mr_sequences:
         raw_sha256=raw_sha256,
         settings=job_settings(jobs.registration),
     shell:
-        "{params.iusynth} align-mr --subject-dir {params.subject_dir:q} --raw-sha256 {params.raw_sha256:q} --subject {wildcards.subject}"
+        "{params.iusynth} align-mr --subject-dir {params.subject_dir:q} --raw-sha256={params.raw_sha256:q} --subject {wildcards.subject}"
         " --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
@@ -56,7 +56,7 @@ rule register_us_to_mr:
         raw_sha256=raw_sha256,
         settings=job_settings(jobs.registration),
     shell:
-        "{params.iusynth} register-us --subject-dir {params.subject_dir:q} --raw-sha256 {params.raw_sha256:q} --subject {wildcards.subject}"
+        "{params.iusynth} register-us --subject-dir {params.subject_dir:q} --raw-sha256={params.raw_sha256:q} --subject {wildcards.subject}"
         " --alignment {input.alignment:q} --settings {params.settings:q} --threads {threads} --output {output:q} > {log:q} 2>&1"
 
 
@@ -87,7 +87,7 @@ rule import_given_transforms:
         transforms=lambda wildcards: COHORTS[wildcards.cohort].transforms,
         settings=job_settings(jobs.registration),
     shell:
-        "{params.iusynth} import-transforms --subject-dir {params.subject_dir:q} --raw-sha256 {params.raw_sha256:q}"
+        "{params.iusynth} import-transforms --subject-dir {params.subject_dir:q} --raw-sha256={params.raw_sha256:q}"
         " --subject {wildcards.subject} --transforms {params.transforms:q}"
         " --settings {params.settings:q} --registration {output.registration:q}"
         " --alignment {output.alignment:q} > {log:q} 2>&1"
@@ -117,7 +117,7 @@ rule resample_and_normalise:
         raw_sha256=raw_sha256,
         settings=job_settings(jobs.preprocessing),
     shell:
-        "{params.iusynth} preprocess --subject-dir {params.subject_dir:q} --raw-sha256 {params.raw_sha256:q} --subject {wildcards.subject}"
+        "{params.iusynth} preprocess --subject-dir {params.subject_dir:q} --raw-sha256={params.raw_sha256:q} --subject {wildcards.subject}"
         " --registration {input.registration:q} --alignment {input.alignment:q}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
@@ -222,6 +222,6 @@ rule plot_registration_qc:
         subject_dir=subject_dir,
         raw_sha256=raw_sha256,
     shell:
-        "{params.iusynth} qc-registration --subject-dir {params.subject_dir:q} --raw-sha256 {params.raw_sha256:q}"
+        "{params.iusynth} qc-registration --subject-dir {params.subject_dir:q} --raw-sha256={params.raw_sha256:q}"
         " --subject {wildcards.subject} --preprocessed-dir {input.preprocessed:q}"
         " --output {output:q} > {log:q} 2>&1"

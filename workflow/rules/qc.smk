@@ -22,5 +22,5 @@ rule plot_subject_qc:
         subject_dir=subject_dir,
         raw_sha256=raw_sha256,
     shell:
-        "{params.iusynth} qc-subject --subject-dir {params.subject_dir:q} --raw-sha256 {params.raw_sha256:q} --subject {wildcards.subject}"
+        "{params.iusynth} qc-subject --subject-dir {params.subject_dir:q} --raw-sha256={params.raw_sha256:q} --subject {wildcards.subject}"
         " --output {output:q} > {log:q} 2>&1"

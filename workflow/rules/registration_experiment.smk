@@ -60,7 +60,7 @@ rule registration_experiment:
         settings=job_settings(jobs.registration_experiment),
     shell:
         "{params.iusynth} registration-experiment --subject-dir {params.subject_dir:q}"
-        " --raw-sha256 {params.raw_sha256:q}"
+        " --raw-sha256={params.raw_sha256:q}"
         " --subject {wildcards.subject} --alignment {input.alignment:q}"
         " --synthetic {input.synthetic:q} --settings {params.settings:q}"
         " --threads {threads} --output {output:q} > {log:q} 2>&1"

@@ -28,7 +28,7 @@ rule virtual_sweep:
         ),
         settings=job_settings(jobs.virtual_sweep),
     shell:
-        "{params.iusynth} virtual-sweep --subject-dir {input:q} --raw-sha256 {params.raw_sha256:q}"
+        "{params.iusynth} virtual-sweep --subject-dir {input:q} --raw-sha256={params.raw_sha256:q}"
         " --subject {wildcards.subject}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
