@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -410,17 +411,47 @@ def test_dataset_configs_show_the_full_dag_offline(configfile, expected, tmp_pat
         assert counts.get(downstream, 0) >= 1
 
 
+def planned_stage_commands(output: str) -> set[str]:
+    """Parse every stage command a dry run (-p) printed with the stage's own declaration
+    (iusynth.cli): a rule whose command line has drifted from its stage fails here, before
+    any job runs. Returns the stages seen."""
+    from iusynth.cli import build_parser
+
+    parser, seen, failed = build_parser(), set(), []
+    for line in output.splitlines():
+        if line.startswith("Shell command:") and "-m iusynth " in line:
+            tokens = shlex.split(line.removeprefix("Shell command:"))
+            tokens = tokens[tokens.index("iusynth") + 1 :]
+            tokens = tokens[: tokens.index(">")] if ">" in tokens else tokens
+            seen.add(tokens[0])
+            try:
+                parser.parse_args(tokens)
+            except SystemExit:
+                failed.append(" ".join(tokens)[:300])
+    assert not failed, failed
+    return seen
+
+
 def test_the_paper_setting_on_remind_plans_the_authors_preparation_offline(tmp_path):
-    """paper.yaml + remind.yaml: their transforms, targets, 3 folds and evaluation protocol."""
-    configs = [str(REPO / "config" / name) for name in ("paper.yaml", "remind.yaml")]
+    """paper.yaml + remind.yaml (+ resect.yaml): their transforms, targets, 3 folds and
+    evaluation protocol; every command as its stage declares it."""
+    names = ("paper.yaml", "remind.yaml", "resect.yaml")
+    configs = [str(REPO / "config" / name) for name in names]
     result = snakemake(
         "-n", "-p", "--configfile", *configs, "-d", str(tmp_path)
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
+    # every rule's command parses with its stage's declaration; the UPenn stages are parsed
+    # by the UPenn test (its package must exist), convert-pretrained runs in the test of
+    # the authors' weights
+    rules = "\n".join(path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
+    used = set(re.findall(r"\{params\.iusynth\} ([a-z][a-z-]+)", rules))
+    elsewhere = {"upenn-extract", "upenn-verify", "upenn-convert", "convert-pretrained"}
+    assert planned_stage_commands(output) == used - elsewhere
     counts = job_counts(output)
     assert counts["import_given_transforms"] == 103 and counts["convert_remind_subject"] == 103
-    assert counts["register_us_to_mr"] == counts["align_mr_sequences"] == 5  # the demo's resect
+    assert counts["register_us_to_mr"] == counts["align_mr_sequences"] == 23  # RESECT's cases
     assert "register_us_to_mr/remind/" not in output
     variants = len(merged_config(*[yaml.safe_load(Path(c).read_text()) for c in configs])[
         "models"]["variants"])  # fmt: skip
@@ -448,7 +479,7 @@ def test_upenn_config_needs_the_package_and_indexes_it(tmp_path):
         f"cohorts:\n  upenn:\n    package: '{package}'\nsegmentation:\n  nnunet:\n    folds: 2\n"
     )
     result = snakemake(
-        "-n", "--quiet", "rules", "--configfile", str(REPO / "config" / "upenn.yaml"),
+        "-n", "-p", "--configfile", str(REPO / "config" / "upenn.yaml"),
         str(overlay), "-d", str(tmp_path / "run"),
     )  # fmt: skip
     output = result.stdout + result.stderr
@@ -456,6 +487,7 @@ def test_upenn_config_needs_the_package_and_indexes_it(tmp_path):
     counts = job_counts(output)
     assert counts["verify_upenn_package"] == 1 and counts["convert_upenn_subject"] == 2
     assert "extract_upenn_package" not in counts  # a folder needs no extraction
+    assert {"upenn-verify", "upenn-convert"} <= planned_stage_commands(output)
 
 
 def test_resect_is_downloaded_and_converted_by_the_workflow(tmp_path):
