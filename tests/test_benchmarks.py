@@ -78,3 +78,23 @@ def test_no_device_is_hard_coded_in_the_package():
         assert ".cuda(" not in text, relative
         if relative not in allowed:
             assert not re.search(r"torch\.device\(\s*[\"']cuda", text), relative
+
+
+def test_the_efficiency_benchmark_measures_every_method_of_a_micro_config():
+    import yaml
+
+    from benchmarks import efficiency_benchmark
+    from iusynth.core.config import merge_config
+    from iusynth.methods import TRANSLATORS
+
+    config = merge_config(
+        yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+        yaml.safe_load((REPO / "config" / "micro.yaml").read_text()),
+    )
+    built = efficiency_benchmark.synthesizers(config)
+    assert set(built) == {*efficiency_benchmark.VARIANTS, *TRANSLATORS}
+    size = int(config["preprocessing"]["slice_size"][0])
+    for name, (synthesizer, _) in built.items():
+        assert efficiency_benchmark.macs_per_slice(synthesizer, size) > 0, name
+    times = efficiency_benchmark.timings(built, size, rounds=1, device="cpu")
+    assert all(len(values) == 1 and values[0] > 0 for values in times.values())
