@@ -48,6 +48,8 @@ def test_cache_rehashes_a_file_only_when_its_stamp_moved(tmp_path, monkeypatch):
     monkeypatch.setattr(raw_digests, "file_sha256", lambda p: calls.append(p) or real(p))
     cache = DigestCache(tmp_path / "cache" / "mine.json")
     first = cache.sha256(path)
+    assert not cache.path.exists()  # written once per subject, by save()
+    cache.save()
     assert DigestCache(cache.path).sha256(path) == first  # read back from the file
     assert len(calls) == 1
     # replaced by other bytes of the same size, the old modification time put back (cp -p)

@@ -48,12 +48,13 @@ def _stamp(path: Path) -> list[int]:
 class DigestCache:
     """Digests of files, kept in one JSON file and trusted while a file's stamp is unchanged.
 
-    A cache that cannot be read is started afresh (the files are hashed again); it is
-    written atomically whenever a digest was computed.
+    A cache that cannot be read is started afresh (the files are hashed again);
+    :meth:`save` writes it atomically when a digest was computed since it was read.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.changed = False
         try:
             loaded = json.loads(self.path.read_text())
             self.entries: dict[str, list] = loaded if isinstance(loaded, dict) else {}
@@ -72,22 +73,31 @@ class DigestCache:
             return str(entry[4])
         digest = file_sha256(path)
         self.entries[str(path)] = [*stamp, digest]
-        self._save()
+        self.changed = True
         return digest
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Write the cache, if a digest was computed since it was read or last saved."""
         from iusynth.core.fileio import atomic_path
 
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.entries, sort_keys=True))
+        if self.changed:
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(self.entries, sort_keys=True))
+            self.changed = False
 
 
 def subject_digests(
     files: list[str | os.PathLike[str]], cache: DigestCache | None = None
 ) -> dict[str, str]:
-    """File name -> SHA-256 of a subject's raw files (names without their folder)."""
+    """File name -> SHA-256 of a subject's raw files (names without their folder).
+
+    With a ``cache``, the digests come from it and it is saved once for the subject.
+    """
     digest = cache.sha256 if cache is not None else file_sha256
-    return {Path(file).name: digest(file) for file in sorted(map(str, files))}
+    digests = {Path(file).name: digest(file) for file in sorted(map(str, files))}
+    if cache is not None:
+        cache.save()
+    return digests
 
 
 def format_digests(digests: dict[str, str]) -> str:
