@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.model_benchmark import merged
 from iusynth import jobs
-from iusynth.core.config import merge_config
 from iusynth.core.modalities import MODALITIES
 from iusynth.methods import TRANSLATORS
 from iusynth.model.network import MMHVAE
@@ -51,14 +50,6 @@ CLAIMS = {
 }
 
 
-def paper_config() -> dict[str, Any]:
-    """The default config with config/paper.yaml merged in."""
-    return merge_config(
-        yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-        yaml.safe_load((REPO / "config" / "paper.yaml").read_text()),
-    )
-
-
 def synthesizers(config: dict[str, Any]) -> dict[str, tuple[Synthesizer, torch.nn.Module]]:
     """Every method at the paper's size, with random weights: its synthesiser and generator."""
     torch.manual_seed(0)
@@ -67,7 +58,7 @@ def synthesizers(config: dict[str, Any]) -> dict[str, tuple[Synthesizer, torch.n
         model = MMHVAE(jobs.model(config, name)).eval()
         built[name] = (VAESynthesizer(model), model)
     for name, method in TRANSLATORS.items():
-        network = next(n for n in method.networks([DIRECTION]))
+        network = method.networks([DIRECTION])[0]
         inputs, targets = method.modalities(network)
         generator = build_generator(jobs.translator(config, name, inputs, targets)).eval()
         built[name] = (TranslatorSynthesizer([generator]), generator)
@@ -134,7 +125,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = paper_config()
+    config = merged("paper.yaml")
     size = int(config["preprocessing"]["slice_size"][0])
     built = synthesizers(config)
     macs = {name: macs_per_slice(s, size) for name, (s, _) in built.items()}

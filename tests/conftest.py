@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ def defaults(builder: Callable[..., Any], *args: Any, **replace: Any) -> Any:
 def policy(attempts: int = 1) -> RetryPolicy:
     """A quick retry policy for loopback tests."""
     return RetryPolicy(attempts=attempts, backoff_s=0.0, connect_timeout_s=5, read_timeout_s=30)
+
+
+def rule_stages() -> set[str]:
+    """The stages the workflow's rules run (``{params.iusynth} <stage>`` in their shell)."""
+    rules = "\n".join(path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
+    return set(re.findall(r"\{params\.iusynth\} ([a-z][a-z-]+)", rules))
 
 
 def demo_plans(config: dict, cohort: str) -> list[DemoSubjectPlan]:

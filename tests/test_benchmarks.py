@@ -81,16 +81,11 @@ def test_no_device_is_hard_coded_in_the_package():
 
 
 def test_the_efficiency_benchmark_measures_every_method_of_a_micro_config():
-    import yaml
-
     from benchmarks import efficiency_benchmark
-    from iusynth.core.config import merge_config
+    from benchmarks.model_benchmark import merged
     from iusynth.methods import TRANSLATORS
 
-    config = merge_config(
-        yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-        yaml.safe_load((REPO / "config" / "micro.yaml").read_text()),
-    )
+    config = merged("micro.yaml")
     built = efficiency_benchmark.synthesizers(config)
     assert set(built) == {*efficiency_benchmark.VARIANTS, *TRANSLATORS}
     size = int(config["preprocessing"]["slice_size"][0])

@@ -37,6 +37,7 @@ def test_no_file_outside_its_module_names_a_method(name):
 
 def test_every_method_states_itself_whole():
     directions = [Direction(("T2",), "US").name, Direction(("US",), "FLAIR").name]
+    assert [Direction.from_name(name).name for name in directions] == directions
     for name, method in TRANSLATORS.items():
         assert method.name == name and method.title and method.layout
         assert method.citation in REFERENCES, f"{name}: cite a work of reporting.citations"

@@ -6,7 +6,7 @@ import re
 
 from iusynth.cli import stages
 
-from .conftest import REPO
+from .conftest import REPO, rule_stages
 
 
 def test_model_names_import_from_the_model_package():
@@ -26,6 +26,5 @@ def test_stages_named_in_the_docs_exist():
 
 
 def test_every_rule_runs_a_known_stage():
-    rules = "\n".join(path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
-    used = set(re.findall(r"\{params\.iusynth\} ([a-z][a-z-]+)", rules))
+    used = rule_stages()
     assert len(used) > 20 and used <= set(stages()), sorted(used - set(stages()))

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, demo_plans, merged_config
+from .conftest import REPO, demo_plans, merged_config, rule_stages
 from .test_reports import check_reports
 
 
@@ -445,10 +445,8 @@ def test_the_paper_setting_on_remind_plans_the_authors_preparation_offline(tmp_p
     # every rule's command parses with its stage's declaration; the UPenn stages are parsed
     # by the UPenn test (its package must exist), convert-pretrained runs in the test of
     # the authors' weights
-    rules = "\n".join(path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
-    used = set(re.findall(r"\{params\.iusynth\} ([a-z][a-z-]+)", rules))
     elsewhere = {"upenn-extract", "upenn-verify", "upenn-convert", "convert-pretrained"}
-    assert planned_stage_commands(output) == used - elsewhere
+    assert planned_stage_commands(output) == rule_stages() - elsewhere
     counts = job_counts(output)
     assert counts["import_given_transforms"] == 103 and counts["convert_remind_subject"] == 103
     assert counts["register_us_to_mr"] == counts["align_mr_sequences"] == 23  # RESECT's cases

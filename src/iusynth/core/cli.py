@@ -10,8 +10,6 @@ from iusynth.core.commands import Stage
 
 log = logging.getLogger("iusynth")
 
-REPOSITORY = Path(__file__).resolve().parents[3]
-
 
 def _check_config(args: argparse.Namespace) -> None:
     """Merge the default config and the overlays as Snakemake does, then check it all.
@@ -20,11 +18,17 @@ def _check_config(args: argparse.Namespace) -> None:
     settings.
     """
     from iusynth import jobs
-    from iusynth.core.config import merge_config, read_config_file
+    from iusynth.core.config import (
+        DEFAULTS_FILE,
+        REPOSITORY,
+        SCHEMA_FILE,
+        merge_config,
+        read_config_file,
+    )
 
-    config = read_config_file(REPOSITORY / "config" / "config.yaml")
+    config = read_config_file(REPOSITORY / DEFAULTS_FILE)
     overlays = [read_config_file(path) for path in args.configfiles]
-    jobs.validate(merge_config(config, *overlays), args.schema)
+    jobs.validate(merge_config(config, *overlays), args.schema or REPOSITORY / SCHEMA_FILE)
     names = ", ".join(str(path) for path in args.configfiles) or "the default config alone"
     log.info("config OK: %s", names)
 
@@ -43,8 +47,9 @@ STAGES = (
                 "--schema",
                 {
                     "type": Path,
-                    "default": REPOSITORY / "workflow" / "schemas" / "config.schema.yaml",
-                    "help": "the workflow's config schema",
+                    "default": None,
+                    "help": "the config schema (default: this checkout's, "
+                    "workflow/schemas/config.schema.yaml)",
                 },
             ),
         ],

@@ -20,6 +20,11 @@ from iusynth.core import modalities
 from iusynth.core.settings import ConfigError
 from iusynth.methods import GAN_BASELINES
 
+# the checkout the package runs from, its config schema and its default config
+REPOSITORY = Path(__file__).resolve().parents[3]
+SCHEMA_FILE = Path("workflow") / "schemas" / "config.schema.yaml"
+DEFAULTS_FILE = Path("config") / "config.yaml"
+
 
 def merge_config(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``base`` with each override merged in recursively, as Snakemake does."""

@@ -17,14 +17,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPOSITORY = Path(__file__).resolve().parents[3]
-SCHEMA_FILE = Path("workflow") / "schemas" / "config.schema.yaml"
-DEFAULTS_FILE = Path("config") / "config.yaml"
+from iusynth.core.config import DEFAULTS_FILE, REPOSITORY, SCHEMA_FILE
+
 COMMAND = "python -m iusynth.core.config_docs > config/README.md"
 NOT_SET = "not set"
 

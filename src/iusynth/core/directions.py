@@ -37,6 +37,14 @@ class Direction:
         if self.target not in MODALITIES:
             raise ValueError(f"direction target {self.target!r}: expected one of {MODALITIES}")
 
+    @classmethod
+    def from_name(cls, name: str) -> Direction:
+        """The direction a :attr:`name` such as ``T2+ceT1-to-US`` stands for."""
+        inputs, separator, target = name.partition("-to-")
+        if not separator:
+            raise ValueError(f"direction {name!r}: expected a name such as T2+ceT1-to-US")
+        return cls(tuple(inputs.split("+")), target)
+
     @property
     def name(self) -> str:
         """File- and column-safe name, e.g. ``T2+ceT1-to-US``."""

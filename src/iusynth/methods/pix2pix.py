@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from iusynth.core.directions import canonical_subset
+from iusynth.core.directions import Direction
 from iusynth.core.modalities import MODALITIES
 from iusynth.methods.base import TranslatorMethod
 
@@ -27,10 +27,8 @@ class Pix2Pix(TranslatorMethod):
 
     def modalities(self, network: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The direction's inputs (``T2+ceT1-to-US``) and its target."""
-        inputs, separator, target = network.partition("-to-")
-        if not separator or target not in MODALITIES:
-            raise ValueError(f"Pix2Pix network {network!r}: expected a direction such as T2-to-US")
-        return canonical_subset(inputs.split("+")), (target,)
+        direction = Direction.from_name(network)
+        return direction.inputs, (direction.target,)
 
     def serves(self, config: TranslatorConfig, inputs: tuple[str, ...]) -> bool:
         """Exactly its direction's inputs."""
