@@ -244,7 +244,7 @@ def test_model_variants_must_fit_the_slices():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"evaluation": {"table1": {"resvit": "ResViT"}}}, "evaluation.table1.resvit"),
+        ({"evaluation": {"table1": {"no_such_method": "X"}}}, "evaluation.table1.no_such_method"),
         ({"evaluation": {"sweep_methods": ["pix2pix"]}}, "only the VAEs have a temperature"),
         (
             {"evaluation": {"figure_temperature": 0.5}},
@@ -283,7 +283,10 @@ def test_downstream_model_mistakes_name_their_key(override, message):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"segmentation": {"methods": {"resvit": "ResViT"}}}, "segmentation.methods.resvit"),
+        (
+            {"segmentation": {"methods": {"no_such_method": "X"}}},
+            "segmentation.methods.no_such_method",
+        ),
         ({"segmentation": {"nnunet": {"folds": 9}}}, "fewer than segmentation.nnunet.folds (9)"),
     ],
 )

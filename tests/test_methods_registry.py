@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import pytest
+import torch
 
+from iusynth import jobs
 from iusynth.core.directions import Direction
 from iusynth.core.modalities import MODALITIES
 from iusynth.methods import TRANSLATORS, translator_method
 from iusynth.reporting.citations import REFERENCES
+from iusynth.training.baselines import TranslatorTrainer
 
-from .conftest import REPO
+from .conftest import PAPER, REPO
+from .test_model import stack
+from .test_synthesis import TINY_GAN_TRAINING, translator
 
 SOURCES = [
     *(REPO / "src" / "iusynth").rglob("*.py"),
@@ -48,3 +55,39 @@ def test_every_method_states_itself_whole():
             assert set(inputs) | set(targets) <= set(MODALITIES) and inputs and targets
     with pytest.raises(ValueError, match="the registered ones"):
         translator_method("resvit2")
+
+
+@pytest.mark.parametrize("name", list(TRANSLATORS))
+def test_every_baseline_learns_a_tiny_batch(name):
+    method = TRANSLATORS[name]
+    inputs, targets = method.modalities(method.networks(["T2-to-US"])[0])
+    config = translator(name, inputs, targets, discriminator_channels=4)
+    training = dataclasses.replace(TINY_GAN_TRAINING, learning_rate=1e-3)
+    trainer = TranslatorTrainer(config, training, [stack(1)], [])
+    batch = trainer.train.batch(0, trainer.rng, flip=False, start=0)
+    given = method.validation_inputs(config)
+    observed = torch.tensor([[m in given for m in MODALITIES]] * batch.images.shape[0])
+
+    def l1() -> float:  # of the targets not given, from the validation inputs
+        with torch.no_grad():
+            _, outputs, real, weights = trainer._losses(
+                batch.images, batch.fov, batch.present, observed
+            )
+        per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)
+        return float((per_target * weights).sum() / weights.sum())
+
+    before = l1()
+    losses = [trainer.step(batch.images, batch.fov, batch.present)[0] for _ in range(80)]
+    assert all(map(math.isfinite, losses))
+    after = l1()
+    assert after < 0.6 * before, f"{name}: L1 {before:.3f} -> {after:.3f}"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, m in TRANSLATORS.items() if m.generator_settings_type is not None]
+)
+def test_generator_defaults_in_code_are_the_published_sizes_of_config_paper_yaml(name):
+    method = TRANSLATORS[name]
+    inputs, targets = method.modalities(method.networks(["T2-to-US"])[0])
+    published = method.generator_settings({}, "code defaults", 192)
+    assert jobs.translator(PAPER, name, inputs, targets).generator == published

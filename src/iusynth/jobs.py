@@ -126,17 +126,33 @@ def training(config: Config, variant: str) -> TrainingConfig:
 def translator(
     config: Config, kind: str, inputs: tuple[str, ...], targets: tuple[str, ...]
 ) -> TranslatorConfig:
-    """A GAN baseline's U-Net (``baselines.architecture``)."""
-    values = config["baselines"]["architecture"]
+    """A GAN baseline's network: ``baselines.architecture``, ``baselines.generators.<kind>``."""
+    image_size = _slice_side(config)
+    generator = translator_method(kind).generator_settings(
+        config["baselines"].get("generators", {}).get(kind, {}),
+        f"baselines.generators.{kind}",
+        image_size,
+    )
     return build(
         TranslatorConfig,
-        values,
+        config["baselines"]["architecture"],
         "baselines.architecture",
         kind=kind,
         inputs=inputs,
         targets=targets,
-        image_size=_slice_side(config),
+        image_size=image_size,
+        generator=generator,
     )
+
+
+def check_generators(config: Config) -> None:
+    """Every ``baselines.generators`` entry names a registered GAN baseline."""
+    for name in config["baselines"].get("generators", {}):
+        if name not in TRANSLATORS:
+            raise ConfigError(
+                f"config key 'baselines.generators.{name}': {name!r} is not a GAN baseline "
+                f"(the registered ones: {list(TRANSLATORS)})"
+            )
 
 
 def translator_training(config: Config) -> TranslatorTraining:
@@ -371,6 +387,7 @@ def check_all(config: Config) -> None:
     Raises :class:`iusynth.core.settings.ConfigError` naming the key.
     """
     check_folds(config)
+    check_generators(config)
     for builder in (demo, download, registration, preprocessing, splits, translator_training):
         builder(config)
     for name in config["models"]["variants"]:

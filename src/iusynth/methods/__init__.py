@@ -6,19 +6,49 @@ Two kinds:
   are variants of one model (:class:`iusynth.model.network.MMHVAE`), each a named entry of
   ``models.variants`` in the config; a new one is a config entry;
 - the GAN baselines: a :class:`~iusynth.methods.base.TranslatorMethod` subclass each, in
-  its own module here, listed once in :data:`TRANSLATORS`. Everything else (the rules,
-  the trainer, the synthesiser, the config checks, the methods text) iterates this.
+  its own module here, found by :func:`_discovered` (every module of this package is
+  searched for the subclasses it defines, as nnU-Net finds its trainers) into
+  :data:`TRANSLATORS`. Everything else (the rules, the trainer, the synthesiser, the
+  config checks, the methods text) iterates this.
 
 See docs/extending.md for adding one.
 """
 
 from __future__ import annotations
 
-from iusynth.methods.base import TranslatorMethod
-from iusynth.methods.mmgan import MMGAN
-from iusynth.methods.pix2pix import Pix2Pix
+import importlib
+import inspect
+import pkgutil
 
-TRANSLATORS: dict[str, TranslatorMethod] = {method.name: method for method in (Pix2Pix(), MMGAN())}
+from iusynth.methods.base import TranslatorMethod
+
+
+def _discovered() -> dict[str, TranslatorMethod]:
+    """Every concrete TranslatorMethod defined in a module of this package, by name.
+
+    In module name order; a name claimed twice is an error naming both classes.
+    """
+    found: dict[str, TranslatorMethod] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for cls in vars(module).values():
+            if not (
+                inspect.isclass(cls)
+                and issubclass(cls, TranslatorMethod)
+                and cls.__module__ == module.__name__
+                and not inspect.isabstract(cls)
+            ):
+                continue
+            if cls.name in found:
+                raise TypeError(
+                    f"GAN baseline name {cls.name!r} is claimed by {type(found[cls.name])} "
+                    f"and {cls}: rename one"
+                )
+            found[cls.name] = cls()
+    return found
+
+
+TRANSLATORS: dict[str, TranslatorMethod] = _discovered()
 GAN_BASELINES: tuple[str, ...] = tuple(TRANSLATORS)
 
 

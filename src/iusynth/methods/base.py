@@ -14,9 +14,12 @@ Only the standard library is imported at module level: the Snakefile imports thi
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from iusynth.core.settings import ConfigError, build
 
 if TYPE_CHECKING:
     from iusynth.model.config import TranslatorConfig
@@ -29,6 +32,11 @@ class TranslatorMethod(ABC):
     title: ClassVar[str]  # its name in the methods text
     citation: ClassVar[str]  # its key in iusynth.reporting.citations
     layout: ClassVar[str]  # the methods text's words on how its networks are laid out
+    # the settings dataclass of a generator of its own (its defaults the published size,
+    # overridden by baselines.generators.<name>), or None: the shared U-Net
+    generator_settings_type: ClassVar[type | None] = None
+    # what a modality not given is filled with in the network's input channels
+    missing_value: ClassVar[float] = 0.0
 
     @abstractmethod
     def networks(self, directions: Sequence[str]) -> tuple[str, ...]:
@@ -59,10 +67,55 @@ class TranslatorMethod(ABC):
     def validation_inputs(self, config: TranslatorConfig) -> tuple[str, ...]:
         """The modalities given to the network when its validation loss is measured."""
 
+    def generator_settings(
+        self, overrides: Mapping[str, Any], key: str, image_size: int
+    ) -> dict[str, Any]:
+        """Its generator's settings, whole: the defaults with ``overrides`` (config ``key``).
+
+        Checked at the slice side ``image_size``, which is left out of the result (the
+        translator's config holds it). Empty for a method on the shared U-Net, which takes
+        no overrides. Raises :class:`ConfigError` naming the key for an unknown or refused
+        setting.
+        """
+        settings_type = self.generator_settings_type
+        if settings_type is None:
+            if overrides:
+                raise ConfigError(
+                    f"config key '{key}': {self.title} uses the shared U-Net of "
+                    "baselines.architecture and takes no generator settings; remove the key"
+                )
+            return {}
+        defaults = dataclasses.asdict(settings_type())
+        unknown = sorted(set(overrides) - set(defaults) - set(settings_type.DERIVED))
+        if unknown:
+            raise ConfigError(
+                f"config key '{key}': {unknown} are not {self.title} generator settings; "
+                f"it has {sorted(set(defaults) - set(settings_type.DERIVED))}"
+            )
+        settings = build(settings_type, {**defaults, **overrides}, key, image_size=image_size)
+        # the derived fields (the slice side) come from the translator's own config
+        return {
+            name: value
+            for name, value in dataclasses.asdict(settings).items()
+            if name not in settings_type.DERIVED
+        }
+
+    def settings(self, config: TranslatorConfig) -> Any:
+        """The generator settings object saved in ``config`` (``config.generator``)."""
+        if self.generator_settings_type is None:
+            raise ValueError(f"{self.title} has no generator settings: it uses the shared U-Net")
+        return build(
+            self.generator_settings_type,
+            config.generator,
+            f"{self.name} generator",
+            image_size=config.image_size,
+        )
+
     def generator(self, config: TranslatorConfig) -> Any:
         """A generator network of the method's own, or None for the shared U-Net.
 
         The U-Net (:class:`iusynth.model.translator.UNetTranslator`) is built by the
-        trainer: this module imports no torch (the Snakefile imports it).
+        trainer: this module imports no torch (the Snakefile imports it), so a method
+        with a generator of its own imports its network module here.
         """
         return None

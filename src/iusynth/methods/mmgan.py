@@ -29,7 +29,7 @@ class MMGAN(TranslatorMethod):
     def modalities(self, network: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Every modality, in and out."""
         if network != NETWORK:
-            raise ValueError(f"MM-GAN network {network!r}: it has one, named {NETWORK!r}")
+            raise ValueError(f"{self.title} network {network!r}: it has one, named {NETWORK!r}")
         return MODALITIES, MODALITIES
 
     def serves(self, config: TranslatorConfig, inputs: tuple[str, ...]) -> bool:

@@ -6,8 +6,8 @@ GAN baselines' U-Net (``baselines.architecture``); see :mod:`iusynth.core.settin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from iusynth.core.modalities import MODALITIES
 from iusynth.methods import GAN_BASELINES
@@ -107,7 +107,7 @@ class TranslatorConfig:
     U-Net and PatchGAN of ``config/paper.yaml``, which a test keeps equal).
     """
 
-    DERIVED: ClassVar[tuple[str, ...]] = ("kind", "inputs", "targets", "image_size")
+    DERIVED: ClassVar[tuple[str, ...]] = ("kind", "inputs", "targets", "image_size", "generator")
 
     kind: str = MMGAN.name
     inputs: tuple[str, ...] = MODALITIES
@@ -119,6 +119,9 @@ class TranslatorConfig:
     dropout: float = 0.5
     discriminator_channels: int = 64
     discriminator_layers: int = 3
+    # a method's own generator's settings, whole (TranslatorMethod.generator_settings from
+    # baselines.generators.<kind>); empty for the U-Net, which the fields above size
+    generator: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in GAN_BASELINES:

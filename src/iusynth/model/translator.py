@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from iusynth.core.modalities import MODALITIES
+from iusynth.methods import translator_method
 from iusynth.model.config import TranslatorConfig
 
 
@@ -80,8 +81,10 @@ def translator_inputs(
 ) -> torch.Tensor:
     """The network's input channels from the four modalities (batch x 4 x H x W).
 
-    Modalities not observed are zero-filled (MM-GAN); Pix2Pix requires all its inputs.
+    Modalities not observed are filled with the method's ``missing_value`` (MM-GAN: 0,
+    ResViT: -1); Pix2Pix requires all its inputs.
     """
     channels = [MODALITIES.index(m) for m in config.inputs]
-    given = observed[:, channels].to(images.dtype)[:, :, None, None]
-    return images[:, channels] * given
+    given = observed[:, channels][:, :, None, None]
+    fill = torch.tensor(translator_method(config.kind).missing_value, dtype=images.dtype)
+    return torch.where(given, images[:, channels], fill.to(images.device))

@@ -71,7 +71,7 @@ STAGES = (
         "synthesise subjects with one method (every subset, target and temperature)",
         _synthesise,
         [
-            ("--method", {"required": True, "help": "method name (a variant, pix2pix, mmgan)"}),
+            ("--method", {"required": True, "help": "method name (a variant or a GAN baseline)"}),
             ("--models", {"required": True, "nargs": "+", "type": Path, "help": "model.pt files"}),
             ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
             "splits",

@@ -34,7 +34,7 @@ from iusynth.core.torch_io import load_torch
 from iusynth.evaluation.metrics import to_display
 from iusynth.methods import translator_method
 from iusynth.model.network import MMHVAE
-from iusynth.model.translator import UNetTranslator, translator_inputs
+from iusynth.model.translator import translator_inputs
 from iusynth.preprocessing.slices import SliceStack, load_slices
 from iusynth.synthesis.settings import SweepSettings
 from iusynth.training.baselines import load_translator
@@ -90,17 +90,20 @@ class VAESynthesizer(Synthesizer):
 
 
 class TranslatorSynthesizer(Synthesizer):
-    """A GAN baseline's networks (:mod:`iusynth.methods`: e.g. one per direction, or one)."""
+    """A GAN baseline's networks (:mod:`iusynth.methods`: e.g. one per direction, or one).
+
+    Each network carries its ``config`` (:func:`iusynth.training.baselines.build_generator`).
+    """
 
     stochastic = False
 
-    def __init__(self, models: list[UNetTranslator]) -> None:
+    def __init__(self, models: list[torch.nn.Module]) -> None:
         if not models:
             raise ValueError("a GAN baseline needs at least one trained model")
         self.models = models
         self.device = next(models[0].parameters()).device
 
-    def _model_for(self, inputs: tuple[str, ...]) -> list[UNetTranslator]:
+    def _model_for(self, inputs: tuple[str, ...]) -> list[torch.nn.Module]:
         """The networks that synthesise from ``inputs`` (their method says which)."""
         return [
             model

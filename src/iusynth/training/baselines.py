@@ -42,8 +42,13 @@ COLUMNS = ("epoch", "loss", "l1", "gan_g", "gan_d", "lr", "val_l1", "seconds")
 
 
 def build_generator(config: TranslatorConfig) -> torch.nn.Module:
-    """The generator of a baseline's network: its method's own, else the shared U-Net."""
-    return translator_method(config.kind).generator(config) or UNetTranslator(config)
+    """The generator of a baseline's network: its method's own, else the shared U-Net.
+
+    Either carries its ``config`` (the synthesiser asks it which inputs it serves).
+    """
+    model = translator_method(config.kind).generator(config) or UNetTranslator(config)
+    model.config = config
+    return model
 
 
 def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:

@@ -187,7 +187,7 @@ STAGES = (
         "synthesise iUS on every plane of a virtual sweep with one method",
         _synthetic_ius,
         [
-            ("--method", {"required": True, "help": "method name (a variant, pix2pix, mmgan)"}),
+            ("--method", {"required": True, "help": "method name (a variant or a GAN baseline)"}),
             ("--models", {"required": True, "nargs": "+", "type": Path, "help": "model.pt files"}),
             ("--sweep", {"required": True, "type": Path, "help": "the subject's sweep folder"}),
             "settings",
