@@ -12,7 +12,7 @@ T2 in, on 192 x 192 slices:
 - CPU milliseconds per slice at batch 16 with ``--threads`` torch threads, the methods
   interleaved over ``--rounds`` rounds after a warm-up (median, min-max); and on a GPU
   when one is present;
-- sampling steps (network passes per synthesis).
+- sampling steps (network passes per synthesis: M2DN's DDIM steps).
 
 Beside them, what the papers state. Writes ``benchmarks/efficiency.md``::
 
@@ -48,9 +48,7 @@ DIRECTION = "T2-to-US"
 CLAIMS = {
     "mmhvae": "~14 M parameters, 13 G MACs, 55 ms per inference (MMHVAE paper)",
     "resvit": "293 M parameters, 274 G MACs (MMHVAE paper)",
-}
-MISSING = {
-    "M2DN": "290 ms per inference, 18 sampling steps (MMHVAE paper); not in the workflow yet",
+    "m2dn": "290 ms per inference, 18 sampling steps (MMHVAE paper)",
 }
 
 
@@ -67,6 +65,11 @@ def synthesizers(config: dict[str, Any]) -> dict[str, tuple[Synthesizer, torch.n
         generator = build_generator(jobs.translator(config, name, inputs, targets)).eval()
         built[name] = (TranslatorSynthesizer([generator]), generator)
     return built
+
+
+def network_passes(name: str, generator: torch.nn.Module) -> int:
+    """Network evaluations per synthesis: sampling steps for a diffusion model, else 1."""
+    return TRANSLATORS[name].network_passes(generator.config) if name in TRANSLATORS else 1
 
 
 def batch(size: int, slices: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,10 +169,9 @@ def main() -> None:
         lines.append(
             f"| {name} | {unique / 1e6:.2f} M | {registered / 1e6:.2f} M | "
             f"{macs[name] / 1e9:.2f} G | {spread(cpu[name])} | "
-            f"{spread(gpu[name]) if gpu else '-'} | 1 | {CLAIMS.get(name, '-')} |"
+            f"{spread(gpu[name]) if gpu else '-'} | {network_passes(name, generator)} | "
+            f"{CLAIMS.get(name, '-')} |"
         )
-    for name, claim in MISSING.items():
-        lines.append(f"| {name} | - | - | - | - | - | - | {claim} |")
     ratio = PAPER_MMHVAE_GMACS / (macs["mmhvae"] / 1e9)
     lines += [
         "",

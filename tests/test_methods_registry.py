@@ -14,7 +14,7 @@ from iusynth.core.directions import Direction
 from iusynth.core.modalities import MODALITIES
 from iusynth.methods import TRANSLATORS, translator_method
 from iusynth.reporting.citations import REFERENCES
-from iusynth.training.baselines import TranslatorTrainer
+from iusynth.training.baselines import build_trainer
 
 from .conftest import PAPER, REPO
 from .test_model import stack
@@ -63,7 +63,7 @@ def test_every_baseline_learns_a_tiny_batch(name):
     inputs, targets = method.modalities(method.networks(["T2-to-US"])[0])
     config = translator(name, inputs, targets, discriminator_channels=4)
     training = dataclasses.replace(TINY_GAN_TRAINING, learning_rate=1e-3)
-    trainer = TranslatorTrainer(config, training, [stack(1)], [])
+    trainer = build_trainer(config, training, [stack(1)], [])
     batch = trainer.train.batch(0, trainer.rng, flip=False, start=0)
     given = method.validation_inputs(config)
     observed = torch.tensor([[m in given for m in MODALITIES]] * batch.images.shape[0])

@@ -111,6 +111,26 @@ class TranslatorMethod(ABC):
             image_size=config.image_size,
         )
 
+    def trainer_class(self) -> Any:
+        """A trainer of its own (a ``TranslatorTrainer`` subclass), or None: the shared one.
+
+        The shared one is the adversarial loop of :mod:`iusynth.training.baselines`.
+        """
+        return None
+
+    def synthesise(self, model: Any, config: TranslatorConfig, images: Any, observed: Any) -> Any:
+        """The network's outputs (batch x targets x H x W): one pass on its input channels.
+
+        ``images``: batch x 4 x H x W; ``observed``: batch x 4, True where given.
+        """
+        from iusynth.model.translator import translator_inputs
+
+        return model(translator_inputs(config, images, observed))
+
+    def network_passes(self, config: TranslatorConfig) -> int:
+        """Network evaluations per synthesis (a diffusion model's sampling steps)."""
+        return 1
+
     def generator(self, config: TranslatorConfig) -> Any:
         """A generator network of the method's own, or None for the shared U-Net.
 

@@ -260,6 +260,23 @@ REFERENCES: dict[str, Reference] = {
             doi="10.1109/TMI.2022.3167808",
         ),
         Reference(
+            key="meng2024m2dn",
+            kind="article",
+            authors=(
+                "Meng, Xiangxi",
+                "Sun, Kaicong",
+                "Xu, Jun",
+                "He, Xuming",
+                "Shen, Dinggang",
+            ),
+            title=(
+                "Multi-Modal Modality-Masked Diffusion Network for Brain MRI Synthesis With "
+                "Random Modality Missing"
+            ),
+            venue="IEEE Transactions on Medical Imaging",
+            year=2024,
+        ),
+        Reference(
             key="park2019spade",
             kind="inproceedings",
             authors=("Park, Taesung", "Liu, Ming-Yu", "Wang, Ting-Chun", "Zhu, Jun-Yan"),

@@ -34,7 +34,6 @@ from iusynth.core.torch_io import load_torch
 from iusynth.evaluation.metrics import to_display
 from iusynth.methods import translator_method
 from iusynth.model.network import MMHVAE
-from iusynth.model.translator import translator_inputs
 from iusynth.preprocessing.slices import SliceStack, load_slices
 from iusynth.synthesis.settings import SweepSettings
 from iusynth.training.baselines import load_translator
@@ -124,7 +123,8 @@ class TranslatorSynthesizer(Synthesizer):
         inputs = tuple(m for i, m in enumerate(MODALITIES) if bool(observed[0, i]))
         outputs: dict[str, torch.Tensor] = {}
         for model in self._model_for(inputs):
-            result = model(translator_inputs(model.config, images, observed))
+            method = translator_method(model.config.kind)
+            result = method.synthesise(model, model.config, images, observed)
             result = torch.where(fov.unsqueeze(1), result, torch.full_like(result, -1.0))
             for index, target in enumerate(model.config.targets):
                 if target not in inputs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,16 @@ def build_generator(config: TranslatorConfig) -> torch.nn.Module:
     return model
 
 
+def linear_decay(epochs: int) -> Callable[[int], float]:
+    """Pix2Pix's learning-rate factor: 1 over the first half of ``epochs``, then down to 0."""
+    half = epochs // 2
+
+    def factor(epoch: int) -> float:
+        return 1.0 - max(0, epoch - half) / max(epochs - half, 1)
+
+    return factor
+
+
 def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:
     """The volumes a baseline's network can learn from (its method says which)."""
     method = translator_method(config.kind)
@@ -58,8 +69,13 @@ def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[Sl
 
 
 class TranslatorTrainer(EpochTrainer):
-    """Owns a U-Net, its discriminator, optimisers and data; trains an epoch at a time."""
+    """Owns a generator, its discriminator, optimisers and data; trains an epoch at a time.
 
+    A method with a training objective of its own (``TranslatorMethod.trainer_class``)
+    subclasses it: :meth:`build_networks`, :meth:`parts`, :meth:`step` and :attr:`terms`.
+    """
+
+    terms: tuple[str, ...] = ("loss", "l1", "gan_g", "gan_d")  # what step returns
     columns = COLUMNS
 
     def __init__(
@@ -79,6 +95,17 @@ class TranslatorTrainer(EpochTrainer):
             )
         self.method = translator_method(config.kind)
         self.model = build_generator(config).to(self.device)
+        self.build_networks(training)
+        self.train = SliceSampler(train_stacks, MODALITIES, training.batch_slices)
+        val_stacks = usable_stacks(val_stacks, config)
+        self.val = (
+            SliceSampler(val_stacks, MODALITIES, training.batch_slices) if val_stacks else None
+        )
+        self.targets = [MODALITIES.index(m) for m in config.targets]
+
+    def build_networks(self, training: TranslatorTraining) -> None:
+        """The discriminator, both optimisers and their learning-rate decay."""
+        config = self.config
         self.discriminator = PatchDiscriminator(
             config.discriminator_channels,
             config.discriminator_layers,
@@ -92,21 +119,10 @@ class TranslatorTrainer(EpochTrainer):
         self.d_optimiser = torch.optim.Adam(
             self.discriminator.parameters(), lr=training.learning_rate, betas=betas
         )
-        half = training.epochs // 2
-
-        def decay(epoch: int) -> float:
-            return 1.0 - max(0, epoch - half) / max(training.epochs - half, 1)
-
         self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(optimiser, decay)
+            torch.optim.lr_scheduler.LambdaLR(optimiser, linear_decay(training.epochs))
             for optimiser in (self.optimiser, self.d_optimiser)
         ]
-        self.train = SliceSampler(train_stacks, MODALITIES, training.batch_slices)
-        val_stacks = usable_stacks(val_stacks, config)
-        self.val = (
-            SliceSampler(val_stacks, MODALITIES, training.batch_slices) if val_stacks else None
-        )
-        self.targets = [MODALITIES.index(m) for m in config.targets]
 
     def parts(self) -> dict[str, Any]:
         """What a checkpoint saves besides the configs, epoch, random states and history."""
@@ -195,10 +211,7 @@ class TranslatorTrainer(EpochTrainer):
         self.epoch += 1
         row = {
             "epoch": self.epoch,
-            "loss": float(means[0]),
-            "l1": float(means[1]),
-            "gan_g": float(means[2]),
-            "gan_d": float(means[3]),
+            **{term: float(mean) for term, mean in zip(self.terms, means, strict=True)},
             "lr": self.optimiser.param_groups[0]["lr"],
             "val_l1": self.validate() if self.checkpoint_due() else float("nan"),
             "seconds": 0.0,
@@ -206,6 +219,17 @@ class TranslatorTrainer(EpochTrainer):
         row["seconds"] = time.perf_counter() - start
         self.history.append(row)
         return row
+
+
+def build_trainer(
+    config: TranslatorConfig,
+    training: TranslatorTraining,
+    train_stacks: list[SliceStack],
+    val_stacks: list[SliceStack],
+) -> TranslatorTrainer:
+    """The trainer of a baseline's network: its method's own, else the adversarial loop."""
+    trainer_class = translator_method(config.kind).trainer_class() or TranslatorTrainer
+    return trainer_class(config, training, train_stacks, val_stacks)
 
 
 def train_translator(
@@ -224,7 +248,7 @@ def train_translator(
     """
     settings = {"translator_config": asdict(config), "training": asdict(training)}
     return fit(
-        lambda: TranslatorTrainer(config, training, train_stacks, val_stacks),
+        lambda: build_trainer(config, training, train_stacks, val_stacks),
         output,
         checkpoint,
         losses,
