@@ -37,6 +37,9 @@ class TranslatorMethod(ABC):
     generator_settings_type: ClassVar[type | None] = None
     # what a modality not given is filled with in the network's input channels
     missing_value: ClassVar[float] = 0.0
+    # True for a sampled (diffusion) network: a synthesis calls its sample(images, observed)
+    # on all four modalities and their mask; False: one pass on its input channels
+    sampled: ClassVar[bool] = False
 
     @abstractmethod
     def networks(self, directions: Sequence[str]) -> tuple[str, ...]:
@@ -117,15 +120,6 @@ class TranslatorMethod(ABC):
         The shared one is the adversarial loop of :mod:`iusynth.training.baselines`.
         """
         return None
-
-    def synthesise(self, model: Any, config: TranslatorConfig, images: Any, observed: Any) -> Any:
-        """The network's outputs (batch x targets x H x W): one pass on its input channels.
-
-        ``images``: batch x 4 x H x W; ``observed``: batch x 4, True where given.
-        """
-        from iusynth.model.translator import translator_inputs
-
-        return model(translator_inputs(config, images, observed))
 
     def network_passes(self, config: TranslatorConfig) -> int:
         """Network evaluations per synthesis (a diffusion model's sampling steps)."""

@@ -68,6 +68,7 @@ class M2DN(MMGAN):
         "sampling)"
     )
     generator_settings_type = M2DNSettings
+    sampled = True
 
     def generator(self, config: TranslatorConfig) -> Any:
         """The diffusion network over every modality at ``config.generator``'s size."""
@@ -80,10 +81,6 @@ class M2DN(MMGAN):
         from iusynth.training.diffusion import DiffusionTrainer
 
         return DiffusionTrainer
-
-    def synthesise(self, model: Any, config: TranslatorConfig, images: Any, observed: Any) -> Any:
-        """DDIM sampling of the missing modalities; the given ones come back unchanged."""
-        return model.sample(images, observed)
 
     def network_passes(self, config: TranslatorConfig) -> int:
         """Its sampling steps."""

@@ -36,7 +36,7 @@ from iusynth.methods import translator_method
 from iusynth.model.network import MMHVAE
 from iusynth.preprocessing.slices import SliceStack, load_slices
 from iusynth.synthesis.settings import SweepSettings
-from iusynth.training.baselines import load_translator
+from iusynth.training.baselines import load_translator, translator_outputs
 from iusynth.training.mmhvae import load_model
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ class TranslatorSynthesizer(Synthesizer):
         inputs = tuple(m for i, m in enumerate(MODALITIES) if bool(observed[0, i]))
         outputs: dict[str, torch.Tensor] = {}
         for model in self._model_for(inputs):
-            method = translator_method(model.config.kind)
-            result = method.synthesise(model, model.config, images, observed)
+            result = translator_outputs(model, images, observed)
             result = torch.where(fov.unsqueeze(1), result, torch.full_like(result, -1.0))
             for index, target in enumerate(model.config.targets):
                 if target not in inputs:

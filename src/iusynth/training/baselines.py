@@ -62,6 +62,19 @@ def linear_decay(epochs: int) -> Callable[[int], float]:
     return factor
 
 
+def translator_outputs(
+    model: torch.nn.Module, images: torch.Tensor, observed: torch.Tensor
+) -> torch.Tensor:
+    """A baseline network's outputs (batch x targets x H x W) from the four modalities.
+
+    ``images``: batch x 4 x H x W; ``observed``: batch x 4, True where given. One pass on
+    its input channels, or the sampling of a sampled (diffusion) method.
+    """
+    if translator_method(model.config.kind).sampled:
+        return model.sample(images, observed)
+    return model(translator_inputs(model.config, images, observed))
+
+
 def usable_stacks(stacks: list[SliceStack], config: TranslatorConfig) -> list[SliceStack]:
     """The volumes a baseline's network can learn from (its method says which)."""
     method = translator_method(config.kind)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from iusynth.training.baselines import TranslatorTrainer, linear_decay
+from iusynth.training.baselines import TranslatorTrainer, linear_decay, translator_outputs
 from iusynth.training.settings import TranslatorTraining
 
 
@@ -60,7 +60,7 @@ class DiffusionTrainer(TranslatorTrainer):
         self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor, observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs, sampled outputs (masked to the field of view), real targets, L1 weights."""
-        outputs = self.method.synthesise(self.model, self.config, images, observed)
+        outputs = translator_outputs(self.model, images, observed)
         outputs = torch.where(fov.unsqueeze(1), outputs, torch.full_like(outputs, -1.0))
         weights = (present[self.targets] & ~observed[0, self.targets]).to(images.dtype)
         return images, outputs, images[:, self.targets], weights
