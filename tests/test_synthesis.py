@@ -45,7 +45,12 @@ from iusynth.synthesis.synthesizers import (
     VAESynthesizer,
     synthesise_subject,
 )
-from iusynth.training.baselines import TranslatorTrainer, load_translator, train_translator
+from iusynth.training.baselines import (
+    TranslatorTrainer,
+    load_translator,
+    train_translator,
+    translator_outputs,
+)
 from iusynth.training.loop import EpochTrainer
 from iusynth.training.mmhvae import Trainer
 
@@ -322,7 +327,9 @@ def test_gan_baselines_train_resume_and_load(tmp_path, kind, inputs, targets):
     taught = [TRANSLATORS[kind].learns_from(config, s.acquired) for s in stacks]
     assert len(straight.train.stacks) == sum(taught)  # Pix2Pix: not the volume without T2
     model = load_translator(tmp_path / "a.pt", "cpu")
-    assert model(torch.zeros(2, len(inputs), 32, 32)).shape == (2, len(targets), 32, 32)
+    observed = torch.tensor([[m == "T2" for m in MODALITIES]] * 2)
+    outputs = translator_outputs(model, torch.zeros(2, len(MODALITIES), 32, 32), observed)
+    assert outputs.shape == (2, len(targets), 32, 32)
     assert pd.read_csv(tmp_path / "a.csv")["epoch"].tolist() == [1, 2]
 
 
