@@ -10,7 +10,7 @@ T2 in, on 192 x 192 slices:
   module that holds it: ResViT's shared ViT encoder three times, as in its original code);
 - multiply-accumulates per slice (``torch.utils.flop_counter``: FLOPs / 2, batch 2);
 - CPU milliseconds per slice at batch 16 with ``--threads`` torch threads, the methods
-  interleaved over ``--rounds`` rounds after a warm-up (median, min-max); and on a GPU
+  interleaved over ``--rounds`` rounds after a one-slice warm-up (median, min-max); and on a GPU
   when one is present;
 - sampling steps (network passes per synthesis: M2DN's DDIM steps).
 
@@ -109,10 +109,11 @@ def timings(
 ) -> dict[str, list[float]]:
     """Milliseconds per slice at batch 16, the methods interleaved round by round."""
     inputs = tuple(t.to(device) for t in batch(size, 16))
+    warm_up = tuple(t[:1] for t in inputs)  # one slice: the first call's set-up costs
     for synthesizer, generator in built.values():
         generator.to(device)
         synthesizer.device = torch.device(device)
-        seconds(synthesizer, inputs, device)  # warm-up
+        seconds(synthesizer, warm_up, device)
     result: dict[str, list[float]] = {name: [] for name in built}
     for _ in range(rounds):
         for name, (synthesizer, _) in built.items():
