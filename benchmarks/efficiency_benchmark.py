@@ -16,7 +16,7 @@ T2 in, on 192 x 192 slices:
 
 Beside them, what the papers state. Writes ``benchmarks/efficiency.md``::
 
-    python -m benchmarks.efficiency_benchmark [--rounds 5] [--threads 2]
+    python -m benchmarks.efficiency_benchmark [--rounds 5] [--threads 2] [--no-timing]
 """
 
 from __future__ import annotations
@@ -138,14 +138,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="parameters and MACs only (a paper-size M2DN batch takes minutes per call)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = merged("paper.yaml")
     size = int(config["preprocessing"]["slice_size"][0])
     built = synthesizers(config)
     macs = {name: macs_per_slice(s, size) for name, (s, _) in built.items()}
-    cpu = timings(built, size, args.rounds, "cpu")
-    gpu = timings(built, size, args.rounds, "cuda") if torch.cuda.is_available() else None
+    cpu = None if args.no_timing else timings(built, size, args.rounds, "cpu")
+    gpu = (
+        timings(built, size, args.rounds, "cuda")
+        if torch.cuda.is_available() and not args.no_timing
+        else None
+    )
+    timing = (
+        "times not measured (--no-timing)"
+        if cpu is None
+        else f"{args.threads} CPU threads, {args.rounds} interleaved rounds"
+    )
     header = (
         "| method | parameters | as registered | MACs per slice | CPU ms per slice "
         "| GPU ms per slice | steps | papers |"
@@ -154,7 +168,7 @@ def main() -> None:
         "# Efficiency of the synthesis methods at the paper's size",
         "",
         f"Written by `python -m benchmarks.efficiency_benchmark` ({platform.machine()}, torch "
-        f"{torch.__version__}, {args.threads} CPU threads, {args.rounds} interleaved rounds, "
+        f"{torch.__version__}, {timing}, "
         f"{'GPU ' + torch.cuda.get_device_name() if gpu else 'no GPU'}).",
         "",
         f"Each method at config/paper.yaml's size, random weights, called as the synthesis "
@@ -169,7 +183,7 @@ def main() -> None:
         unique, registered = parameters(generator)
         lines.append(
             f"| {name} | {unique / 1e6:.2f} M | {registered / 1e6:.2f} M | "
-            f"{macs[name] / 1e9:.2f} G | {spread(cpu[name])} | "
+            f"{macs[name] / 1e9:.2f} G | {spread(cpu[name]) if cpu else '-'} | "
             f"{spread(gpu[name]) if gpu else '-'} | {network_passes(name, generator)} | "
             f"{CLAIMS.get(name, '-')} |"
         )
