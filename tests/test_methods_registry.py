@@ -70,7 +70,7 @@ def test_every_baseline_learns_a_tiny_batch(name):
 
     def l1() -> float:  # of the targets not given, from the validation inputs
         with torch.no_grad():
-            _, outputs, real, weights = trainer._losses(
+            outputs, real, weights = trainer._losses(
                 batch.images, batch.fov, batch.present, observed
             )
         per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)

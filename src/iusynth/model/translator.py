@@ -86,5 +86,4 @@ def translator_inputs(
     """
     channels = [MODALITIES.index(m) for m in config.inputs]
     given = observed[:, channels][:, :, None, None]
-    fill = torch.tensor(translator_method(config.kind).missing_value, dtype=images.dtype)
-    return torch.where(given, images[:, channels], fill.to(images.device))
+    return torch.where(given, images[:, channels], translator_method(config.kind).missing_value)

@@ -39,8 +39,6 @@ from iusynth.training.settings import TranslatorTraining
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("epoch", "loss", "l1", "gan_g", "gan_d", "lr", "val_l1", "seconds")
-
 
 def build_generator(config: TranslatorConfig) -> torch.nn.Module:
     """The generator of a baseline's network: its method's own, else the shared U-Net.
@@ -89,7 +87,11 @@ class TranslatorTrainer(EpochTrainer):
     """
 
     terms: tuple[str, ...] = ("loss", "l1", "gan_g", "gan_d")  # what step returns
-    columns = COLUMNS
+
+    @property
+    def columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The loss CSV's columns: the epoch, :attr:`terms`, learning rate, validation, time."""
+        return ("epoch", *self.terms, "lr", "val_l1", "seconds")
 
     def __init__(
         self,
@@ -156,21 +158,25 @@ class TranslatorTrainer(EpochTrainer):
 
     def _losses(
         self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor, observed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs, outputs (masked to the field of view), real targets and the L1 weights."""
-        inputs = translator_inputs(self.config, images, observed)
-        outputs = self.model(inputs)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Outputs (masked to the field of view), real targets and the L1 weights.
+
+        The outputs come through :func:`translator_outputs`: one pass, or the sampling of
+        a sampled method, so every trainer validates the way the synthesis stage runs.
+        """
+        outputs = translator_outputs(self.model, images, observed)
         outputs = torch.where(fov.unsqueeze(1), outputs, torch.full_like(outputs, -1.0))
         real = images[:, self.targets]
         weights = (present[self.targets] & ~observed[0, self.targets]).to(images.dtype)
-        return inputs, outputs, real, weights
+        return outputs, real, weights
 
     def step(self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor) -> list[float]:
         """One step of both networks; returns loss, L1, generator and discriminator terms."""
         images, fov, present = images.to(self.device), fov.to(self.device), present.to(self.device)
         observed = self._observed(present.cpu(), images.shape[0]).to(self.device)
         self.model.train()
-        inputs, outputs, real, weights = self._losses(images, fov, present, observed)
+        outputs, real, weights = self._losses(images, fov, present, observed)
+        inputs = translator_inputs(self.config, images, observed)  # what the critic is shown
         per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)
         l1 = (per_target * weights).sum() / weights.sum().clamp(min=1.0)
         gan_g = lsgan_generator_loss(self.discriminator(torch.cat([inputs, outputs], 1)))
@@ -205,7 +211,7 @@ class TranslatorTrainer(EpochTrainer):
             given = self.method.validation_inputs(self.config)
             observed = torch.tensor([m in given for m in MODALITIES], device=self.device)
             observed = observed.unsqueeze(0).expand(images.shape[0], -1)
-            _, outputs, real, weights = self._losses(images, fov, present, observed)
+            outputs, real, weights = self._losses(images, fov, present, observed)
             per_target = (outputs - real).abs().flatten(2).mean(dim=2).mean(dim=0)
             errors.append(float((per_target * weights).sum() / weights.sum().clamp(min=1.0)))
         return float(np.mean(errors))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from iusynth.training.baselines import TranslatorTrainer, linear_decay, translator_outputs
+from iusynth.training.baselines import TranslatorTrainer, linear_decay
 from iusynth.training.settings import TranslatorTraining
 
 
@@ -24,7 +24,6 @@ class DiffusionTrainer(TranslatorTrainer):
     """The baselines' data and epochs with a denoising objective and no discriminator."""
 
     terms = ("loss",)
-    columns = ("epoch", "loss", "lr", "val_l1", "seconds")
 
     def build_networks(self, training: TranslatorTraining) -> None:
         """One optimiser and its learning-rate decay."""
@@ -55,15 +54,6 @@ class DiffusionTrainer(TranslatorTrainer):
         loss.backward()
         self.optimiser.step()
         return [float(loss.detach())]
-
-    def _losses(
-        self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor, observed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs, sampled outputs (masked to the field of view), real targets, L1 weights."""
-        outputs = translator_outputs(self.model, images, observed)
-        outputs = torch.where(fov.unsqueeze(1), outputs, torch.full_like(outputs, -1.0))
-        weights = (present[self.targets] & ~observed[0, self.targets]).to(images.dtype)
-        return images, outputs, images[:, self.targets], weights
 
     @torch.no_grad()
     def validate(self) -> float:
