@@ -14,8 +14,9 @@ This machine is shared and noisy, so every comparison is made in one run, interl
   plane) against the batched prediction of this commit, alternating. Tiles batched
   together round differently from one tile at a time, so a voxel may flip where
   nnU-Net's own tumour probability is a tie; the page gives how many voxels differ and
-  how far from 0.5 the farthest of them is, beside both Dice. The ensemble's five members are one trained fold (a short
-  training on synthetic planes): prediction time does not depend on the weights.
+  how far from 0.5 the farthest of them is, beside both Dice. The ensemble's five members
+  are one trained fold (a short training on synthetic planes): prediction time does not
+  depend on the weights.
 
     python -m benchmarks.performance_benchmark --old ../wt_old [--rounds 3] [--planes 160]
 
