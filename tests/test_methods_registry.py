@@ -18,7 +18,7 @@ from iusynth.training.baselines import build_trainer
 
 from .conftest import PAPER, REPO
 from .test_model import stack
-from .test_synthesis import TINY_GAN_TRAINING, translator
+from .test_synthesis import TINY_GAN_TRAINING, translator, write_lpips_file
 
 SOURCES = [
     *(REPO / "src" / "iusynth").rglob("*.py"),
@@ -58,12 +58,13 @@ def test_every_method_states_itself_whole():
 
 
 @pytest.mark.parametrize("name", list(TRANSLATORS))
-def test_every_baseline_learns_a_tiny_batch(name):
+def test_every_baseline_learns_a_tiny_batch(name, tmp_path):
     method = TRANSLATORS[name]
     inputs, targets = method.modalities(method.networks(["T2-to-US"])[0])
     config = translator(name, inputs, targets, discriminator_channels=4)
     training = dataclasses.replace(TINY_GAN_TRAINING, learning_rate=1e-3)
-    trainer = build_trainer(config, training, [stack(1)], [])
+    lpips = write_lpips_file(tmp_path).parent  # SPADE's perceptual term; others ignore it
+    trainer = build_trainer(config, training, [stack(1)], [], lpips)
     batch = trainer.train.batch(0, trainer.rng, flip=False, start=0)
     given = method.validation_inputs(config)
     observed = torch.tensor([[m in given for m in MODALITIES]] * batch.images.shape[0])

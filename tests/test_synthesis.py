@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -315,11 +316,14 @@ def translator(kind: str, inputs: tuple, targets: tuple, **replace) -> Translato
 def test_gan_baselines_train_resume_and_load(tmp_path, kind, inputs, targets):
     config = translator(kind, inputs, targets, discriminator_channels=4)
     stacks = [stack(1), stack(2, present=(True, False, True, True))]
+    # SPADE's perceptual term reads the LPIPS AlexNet; the others ignore the folder
+    lpips = write_lpips_file(tmp_path / "lpips").parent
     paths = (tmp_path / "a.pt", tmp_path / "a.ckpt", tmp_path / "a.csv")
-    straight = train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *paths)
+    train = functools.partial(train_translator, config, TINY_GAN_TRAINING, stacks, [stack(3)])
+    straight = train(*paths, lpips_weights=lpips)
     resumed_paths = (tmp_path / "b.pt", tmp_path / "b.ckpt", tmp_path / "b.csv")
-    train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *resumed_paths, stop_after=1)
-    resumed = train_translator(config, TINY_GAN_TRAINING, stacks, [stack(3)], *resumed_paths)
+    train(*resumed_paths, stop_after=1, lpips_weights=lpips)
+    resumed = train(*resumed_paths, lpips_weights=lpips)
     for (name, a), (_, b) in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
     ):

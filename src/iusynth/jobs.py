@@ -439,6 +439,26 @@ def baseline(config: Config, kind: str, network: str, fold: int) -> BaselineSett
     )
 
 
+def baseline_lpips_weights(config: Config, kind: str, network: str) -> str | None:
+    """The LPIPS weights' folder a baseline network trains with, or None (most need none).
+
+    SPADE's perceptual term uses their AlexNet (``TranslatorMethod.uses_feature_network``);
+    raises :class:`ConfigError` when ``evaluation.lpips_weights`` leaves them out.
+    """
+    translator_config = baseline(config, kind, network, config["models"]["fold"]).translator
+    method = translator_method(kind)
+    if not method.uses_feature_network(translator_config):
+        return None
+    folder = config["evaluation"].get("lpips_weights")
+    if not folder:
+        raise ConfigError(
+            f"config key 'evaluation.lpips_weights' is null, but {method.title}'s perceptual "
+            "term trains on the LPIPS AlexNet: give the weights' folder, or set "
+            f"baselines.generators.{kind}.perceptual_weight: 0 to train without the term"
+        )
+    return str(folder)
+
+
 def validate(config: Config, schema_path: Any) -> None:
     """Every check of the configuration, before any job.
 

@@ -454,10 +454,22 @@ def variant_settings(name, fold):
     return json.dumps({"pretrained": json.loads(to_json(source))})
 
 
-def lpips_argument():
-    """--lpips-weights of the evaluation stages, or nothing when LPIPS is left out."""
-    folder = config["evaluation"]["lpips_weights"]
+def lpips_argument(folder=config["evaluation"]["lpips_weights"]):
+    """--lpips-weights of a stage (default: the evaluation's), or nothing for no folder."""
     return f"--lpips-weights {shlex.quote(folder)}" if folder else ""
+
+
+def baseline_lpips_file(wildcards):
+    """The LPIPS weight file a baseline network trains with (SPADE's perceptual term)."""
+    folder = jobs.baseline_lpips_weights(config, wildcards.baseline, wildcards.network)
+    return [f"{folder}/{LPIPS_WEIGHTS_FILE}"] if folder else []
+
+
+def baseline_lpips_argument(wildcards):
+    """--lpips-weights of a baseline network's training, or nothing when it needs none."""
+    return lpips_argument(
+        jobs.baseline_lpips_weights(config, wildcards.baseline, wildcards.network)
+    )
 
 
 # The LPIPS weight file (rule lpips_weights), or none when LPIPS is left out

@@ -5,6 +5,7 @@ rule train_baseline:
     input:
         splits=rules.make_splits.output[0],
         slices=trainval_slice_dirs(),
+        lpips=baseline_lpips_file,
     output:
         model=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/model.pt",
         losses=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/losses.csv",
@@ -34,9 +35,10 @@ rule train_baseline:
         ),
         slices=lambda wildcards, input: str(Path(input.slices[0]).parent),
         checkpoint=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/checkpoint.pt",
+        lpips=baseline_lpips_argument,
     shell:
         "{params.iusynth} train-baseline --settings {params.settings:q}"
-        " --splits {input.splits:q} --slices {params.slices:q}"
+        " --splits {input.splits:q} --slices {params.slices:q} {params.lpips}"
         " --threads {threads} --checkpoint {params.checkpoint:q}"
         " --losses {output.losses:q} --output {output.model:q} > {log:q} 2>&1"
 

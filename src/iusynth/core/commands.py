@@ -64,6 +64,10 @@ SHARED_ARGUMENTS: dict[str, Any] = {
         "--download",
         {"required": True, "help": "the 'download' config section as JSON"},
     ),
+    "lpips-weights": (
+        "--lpips-weights",
+        {"type": Path, "default": None, "help": "folder of the LPIPS weights (none: no LPIPS)"},
+    ),
     "threads": ("--threads", {"type": int, "default": 1, "help": "CPU threads (OpenMP, torch)"}),
     "png": ("--output", {"required": True, "type": Path, "help": "PNG to write"}),
     "json": ("--output", {"required": True, "type": Path, "help": "JSON to write"}),

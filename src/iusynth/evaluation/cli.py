@@ -10,10 +10,6 @@ from iusynth.core.commands import Stage
 from iusynth.core.settings import from_json
 
 log = logging.getLogger("iusynth")
-LPIPS_WEIGHTS = (
-    "--lpips-weights",
-    {"type": Path, "default": None, "help": "folder of the LPIPS weights (none: no LPIPS)"},
-)
 
 
 def _evaluate_synthesis(args: argparse.Namespace) -> None:
@@ -161,7 +157,7 @@ STAGES = (
             ("--synthesis", {"required": True, "nargs": "+", "type": Path, "help": "folders"}),
             ("--slices", {"required": True, "nargs": "+", "type": Path, "help": "slice stacks"}),
             "settings",
-            LPIPS_WEIGHTS,
+            "lpips-weights",
             "threads",
             ("--output", {"required": True, "nargs": "+", "type": Path, "help": "CSVs"}),
             "resume-cache",
@@ -173,7 +169,7 @@ STAGES = (
         _synthesis_tables,
         [
             "settings",
-            LPIPS_WEIGHTS,
+            "lpips-weights",
             ("--paper", {"required": True, "type": Path, "help": "paper_results.csv"}),
             ("--metrics", {"required": True, "nargs": "+", "type": Path, "help": "metric CSVs"}),
             ("--subjects", {"required": True, "type": Path, "help": "per-subject CSV to write"}),

@@ -121,6 +121,13 @@ class TranslatorMethod(ABC):
         """
         return None
 
+    def uses_feature_network(self, config: TranslatorConfig) -> bool:
+        """Whether training needs the LPIPS AlexNet weights (``evaluation.lpips_weights``).
+
+        Its trainer is then given their folder (``--lpips-weights``).
+        """
+        return False
+
     def network_passes(self, config: TranslatorConfig) -> int:
         """Network evaluations per synthesis (a diffusion model's sampling steps)."""
         return 1

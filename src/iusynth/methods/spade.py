@@ -1,8 +1,9 @@
 """SPADE (Park et al., CVPR 2019) used image to image: one network per evaluated direction.
 
 The MHVAE paper compares SPADE on T2 -> iUS with the source image in place of SPADE's
-label map. Laid out and trained on Pix2Pix's volumes and inputs; the generator is
-:mod:`iusynth.model.spade`.
+label map. Laid out on Pix2Pix's volumes and inputs; the generator and discriminators are
+:mod:`iusynth.model.spade`, the objective :mod:`iusynth.training.spade` (SPADE's own:
+hinge loss, feature matching, a perceptual term, two time-scale learning rates).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ UPSAMPLINGS = 5
 
 @dataclass(frozen=True)
 class SPADESettings:
-    """The generator's size; the defaults are SPADE's published ones."""
+    """The generator's size and SPADE's objective; the defaults are SPADE's published ones."""
 
     DERIVED = ("image_size",)
 
@@ -30,6 +31,15 @@ class SPADESettings:
     base_channels: int = 64  # SPADE's ngf: the last block's width, 16 x it at the top
     hidden_channels: int = 128  # the modulation networks' width
     spectral_norm: bool = True
+    discriminator_scales: int = 2  # SPADE's num_D
+    discriminator_layers: int = 4  # SPADE's n_layers_D
+    feature_matching_weight: float = 10.0  # SPADE's lambda_feat
+    # SPADE's lambda_vgg, on AlexNet features (the LPIPS trunk) in place of VGG-19's;
+    # 0 leaves the term out
+    perceptual_weight: float = 10.0
+    # SPADE's TTUR: the generator at half baselines.training.learning_rate, the
+    # discriminators at twice it, Adam (0, 0.9); false: both at it, Adam (0.5, 0.999)
+    two_time_scales: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size % 2**UPSAMPLINGS:
@@ -37,6 +47,15 @@ class SPADESettings:
                 "image_size",
                 f"SPADE needs a slice side divisible by {2**UPSAMPLINGS}, not {self.image_size}",
             )
+        if self.discriminator_scales < 1:
+            raise InvalidField("discriminator_scales", "SPADE needs at least one discriminator")
+        if self.discriminator_layers < 2:
+            raise InvalidField("discriminator_layers", "SPADE's discriminator needs two layers")
+        for name in ("feature_matching_weight", "perceptual_weight"):
+            if getattr(self, name) < 0:
+                raise InvalidField(
+                    name, f"a loss weight must not be negative, not {getattr(self, name)}"
+                )
 
 
 class SPADE(Pix2Pix):
@@ -47,9 +66,21 @@ class SPADE(Pix2Pix):
     citation = "park2019spade"
     layout = (
         "one SPADE generator per direction, its source image in place of the label map "
-        "that modulates every normalisation"
+        "that modulates every normalisation, trained with SPADE's objective (hinge loss "
+        "through multi-scale discriminators, feature matching, and a perceptual term on "
+        "AlexNet features in place of VGG-19's)"
     )
     generator_settings_type = SPADESettings
+
+    def trainer_class(self) -> Any:
+        """SPADE's objective (:class:`iusynth.training.spade.SPADETrainer`)."""
+        from iusynth.training.spade import SPADETrainer
+
+        return SPADETrainer
+
+    def uses_feature_network(self, config: TranslatorConfig) -> bool:
+        """Whether the perceptual term is on (it needs the LPIPS AlexNet weights)."""
+        return self.settings(config).perceptual_weight > 0
 
     def generator(self, config: TranslatorConfig) -> Any:
         """SPADE at ``config.generator``'s size from the direction's inputs."""

@@ -1,4 +1,4 @@
-"""PatchGAN discriminators and the least-squares GAN losses.
+"""PatchGAN discriminators and the GAN losses (least squares, and SPADE's hinge).
 
 MMHVAE has one unconditional discriminator per modality (1 channel in), the authors'
 ``NLayerDiscriminator(n_layers=6, ndf=64)``; the Pix2Pix and MM-GAN baselines use a
@@ -53,3 +53,13 @@ def lsgan_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Te
 def lsgan_generator_loss(fake: torch.Tensor) -> torch.Tensor:
     """Least-squares loss of the generator: MSE(fake, 1)."""
     return ((fake - 1.0) ** 2).mean()
+
+
+def hinge_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of the discriminator: mean(relu(1 - real)) + mean(relu(1 + fake))."""
+    return torch.relu(1.0 - real).mean() + torch.relu(1.0 + fake).mean()
+
+
+def hinge_generator_loss(fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of the generator: -mean(fake)."""
+    return -fake.mean()

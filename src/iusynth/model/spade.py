@@ -91,3 +91,65 @@ class SPADEGenerator(nn.Module):
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = block(x, inputs)
         return torch.tanh(self.out(F.leaky_relu(x, 0.2)))
+
+
+class SPADEPatchDiscriminator(nn.Module):
+    """SPADE's PatchGAN at one scale, returning every layer's output for feature matching.
+
+    ``layers`` 4 x 4 convolutions (stride 2 but the last, which keeps the size), each with
+    spectral norm and, after the first, parameter-free instance norm, LeakyReLU(0.2); then
+    a 4 x 4 convolution to a one-channel map of scores.
+    """
+
+    def __init__(self, in_channels: int, channels: int, layers: int) -> None:
+        super().__init__()
+        stages: list[nn.Module] = [
+            nn.Sequential(
+                spectral_norm(nn.Conv2d(in_channels, channels, 4, stride=2, padding=2)),
+                nn.LeakyReLU(0.2),
+            )
+        ]
+        width = channels
+        for n in range(1, layers):
+            out = min(width * 2, 8 * channels)
+            stride = 1 if n == layers - 1 else 2
+            stages.append(
+                nn.Sequential(
+                    spectral_norm(nn.Conv2d(width, out, 4, stride=stride, padding=2)),
+                    nn.InstanceNorm2d(out),
+                    nn.LeakyReLU(0.2),
+                )
+            )
+            width = out
+        stages.append(nn.Conv2d(width, 1, 4, stride=1, padding=2))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output; the last is the score map."""
+        outputs = []
+        for stage in self.stages:
+            image = stage(image)
+            outputs.append(image)
+        return outputs
+
+
+class SPADEMultiscaleDiscriminator(nn.Module):
+    """SPADE's discriminators: one PatchGAN per scale, each on the input halved once more.
+
+    Halving is a 3 x 3 average pooling of stride 2 that ignores the padding.
+    """
+
+    def __init__(self, in_channels: int, channels: int, layers: int, scales: int) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList(
+            SPADEPatchDiscriminator(in_channels, channels, layers) for _ in range(scales)
+        )
+
+    def forward(self, image: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per scale, every stage's output (the score map last)."""
+        results = []
+        for index, discriminator in enumerate(self.scales):
+            if index:
+                image = F.avg_pool2d(image, 3, stride=2, padding=1, count_include_pad=False)
+            results.append(discriminator(image))
+        return results

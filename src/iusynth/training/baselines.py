@@ -99,9 +99,12 @@ class TranslatorTrainer(EpochTrainer):
         training: TranslatorTraining,
         train_stacks: list[SliceStack],
         val_stacks: list[SliceStack],
+        lpips_weights: Path | None = None,
     ) -> None:
         super().__init__({"translator_config": config, "training": training}, training)
         self.config = config
+        # the LPIPS weights' folder, for a method whose objective uses their AlexNet
+        self.lpips_weights = lpips_weights
         train_stacks = usable_stacks(train_stacks, config)
         if not train_stacks:
             raise ValueError(
@@ -245,10 +248,15 @@ def build_trainer(
     training: TranslatorTraining,
     train_stacks: list[SliceStack],
     val_stacks: list[SliceStack],
+    lpips_weights: Path | None = None,
 ) -> TranslatorTrainer:
-    """The trainer of a baseline's network: its method's own, else the adversarial loop."""
+    """The trainer of a baseline's network: its method's own, else the adversarial loop.
+
+    ``lpips_weights``: the LPIPS weights' folder, for a method whose objective uses them
+    (``TranslatorMethod.uses_feature_network``).
+    """
     trainer_class = translator_method(config.kind).trainer_class() or TranslatorTrainer
-    return trainer_class(config, training, train_stacks, val_stacks)
+    return trainer_class(config, training, train_stacks, val_stacks, lpips_weights)
 
 
 def train_translator(
@@ -260,14 +268,16 @@ def train_translator(
     checkpoint: Path,
     losses: Path,
     stop_after: int | None = None,
+    lpips_weights: Path | None = None,
 ) -> TranslatorTrainer:
     """Train a baseline (resuming from ``checkpoint``); write the model and loss curves.
 
     Only a checkpoint of the same settings and slice stacks is resumed (:func:`fit`).
+    ``lpips_weights`` as in :func:`build_trainer`.
     """
     settings = {"translator_config": asdict(config), "training": asdict(training)}
     return fit(
-        lambda: build_trainer(config, training, train_stacks, val_stacks),
+        lambda: build_trainer(config, training, train_stacks, val_stacks, lpips_weights),
         output,
         checkpoint,
         losses,

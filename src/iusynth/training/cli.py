@@ -125,6 +125,7 @@ def _train_baseline(args: argparse.Namespace) -> None:
         args.output,
         args.checkpoint,
         args.losses,
+        lpips_weights=args.lpips_weights,
     )
     log.info(
         "trained %s %s -> %s for %d epochs",
@@ -181,6 +182,7 @@ STAGES = (
             "settings",
             "splits",
             "cohort-slices",
+            "lpips-weights",
             "threads",
             "checkpoint",
             "losses",
