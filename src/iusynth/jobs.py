@@ -23,7 +23,12 @@ from iusynth.core.config import validate_config
 from iusynth.core.directions import Direction
 from iusynth.core.settings import ConfigError, build, merged
 from iusynth.core.splits import fold_count, split_source, trained_folds
-from iusynth.evaluation.settings import FigureSettings, MetricSettings, TableSettings
+from iusynth.evaluation.settings import (
+    LPIPS_WEIGHTS_FILE,
+    FigureSettings,
+    MetricSettings,
+    TableSettings,
+)
 from iusynth.experiments.registration_tre.settings import ExperimentSettings, MrSynthesisSettings
 from iusynth.experiments.segmentation.settings import (
     NETWORK_SETTINGS,
@@ -277,6 +282,17 @@ def _remind_api(config: Config) -> str:
     return next((r.get("api", "idc") for r in rows if r.get("dataset") == "remind"), "idc")
 
 
+def baseline_descriptions(config: Config) -> dict[str, str]:
+    """Each GAN baseline's methods-text words for its networks' settings, by name."""
+    fold, directions = config["models"]["fold"], direction_names(config)
+    return {
+        name: method.description(
+            baseline(config, name, method.networks(directions)[0], fold).translator
+        )
+        for name, method in TRANSLATORS.items()
+    }
+
+
 def methods(config: Config) -> MethodsSettings:
     """What the methods text states: the settings of each job it describes."""
     models = config["models"]
@@ -317,6 +333,7 @@ def methods(config: Config) -> MethodsSettings:
         variants=variants,
         pretrained_variants=tuple(v for v in variants if pretrained(config, v) is not None),
         baselines=translator_training(config),
+        baseline_descriptions=baseline_descriptions(config),
         tables=tables(config),
         sweep=sweep(config, config["evaluation"]["sweep_methods"][0]),
         sweep_methods=tuple(config["evaluation"]["sweep_methods"]),
@@ -457,6 +474,20 @@ def baseline_lpips_weights(config: Config, kind: str, network: str) -> str | Non
             f"baselines.generators.{kind}.perceptual_weight: 0 to train without the term"
         )
     return str(folder)
+
+
+def baseline_training_files(config: Config, kind: str, network: str) -> list[str]:
+    """What a baseline network's training reads besides the slices and splits.
+
+    The LPIPS weight file (:func:`baseline_lpips_weights`) and the files its method names
+    (``TranslatorMethod.training_files``: ResViT's ViT weights), as the rule's inputs.
+    """
+    folder = baseline_lpips_weights(config, kind, network)
+    translator_config = baseline(config, kind, network, config["models"]["fold"]).translator
+    return [
+        *([f"{folder}/{LPIPS_WEIGHTS_FILE}"] if folder else []),
+        *translator_method(kind).training_files(translator_config),
+    ]
 
 
 def validate(config: Config, schema_path: Any) -> None:

@@ -459,10 +459,9 @@ def lpips_argument(folder=config["evaluation"]["lpips_weights"]):
     return f"--lpips-weights {shlex.quote(folder)}" if folder else ""
 
 
-def baseline_lpips_file(wildcards):
-    """The LPIPS weight file a baseline network trains with (SPADE's perceptual term)."""
-    folder = jobs.baseline_lpips_weights(config, wildcards.baseline, wildcards.network)
-    return [f"{folder}/{LPIPS_WEIGHTS_FILE}"] if folder else []
+def baseline_training_files(wildcards):
+    """The LPIPS weights and user-supplied weights a baseline network trains with."""
+    return jobs.baseline_training_files(config, wildcards.baseline, wildcards.network)
 
 
 def baseline_lpips_argument(wildcards):

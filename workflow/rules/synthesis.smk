@@ -5,7 +5,7 @@ rule train_baseline:
     input:
         splits=rules.make_splits.output[0],
         slices=trainval_slice_dirs(),
-        lpips=baseline_lpips_file,
+        weights=baseline_training_files,
     output:
         model=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/model.pt",
         losses=f"{RESULTS}/models/fold-{{fold}}/{{baseline}}/{{network}}/losses.csv",

@@ -114,6 +114,10 @@ class TranslatorMethod(ABC):
             image_size=config.image_size,
         )
 
+    def description(self, config: TranslatorConfig) -> str:
+        """Its methods-text words for the network of ``config`` (default: :attr:`layout`)."""
+        return self.layout
+
     def trainer_class(self) -> Any:
         """A trainer of its own (a ``TranslatorTrainer`` subclass), or None: the shared one.
 
@@ -127,6 +131,13 @@ class TranslatorMethod(ABC):
         Its trainer is then given their folder (``--lpips-weights``).
         """
         return False
+
+    def training_files(self, config: TranslatorConfig) -> tuple[str, ...]:
+        """Files its training reads besides the slices (e.g. user-supplied weights).
+
+        The rule lists them as inputs, so a changed file retrains the network.
+        """
+        return ()
 
     def network_passes(self, config: TranslatorConfig) -> int:
         """Network evaluations per synthesis (a diffusion model's sampling steps)."""

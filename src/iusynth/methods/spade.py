@@ -67,10 +67,18 @@ class SPADE(Pix2Pix):
     layout = (
         "one SPADE generator per direction, its source image in place of the label map "
         "that modulates every normalisation, trained with SPADE's objective (hinge loss "
-        "through multi-scale discriminators, feature matching, and a perceptual term on "
-        "AlexNet features in place of VGG-19's)"
+        "through multi-scale discriminators and feature matching"
     )
     generator_settings_type = SPADESettings
+
+    def description(self, config: TranslatorConfig) -> str:
+        """Its layout and whether the perceptual term was used."""
+        term = (
+            ", and a perceptual term on AlexNet features in place of VGG-19's)"
+            if self.uses_feature_network(config)
+            else "; no perceptual term)"
+        )
+        return self.layout + term
 
     def trainer_class(self) -> Any:
         """SPADE's objective (:class:`iusynth.training.spade.SPADETrainer`)."""

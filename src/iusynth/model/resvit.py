@@ -7,11 +7,16 @@ residual CNN block; the ones listed in ``transformer_blocks`` first add a transf
 branch: two more stride-2 convolutions, a 1 x 1 patch embedding with learned positions,
 the ViT encoder (one encoder shared by every such block, as in the original), transposed
 convolutions back, concatenation with the block's input and a residual channel
-compression. Batch norm and reflection padding throughout, as in ResViT.
+compression. Batch norm and reflection padding throughout, as in ResViT. With its
+transformer branches switched off (:meth:`ResViTGenerator.use_transformers`) it is the
+ResNet that ResViT's first training stage trains.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -133,10 +138,11 @@ class ARTBlock(nn.Module):
             self.upsample = nn.Sequential(*_up(settings.vit_width, middle), *_up(middle, width))
             self.compression = ChannelCompression(2 * width, width)
         self.residual = ResidualBlock(width)
+        self.transformer_on = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output features, the input's shape."""
-        if self.encoder is not None:
+        if self.encoder is not None and self.transformer_on:
             grid = self.embedding(self.downsample(x))
             batch, width, height, breadth = grid.shape
             tokens = self.dropout(grid.flatten(2).transpose(1, 2) + self.positions)
@@ -172,6 +178,74 @@ class ResViTGenerator(nn.Module):
             nn.Tanh(),
         )
 
+    def use_transformers(self, on: bool) -> None:
+        """Switch the ART blocks' transformer branches on (ResViT) or off (its ResNet)."""
+        for block in self.blocks:
+            block.transformer_on = on
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Outputs (batch x out_channels x H x W) from inputs (batch x in_channels x H x W)."""
         return self.decoder(self.blocks(self.encoder(inputs)))
+
+
+def vit_b16_state(arrays: dict[str, np.ndarray], encoder: ViTEncoder) -> dict[str, torch.Tensor]:
+    """``encoder``'s state dict from ViT weights in Google's ``.npz`` layout.
+
+    Per layer ``i`` of ``Transformer/encoderblock_{i}``: ``LayerNorm_0`` and ``LayerNorm_2``
+    (before attention and MLP), ``MultiHeadDotProductAttention_1`` (query, key, value:
+    width x heads x head width kernels; out: heads x head width x width) and
+    ``MlpBlock_3/Dense_0``, ``Dense_1`` (in x out kernels); ``Transformer/encoder_norm``.
+    Only the encoder is taken (ResViT embeds its own tokens). Raises KeyError or
+    ValueError naming the array that is absent or of another shape.
+    """
+    width = encoder.norm.normalized_shape[0]
+
+    def array(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        value = np.asarray(arrays[key], dtype=np.float32)
+        if value.size != int(np.prod(shape)):
+            raise ValueError(f"{key}: shape {value.shape}, the encoder needs {shape}")
+        return torch.from_numpy(value.reshape(shape).copy())
+
+    def dense(key: str, inputs: int, outputs: int) -> torch.Tensor:  # (out, in) for torch
+        return array(f"{key}/kernel", (inputs, outputs)).T.contiguous()
+
+    state: dict[str, torch.Tensor] = {}
+    for index, layer in enumerate(encoder.layers):
+        block, ours = f"Transformer/encoderblock_{index}", f"layers.{index}"
+        attention = f"{block}/MultiHeadDotProductAttention_1"
+        mlp = layer.mlp[0].out_features
+        for norm, name in (("LayerNorm_0", "attention_norm"), ("LayerNorm_2", "mlp_norm")):
+            state[f"{ours}.{name}.weight"] = array(f"{block}/{norm}/scale", (width,))
+            state[f"{ours}.{name}.bias"] = array(f"{block}/{norm}/bias", (width,))
+        projections = ("query", "key", "value")
+        state[f"{ours}.attention.in_proj_weight"] = torch.cat(
+            [dense(f"{attention}/{p}", width, width) for p in projections]
+        )
+        state[f"{ours}.attention.in_proj_bias"] = torch.cat(
+            [array(f"{attention}/{p}/bias", (width,)) for p in projections]
+        )
+        state[f"{ours}.attention.out_proj.weight"] = dense(f"{attention}/out", width, width)
+        state[f"{ours}.attention.out_proj.bias"] = array(f"{attention}/out/bias", (width,))
+        state[f"{ours}.mlp.0.weight"] = dense(f"{block}/MlpBlock_3/Dense_0", width, mlp)
+        state[f"{ours}.mlp.0.bias"] = array(f"{block}/MlpBlock_3/Dense_0/bias", (mlp,))
+        state[f"{ours}.mlp.3.weight"] = dense(f"{block}/MlpBlock_3/Dense_1", mlp, width)
+        state[f"{ours}.mlp.3.bias"] = array(f"{block}/MlpBlock_3/Dense_1/bias", (width,))
+    state["norm.weight"] = array("Transformer/encoder_norm/scale", (width,))
+    state["norm.bias"] = array("Transformer/encoder_norm/bias", (width,))
+    return state
+
+
+def load_vit_weights(encoder: ViTEncoder, path: Path) -> None:
+    """Load ViT-B/16 weights (Google's ``.npz``, no pickles) into ``encoder``.
+
+    Raises ValueError naming the file and the array when they do not fit.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            state = vit_b16_state(dict(arrays), encoder)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"ResViT ViT weights {path} (baselines.generators.resvit.vit_weights) do not fit "
+            f"its encoder: {error}; give ViT-B/16 weights in Google's .npz layout, or null"
+        ) from error
+    encoder.load_state_dict(state)

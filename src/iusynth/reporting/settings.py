@@ -85,6 +85,8 @@ class MethodsSettings:
     variants: tuple[str, ...]  # every models.variants entry
     pretrained_variants: tuple[str, ...]  # those loading the authors' checkpoint
     baselines: TranslatorTraining
+    # each GAN baseline's methods-text words (TranslatorMethod.description), by name
+    baseline_descriptions: dict[str, str]
     tables: TableSettings
     sweep: SweepSettings  # of the first of evaluation.sweep_methods
     sweep_methods: tuple[str, ...]
