@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 
@@ -110,3 +111,49 @@ def test_the_efficiency_benchmark_measures_every_method_of_a_micro_config():
         assert efficiency_benchmark.macs_per_slice(synthesizer, size) > 0, name
     times = efficiency_benchmark.timings(built, size, rounds=1, device="cpu")
     assert all(len(values) == 1 and values[0] > 0 for values in times.values())
+
+
+def test_importing_iusynth_first_makes_openmp_threads_wait_passively():
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, iusynth; from iusynth.core.threads import wait_passively; "
+        "print(os.environ['OMP_WAIT_POLICY'], wait_passively())"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    environment["PYTHONPATH"] = str(REPO / "src")
+    run = functools.partial(subprocess.run, capture_output=True, text=True, check=True, cwd=REPO)
+    assert run([sys.executable, "-c", script], env=environment).stdout.split() == [
+        "PASSIVE", "True"
+    ]  # fmt: skip
+    chosen = {**environment, "OMP_WAIT_POLICY": "ACTIVE"}  # the user's own choice is kept
+    assert run([sys.executable, "-c", script], env=chosen).stdout.split()[0] == "ACTIVE"
+    late = "import torch, iusynth.core.threads as t; print(t.wait_passively())"
+    assert run([sys.executable, "-c", late], env=environment).stdout.strip() == "False"
+
+
+def test_the_contention_benchmark_runs_ours_quiet_and_busy_and_leaves_no_spinner():
+    import subprocess
+    import sys
+
+    from benchmarks.contention_benchmark import REFERENCE, busy_processes
+
+    with busy_processes(2) as spinners:
+        assert all(spinner.poll() is None for spinner in spinners)
+    assert all(spinner.poll() is not None for spinner in spinners)
+    if not (REFERENCE / "small.pt").is_file():
+        pytest.skip(f"{REFERENCE} is absent (the parity reference)")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.contention_benchmark", "--quick"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("| quiet") or line.startswith("| busy")
+    ]
+    assert len(rows) == 4  # quiet and busy, batch 1 and 2
+    assert all(row.endswith("| 0.0e+00 |") for row in rows)  # the fast path == one forward

@@ -6,4 +6,10 @@ Importing the package is cheap: heavy dependencies are imported by the modules t
 need them.
 """
 
+from iusynth.core.threads import wait_passively
+
 __version__ = "0.1.0"
+
+# OpenMP reads its wait policy when torch first loads: set it before any of our modules
+# import torch (iusynth.core.threads)
+wait_passively()
