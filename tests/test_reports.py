@@ -522,7 +522,7 @@ def test_methods_of_the_demo_say_the_cohort_is_simulated(tmp_path):
     check_latex_escaping(texts[".tex"])
     # each baseline in its own words for this run's settings (micro: all of them)
     assert "the ViT from random weights (not ResViT's ImageNet-21k ones)" in markdown
-    assert "a perceptual term on AlexNet features in place of VGG-19's)" in markdown
+    assert "with a perceptual term on AlexNet features, not VGG-19's" in markdown
 
 
 def check_latex_escaping(latex: str) -> None:

@@ -463,6 +463,11 @@ def baseline_lpips_weights(config: Config, kind: str, network: str) -> str | Non
     raises :class:`ConfigError` when ``evaluation.lpips_weights`` leaves them out.
     """
     translator_config = baseline(config, kind, network, config["models"]["fold"]).translator
+    return _lpips_folder(config, kind, translator_config)
+
+
+def _lpips_folder(config: Config, kind: str, translator_config: TranslatorConfig) -> str | None:
+    """:func:`baseline_lpips_weights` for a network's built config."""
     method = translator_method(kind)
     if not method.uses_feature_network(translator_config):
         return None
@@ -482,8 +487,8 @@ def baseline_training_files(config: Config, kind: str, network: str) -> list[str
     The LPIPS weight file (:func:`baseline_lpips_weights`) and the files its method names
     (``TranslatorMethod.training_files``: ResViT's ViT weights), as the rule's inputs.
     """
-    folder = baseline_lpips_weights(config, kind, network)
     translator_config = baseline(config, kind, network, config["models"]["fold"]).translator
+    folder = _lpips_folder(config, kind, translator_config)
     return [
         *([f"{folder}/{LPIPS_WEIGHTS_FILE}"] if folder else []),
         *translator_method(kind).training_files(translator_config),

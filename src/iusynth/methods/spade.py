@@ -66,19 +66,16 @@ class SPADE(Pix2Pix):
     citation = "park2019spade"
     layout = (
         "one SPADE generator per direction, its source image in place of the label map "
-        "that modulates every normalisation, trained with SPADE's objective (hinge loss "
+        "that modulates every normalisation, trained with SPADE's objective: hinge loss "
         "through multi-scale discriminators and feature matching"
     )
     generator_settings_type = SPADESettings
 
     def description(self, config: TranslatorConfig) -> str:
         """Its layout and whether the perceptual term was used."""
-        term = (
-            ", and a perceptual term on AlexNet features in place of VGG-19's)"
-            if self.uses_feature_network(config)
-            else "; no perceptual term)"
-        )
-        return self.layout + term
+        if self.uses_feature_network(config):
+            return f"{self.layout}, with a perceptual term on AlexNet features, not VGG-19's"
+        return f"{self.layout}, without a perceptual term"
 
     def trainer_class(self) -> Any:
         """SPADE's objective (:class:`iusynth.training.spade.SPADETrainer`)."""

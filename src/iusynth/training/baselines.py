@@ -122,25 +122,40 @@ class TranslatorTrainer(EpochTrainer):
         self.targets = [MODALITIES.index(m) for m in config.targets]
 
     def build_networks(self, training: TranslatorTraining) -> None:
-        """The discriminator, both optimisers and their learning-rate decay."""
+        """The discriminator, both optimisers and their learning-rate schedule.
+
+        A subclass changes the parts that differ: :meth:`build_discriminator`,
+        :meth:`optimiser_settings`, :meth:`learning_rate_factor`.
+        """
+        self.discriminator = self.build_discriminator().to(self.device)
+        (rate, d_rate), betas = self.optimiser_settings(training)
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=rate, betas=betas)
+        self.d_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=d_rate, betas=betas)
+        factor = self.learning_rate_factor(training)
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+            for optimiser in (self.optimiser, self.d_optimiser)
+        ]
+
+    def build_discriminator(self) -> torch.nn.Module:
+        """Pix2Pix's conditional PatchGAN, seeing the input channels beside the outputs."""
         config = self.config
-        self.discriminator = PatchDiscriminator(
+        return PatchDiscriminator(
             config.discriminator_channels,
             config.discriminator_layers,
             in_channels=len(config.inputs) + len(config.targets),
             max_multiplier=8,
-        ).to(self.device)
-        betas = (0.5, 0.999)
-        self.optimiser = torch.optim.Adam(
-            self.model.parameters(), lr=training.learning_rate, betas=betas
         )
-        self.d_optimiser = torch.optim.Adam(
-            self.discriminator.parameters(), lr=training.learning_rate, betas=betas
-        )
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(optimiser, linear_decay(training.epochs))
-            for optimiser in (self.optimiser, self.d_optimiser)
-        ]
+
+    def optimiser_settings(
+        self, training: TranslatorTraining
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The generator's and the discriminator's learning rates, and Adam's betas."""
+        return (training.learning_rate, training.learning_rate), (0.5, 0.999)
+
+    def learning_rate_factor(self, training: TranslatorTraining) -> Callable[[int], float]:
+        """The learning rates' factor per epoch: Pix2Pix's linear decay."""
+        return linear_decay(training.epochs)
 
     def parts(self) -> dict[str, Any]:
         """What a checkpoint saves besides the configs, epoch, random states and history."""

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch.optim.lr_scheduler import LambdaLR
-
 from iusynth.model.resvit import load_vit_weights
 from iusynth.training.baselines import TranslatorTrainer, linear_decay
 from iusynth.training.settings import TranslatorTraining
@@ -43,17 +41,18 @@ class ResViTTrainer(TranslatorTrainer):
     """The adversarial loop in ResViT's stages: without its transformers, then whole."""
 
     def build_networks(self, training: TranslatorTraining) -> None:
-        """The shared networks and optimisers, the two stages' learning rates, the ViT."""
-        super().build_networks(training)
+        """The shared networks and optimisers, the ViT's weights, the first stage's layout."""
         settings = self.method.settings(self.config)
         self.cnn_epochs = cnn_stage_epochs(training.epochs, settings.cnn_stage_fraction)
-        rate = two_stage_factor(
-            self.cnn_epochs, training.epochs, settings.transformer_learning_rate_factor
-        )
-        self.schedulers = [LambdaLR(o, rate) for o in (self.optimiser, self.d_optimiser)]
+        super().build_networks(training)
         if settings.vit_weights:
             load_vit_weights(self.model.vit, Path(settings.vit_weights))
         self.model.use_transformers(self.cnn_epochs == 0)
+
+    def learning_rate_factor(self, training: TranslatorTraining) -> Callable[[int], float]:
+        """Each stage's rate held, then decaying; the second at its factor."""
+        factor = self.method.settings(self.config).transformer_learning_rate_factor
+        return two_stage_factor(self.cnn_epochs, training.epochs, factor)
 
     def enter_transformer_stage(self) -> None:
         """Fresh discriminator and optimiser moments; the generator whole from now on."""

@@ -25,7 +25,7 @@ from iusynth.evaluation.perceptual import load_lpips
 from iusynth.model.discriminator import hinge_discriminator_loss, hinge_generator_loss
 from iusynth.model.spade import SPADEMultiscaleDiscriminator
 from iusynth.model.translator import translator_inputs
-from iusynth.training.baselines import TranslatorTrainer, linear_decay
+from iusynth.training.baselines import TranslatorTrainer
 from iusynth.training.settings import TranslatorTraining
 
 # SPADE's weights of VGG-19's five feature maps, here AlexNet's five
@@ -68,37 +68,33 @@ class SPADETrainer(TranslatorTrainer):
     terms = ("loss", "gan_g", "feature_matching", "perceptual", "gan_d")
 
     def build_networks(self, training: TranslatorTraining) -> None:
-        """The multi-scale discriminators, the perceptual network, optimisers and decay."""
-        config, settings = self.config, self.method.settings(self.config)
-        self.settings = settings
-        self.discriminator = SPADEMultiscaleDiscriminator(
-            len(config.inputs) + len(config.targets),
-            config.discriminator_channels,
-            settings.discriminator_layers,
-            settings.discriminator_scales,
-        ).to(self.device)
-        rate = training.learning_rate
-        rates, betas = (
-            ((rate / 2, 2 * rate), (0.0, 0.9))
-            if settings.two_time_scales
-            else (
-                (rate, rate),
-                (0.5, 0.999),
-            )
-        )
-        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=rates[0], betas=betas)
-        self.d_optimiser = torch.optim.Adam(
-            self.discriminator.parameters(), lr=rates[1], betas=betas
-        )
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(optimiser, linear_decay(training.epochs))
-            for optimiser in (self.optimiser, self.d_optimiser)
-        ]
+        """The shared construction with SPADE's parts, and the perceptual network."""
+        self.settings = self.method.settings(self.config)
+        super().build_networks(training)
         self.perceptual = (
             AlexNetPerceptualLoss(self.lpips_weights).to(self.device).eval()
-            if settings.perceptual_weight > 0
+            if self.settings.perceptual_weight > 0
             else None
         )
+
+    def build_discriminator(self) -> nn.Module:
+        """SPADE's multi-scale discriminators, seeing the input channels beside the image."""
+        config = self.config
+        return SPADEMultiscaleDiscriminator(
+            len(config.inputs) + len(config.targets),
+            config.discriminator_channels,
+            self.settings.discriminator_layers,
+            self.settings.discriminator_scales,
+        )
+
+    def optimiser_settings(
+        self, training: TranslatorTraining
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """SPADE's two time scales (G at half the rate, D at twice it, Adam (0, 0.9))."""
+        if not self.settings.two_time_scales:
+            return super().optimiser_settings(training)
+        rate = training.learning_rate
+        return (rate / 2, 2 * rate), (0.0, 0.9)
 
     def step(self, images: torch.Tensor, fov: torch.Tensor, present: torch.Tensor) -> list[float]:
         """One step of both networks; returns the loss and its terms, then the critic's."""
@@ -108,12 +104,13 @@ class SPADETrainer(TranslatorTrainer):
         outputs, real, _ = self._losses(images, fov, present, observed)
         inputs = translator_inputs(self.config, images, observed)
         fake_scales = self.discriminator(torch.cat([inputs, outputs], 1))
-        real_scales = self.discriminator(torch.cat([inputs, real], 1))
+        with torch.no_grad():  # the targets of feature matching
+            real_scales = self.discriminator(torch.cat([inputs, real], 1))
         scales = len(fake_scales)
         gan_g = sum(hinge_generator_loss(fake[-1]) for fake in fake_scales) / scales
         feature_matching = (
             sum(
-                (a - b.detach()).abs().mean()
+                (a - b).abs().mean()
                 for fake, true in zip(fake_scales, real_scales, strict=True)
                 for a, b in zip(fake[:-1], true[:-1], strict=True)
             )
